@@ -1,0 +1,79 @@
+"""Fun-ASR-Nano in PyTorch: weight loading, batched audio encoding and prompt embedding."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ...checkpoint import ModelConfig, check_shapes
+from ...features import extract_features
+from ...prompt import PromptIds, num_audio_tokens
+from .adaptor import AudioAdaptor
+from .encoder import SenseVoiceEncoder, padding_masks
+from .qwen3 import Qwen3ForCausalLM
+
+LM_HEAD_KEY = "llm.lm_head.weight"
+EMBED_KEY = "llm.model.embed_tokens.weight"
+
+
+class FunASRNano(nn.Module):
+    def __init__(self, config: ModelConfig, max_positions: int = 8192):
+        super().__init__()
+        self.config = config
+        self.audio_encoder = SenseVoiceEncoder(config.encoder)
+        self.audio_adaptor = AudioAdaptor(config.adaptor)
+        self.llm = Qwen3ForCausalLM(config.llm, max_positions)
+
+    @classmethod
+    def from_state_dict(
+        cls,
+        config: ModelConfig,
+        tensors: dict[str, torch.Tensor],
+        device: torch.device,
+        dtype: torch.dtype,
+        source: str = "model.pt",
+    ) -> FunASRNano:
+        """Build on the meta device and take each tensor over with one conversion: no second full copy."""
+        with torch.device("meta"):
+            model = cls(config)
+        tied = config.llm.tie_word_embeddings
+        expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        tensors = dict(tensors)
+        if tied:
+            expected.pop(LM_HEAD_KEY, None)
+            # With tied embeddings the official load writes both keys into one tensor; the head comes last.
+            head = tensors.pop(LM_HEAD_KEY, None)
+            if head is not None:
+                tensors[EMBED_KEY] = head
+        check_shapes(tensors, expected, source)
+        converted = {k: v.to(device=device, dtype=dtype) for k, v in tensors.items()}
+        model.load_state_dict(converted, strict=False, assign=True)
+        if tied:
+            model.llm.tie_weights()
+        # Buffers built on meta (rotary tables) are recomputed for real.
+        model.llm.rotary = type(model.llm.rotary)(config.llm, model.llm.rotary.cos.shape[0]).to(device)
+        return model.eval()
+
+    @torch.inference_mode()
+    def encode(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
+        """LFR features [T_i, 560] -> audio embeddings [ceil(T_i/8), llm_dim] (one batched pass)."""
+        param = self.llm.lm_head.weight
+        lengths = torch.tensor([f.shape[0] for f in features], device=param.device)
+        padded = nn.utils.rnn.pad_sequence(list(features), batch_first=True).to(device=param.device, dtype=param.dtype)
+        encoded = self.audio_encoder(padded, lengths)
+        _, key_mask = padding_masks(lengths, padded.shape[1], padded.dtype)
+        adapted = self.audio_adaptor(encoded, key_mask)
+        return [adapted[i, : num_audio_tokens(int(n))] for i, n in enumerate(lengths.tolist())]
+
+    def encode_waveforms(self, waveforms: list[torch.Tensor]) -> list[torch.Tensor]:
+        device = self.llm.lm_head.weight.device
+        return self.encode(extract_features([w.to(device) for w in waveforms]))
+
+    @torch.inference_mode()
+    def prompt_embeddings(self, prompt: PromptIds, audio: torch.Tensor) -> torch.Tensor:
+        """[len(prefix) + n_audio + len(suffix), H]: text embeddings around the audio embeddings."""
+        device = audio.device
+        prefix = self.llm.embed(torch.tensor(prompt.prefix, device=device, dtype=torch.long))
+        suffix = self.llm.embed(torch.tensor(prompt.suffix, device=device, dtype=torch.long))
+        return torch.cat([prefix, audio.to(prefix.dtype), suffix])
+

@@ -1,0 +1,203 @@
+"""Qwen3 decoder (the Fun-ASR-Nano LLM) with a preallocated, slot-indexed KV cache.
+
+Every sequence owns a cache slot; keys/values are written at the sequence's own positions, so
+prompts of different lengths prefill together and decode steps of many slots run as one batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ...checkpoint import LLMConfig
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, size: int, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(size))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Same order of operations as the reference: normalise in fp32, cast, then scale.
+        x32 = x.float()
+        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x32.to(x.dtype)
+
+
+@dataclass
+class KVCache:
+    """keys/values [layers][slots, max_len, kv_heads, head_dim]."""
+
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
+
+    @classmethod
+    def allocate(
+        cls, config: LLMConfig, slots: int, max_len: int, device: torch.device, dtype: torch.dtype
+    ) -> KVCache:
+        shape = (slots, max_len, config.num_kv_heads, config.head_dim)
+        return cls(
+            [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.num_layers)],
+            [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.num_layers)],
+        )
+
+    @property
+    def slots(self) -> int:
+        return self.keys[0].shape[0]
+
+    @property
+    def max_len(self) -> int:
+        return self.keys[0].shape[1]
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    first, second = x.chunk(2, dim=-1)
+    return torch.cat((-second, first), dim=-1)
+
+
+class RotaryTable(nn.Module):
+    """cos/sin for every position, precomputed so a step only gathers rows (CUDA-graph friendly)."""
+
+    def __init__(self, config: LLMConfig, max_positions: int):
+        super().__init__()
+        exponents = torch.arange(0, config.head_dim, 2, dtype=torch.int64).float() / config.head_dim
+        inverse = 1.0 / (config.rope_theta**exponents)
+        freqs = torch.arange(max_positions, dtype=torch.float32)[:, None] * inverse[None, :]
+        angles = torch.cat((freqs, freqs), dim=-1)
+        self.register_buffer("cos", angles.cos(), persistent=False)
+        self.register_buffer("sin", angles.sin(), persistent=False)
+
+    def forward(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.cos[positions].to(dtype), self.sin[positions].to(dtype)
+
+
+class Attention(nn.Module):
+    def __init__(self, config: LLMConfig):
+        super().__init__()
+        self.config = config
+        self.group = config.num_heads // config.num_kv_heads
+        self.q_proj = nn.Linear(config.hidden_size, config.num_heads * config.head_dim, bias=False)
+        self.k_proj = nn.Linear(config.hidden_size, config.num_kv_heads * config.head_dim, bias=False)
+        self.v_proj = nn.Linear(config.hidden_size, config.num_kv_heads * config.head_dim, bias=False)
+        self.o_proj = nn.Linear(config.num_heads * config.head_dim, config.hidden_size, bias=False)
+        self.q_norm = RMSNorm(config.head_dim, config.rms_norm_eps)
+        self.k_norm = RMSNorm(config.head_dim, config.rms_norm_eps)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        rotary: tuple[torch.Tensor, torch.Tensor],
+        cache_keys: torch.Tensor,
+        cache_values: torch.Tensor,
+        slots: torch.Tensor,
+        positions: torch.Tensor,
+        mask: torch.Tensor,
+        kv_len: int,
+    ) -> torch.Tensor:
+        batch, steps, _ = x.shape
+        cfg = self.config
+        q = self.q_norm(self.q_proj(x).view(batch, steps, cfg.num_heads, cfg.head_dim))
+        k = self.k_norm(self.k_proj(x).view(batch, steps, cfg.num_kv_heads, cfg.head_dim))
+        v = self.v_proj(x).view(batch, steps, cfg.num_kv_heads, cfg.head_dim)
+        cos, sin = (t[:, :, None, :] for t in rotary)
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        cache_keys[slots[:, None], positions] = k
+        cache_values[slots[:, None], positions] = v
+        keys = cache_keys[slots, :kv_len].transpose(1, 2)
+        values = cache_values[slots, :kv_len].transpose(1, 2)
+        # Grouped-query attention without repeating K/V: the query heads sharing a KV head are laid
+        # out as extra query rows of that head ([B, kv_heads, steps * group, head_dim]).
+        q = q.view(batch, steps, cfg.num_kv_heads, self.group, cfg.head_dim).permute(0, 2, 1, 3, 4)
+        q = q.reshape(batch, cfg.num_kv_heads, steps * self.group, cfg.head_dim)
+        out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
+        out = out.view(batch, cfg.num_kv_heads, steps, self.group, cfg.head_dim).permute(0, 2, 1, 3, 4)
+        return self.o_proj(out.reshape(batch, steps, cfg.num_heads * cfg.head_dim))
+
+
+class MLP(nn.Module):
+    def __init__(self, config: LLMConfig):
+        super().__init__()
+        self.gate_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
+        self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, config: LLMConfig):
+        super().__init__()
+        self.self_attn = Attention(config)
+        self.mlp = MLP(config)
+        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+
+
+class Qwen3Body(nn.Module):
+    def __init__(self, config: LLMConfig):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.layers = nn.ModuleList(DecoderLayer(config) for _ in range(config.num_layers))
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+
+
+class Qwen3ForCausalLM(nn.Module):
+    def __init__(self, config: LLMConfig, max_positions: int = 8192):
+        super().__init__()
+        self.config = config
+        self.model = Qwen3Body(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.rotary = RotaryTable(config, min(max_positions, config.max_position_embeddings))
+
+    def tie_weights(self) -> None:
+        self.lm_head.weight = self.model.embed_tokens.weight
+
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.model.embed_tokens(ids)
+
+    def forward(
+        self,
+        hidden: torch.Tensor,
+        cache: KVCache,
+        slots: torch.Tensor,
+        positions: torch.Tensor,
+        mask: torch.Tensor,
+        kv_len: int,
+    ) -> torch.Tensor:
+        """Run the decoder and write the cache.
+
+        hidden [B, S, H] input embeddings; slots [B] cache rows; positions [B, S] absolute positions
+        (also the cache write index); mask [B, 1, S * group, kv_len] boolean, True = may attend.
+        Returns the final-normed hidden states [B, S, H].
+        """
+        rotary = self.rotary(positions, hidden.dtype)
+        for index, layer in enumerate(self.model.layers):
+            attended = layer.self_attn(
+                layer.input_layernorm(hidden), rotary, cache.keys[index], cache.values[index], slots, positions, mask,
+                kv_len,
+            )
+            hidden = hidden + attended
+            hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
+        return self.model.norm(hidden)
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.lm_head(hidden).float()
+
+
+def attention_mask(
+    positions: torch.Tensor, lengths: torch.Tensor, kv_len: int, group: int
+) -> torch.Tensor:
+    """Causal mask over the cache: query at position p sees keys 0..p that belong to its sequence.
+
+    positions [B, S] query positions; lengths [B] number of valid keys after this step's writes.
+    Returns [B, 1, S * group, kv_len] with the query rows repeated for the heads of a KV group.
+    """
+    keys = torch.arange(kv_len, device=positions.device)
+    allowed = (keys[None, None, :] <= positions[:, :, None]) & (keys[None, None, :] < lengths[:, None, None])
+    return allowed.repeat_interleave(group, dim=1)[:, None]

