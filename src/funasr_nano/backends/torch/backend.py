@@ -1,0 +1,71 @@
+"""The PyTorch backend: device/dtype choice, model construction, batched encode + generate."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from ...checkpoint import ModelConfig
+from ...errors import UsageError
+from ...prompt import PromptIds
+from .engine import GenerationRequest, GreedyEngine
+from .model import FunASRNano
+
+_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+           "float16": torch.float16, "fp16": torch.float16}
+
+
+def pick_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        chosen = torch.device(device)
+    except RuntimeError as exc:
+        raise UsageError(f"unknown device {device!r}: use 'auto', 'cpu' or 'cuda[:N]'") from exc
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError("device 'cuda' requested but no CUDA GPU is available: use device='cpu' or 'auto'")
+    return chosen
+
+
+def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if dtype not in _DTYPES:
+        raise UsageError(f"unknown dtype {dtype!r}: use 'auto', 'float32' or 'bfloat16'")
+    return _DTYPES[dtype]
+
+
+class TorchBackend:
+    name = "torch"
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        tensors: dict[str, torch.Tensor],
+        stop_ids: Sequence[int],
+        device: str = "auto",
+        dtype: str = "auto",
+        batch_size: int = 32,
+        source: str = "model.pt",
+    ):
+        self.torch_device = pick_device(device)
+        self.dtype = pick_dtype(dtype, self.torch_device)
+        self.device = str(self.torch_device)
+        self.model = FunASRNano.from_state_dict(config, tensors, self.torch_device, self.dtype, source)
+        self.engine = GreedyEngine(self.model.llm, stop_ids, max_batch=batch_size)
+        self.batch_size = batch_size
+
+    @torch.inference_mode()
+    def generate(
+        self, waveforms: Sequence[np.ndarray], prompts: Sequence[PromptIds], max_new_tokens: Sequence[int]
+    ) -> list[list[int]]:
+        requests = []
+        for start in range(0, len(waveforms), self.batch_size):
+            chunk = [torch.from_numpy(w) for w in waveforms[start : start + self.batch_size]]
+            for audio, prompt in zip(self.model.encode_waveforms(chunk), prompts[start:], strict=False):
+                requests.append(self.model.prompt_embeddings(prompt, audio))
+        return self.engine.generate(
+            [GenerationRequest(e, n) for e, n in zip(requests, max_new_tokens, strict=True)]
+        )
