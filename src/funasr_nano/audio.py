@@ -74,7 +74,7 @@ def _decode(data: str | bytes, label: str) -> np.ndarray:
             raise
         except Exception as exc:
             errors.append(type(exc).__name__)
-    hint = " (install `funasr-nano[av]` for m4a/aac/webm/mp4)" if "PyAV not installed" in errors else ""
+    hint = " (PyAV is missing: `pip install av` for m4a/aac/webm/mp4)" if "PyAV not installed" in errors else ""
     raise AudioError(f"cannot decode audio {label}: not a supported or intact audio file{hint}")
 
 

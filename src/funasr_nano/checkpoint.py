@@ -29,6 +29,7 @@ CORE_PREFIXES = ("audio_encoder.", "audio_adaptor.", "llm.")
 # The ModelScope Nano checkpoint carries a CTC head that the text path never uses.
 IGNORED_PREFIXES = ("ctc_decoder.", "ctc.")
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")
+_LLM_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,9 @@ class LLMConfig:
     rope_theta: float = 1e6
     tie_word_embeddings: bool = True
     max_position_embeddings: int = 40960
+    # The official build casts the whole LLM to config.yaml's llm_dtype (bf16 on the hub) before
+    # upcasting it for inference, which rounds the rotary inverse frequencies to that dtype.
+    rotary_frequency_dtype: str = "bfloat16"
 
 
 @dataclass(frozen=True)
@@ -176,6 +180,9 @@ def read_config(model_dir: Path, variant: str | None = None) -> ModelConfig:
         rope_theta=float(qwen.get("rope_theta", LLMConfig.rope_theta)),
         tie_word_embeddings=bool(qwen.get("tie_word_embeddings", True)),
         max_position_embeddings=int(qwen.get("max_position_embeddings", LLMConfig.max_position_embeddings)),
+        rotary_frequency_dtype=_LLM_DTYPES.get(
+            str((build.get("llm_conf") or {}).get("llm_dtype", "bf16")), LLMConfig.rotary_frequency_dtype
+        ),
     )
     adaptor = AdaptorConfig(
         encoder_dim=int(ada.get("encoder_dim", encoder.output_size)),

@@ -66,6 +66,7 @@ class RotaryTable(nn.Module):
         super().__init__()
         exponents = torch.arange(0, config.head_dim, 2, dtype=torch.int64).float() / config.head_dim
         inverse = 1.0 / (config.rope_theta**exponents)
+        inverse = inverse.to(getattr(torch, config.rotary_frequency_dtype)).float()
         freqs = torch.arange(max_positions, dtype=torch.float32)[:, None] * inverse[None, :]
         angles = torch.cat((freqs, freqs), dim=-1)
         self.register_buffer("cos", angles.cos(), persistent=False)

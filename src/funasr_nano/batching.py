@@ -1,0 +1,146 @@
+"""Batching across callers: a ``Backend`` that many threads call at once and that decodes together.
+
+Each caller (one HTTP request, say) blocks in :meth:`BatchingBackend.generate` while a single worker
+thread, the only one that touches the wrapped backend, gathers the segments of every call that
+arrives within a short window and decodes them in one ``generate`` call. The model therefore runs
+on one thread only, and requests that arrive together share the engine's batching.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .backends import Backend
+from .prompt import PromptIds
+
+
+class BatcherClosedError(RuntimeError):
+    """The batcher is shutting down and takes no new work."""
+
+
+@dataclass
+class _Job:
+    waveforms: Sequence[np.ndarray]
+    prompts: Sequence[PromptIds]
+    max_new_tokens: Sequence[int]
+    future: Future[list[list[int]]] = field(default_factory=Future)
+
+
+@dataclass
+class BatchStats:
+    calls: int = 0  # generate() calls from callers
+    batches: int = 0  # generate() calls on the wrapped backend
+    segments: int = 0
+    largest_batch: int = 0  # segments in the largest batch
+    busy_s: float = 0.0  # time spent inside the wrapped backend
+
+    def as_dict(self) -> dict[str, float | int]:
+        return {"calls": self.calls, "batches": self.batches, "segments": self.segments,
+                "largest_batch": self.largest_batch, "busy_s": round(self.busy_s, 3)}
+
+
+class BatchingBackend:
+    """Thread-safe ``Backend`` that coalesces concurrent calls into batched calls on ``inner``.
+
+    window_s: how long an idle worker waits after the first call for others to join it; while a
+    batch decodes, new calls queue up and go together into the next one anyway.
+    max_segments: segments per batch; a single call with more is still decoded whole.
+    """
+
+    def __init__(self, inner: Backend, window_s: float = 0.01, max_segments: int = 32):
+        if max_segments < 1:
+            raise ValueError("max_segments must be at least 1")
+        self.inner = inner
+        self.name = inner.name
+        self.device = inner.device
+        self.window_s = max(0.0, window_s)
+        self.max_segments = max_segments
+        self.stats = BatchStats()
+        self._queue: deque[_Job] = deque()
+        self._cond = threading.Condition()
+        self._closing = False
+        self._worker = threading.Thread(target=self._run, name="funasr-nano-batcher", daemon=True)
+        self._worker.start()
+
+    def generate(
+        self, waveforms: Sequence[np.ndarray], prompts: Sequence[PromptIds], max_new_tokens: Sequence[int]
+    ) -> list[list[int]]:
+        if not waveforms:
+            return []
+        job = _Job(list(waveforms), list(prompts), list(max_new_tokens))
+        with self._cond:
+            if self._closing:
+                raise BatcherClosedError("the server is shutting down")
+            self._queue.append(job)
+            self.stats.calls += 1
+            self._cond.notify_all()
+        return job.future.result()
+
+    def close(self, timeout: float | None = None) -> None:
+        """Stop taking work, finish everything already queued, then stop the worker."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        self._worker.join(timeout)
+
+    def _take_batch(self) -> list[_Job] | None:
+        with self._cond:
+            was_idle = not self._queue
+            while not self._queue:
+                if self._closing:
+                    return None
+                self._cond.wait()
+            # An idle worker gives callers that arrive a moment later the chance to share this batch;
+            # after a busy one, whatever queued up meanwhile goes at once.
+            deadline = time.monotonic() + (self.window_s if was_idle else 0.0)
+            while not self._closing and self._queued_segments() < self.max_segments:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._cond.wait(remaining)
+            jobs = [self._queue.popleft()]
+            count = len(jobs[0].waveforms)
+            while self._queue and count + len(self._queue[0].waveforms) <= self.max_segments:
+                count += len(self._queue[0].waveforms)
+                jobs.append(self._queue.popleft())
+            return jobs
+
+    def _queued_segments(self) -> int:
+        return sum(len(job.waveforms) for job in self._queue)
+
+    def _run(self) -> None:
+        while (jobs := self._take_batch()) is not None:
+            try:
+                self._decode(jobs)
+            except Exception as exc:
+                if len(jobs) == 1:
+                    jobs[0].future.set_exception(exc)
+                    continue
+                # One caller's segments broke the batch: decode each caller alone so the others succeed.
+                for job in jobs:
+                    try:
+                        self._decode([job])
+                    except Exception as single_exc:
+                        job.future.set_exception(single_exc)
+
+    def _decode(self, jobs: list[_Job]) -> None:
+        waveforms = [w for job in jobs for w in job.waveforms]
+        started = time.perf_counter()
+        tokens = self.inner.generate(
+            waveforms, [p for job in jobs for p in job.prompts], [n for job in jobs for n in job.max_new_tokens]
+        )
+        self.stats.busy_s += time.perf_counter() - started
+        self.stats.batches += 1
+        self.stats.segments += len(waveforms)
+        self.stats.largest_batch = max(self.stats.largest_batch, len(waveforms))
+        offset = 0
+        for job in jobs:
+            job.future.set_result(tokens[offset : offset + len(job.waveforms)])
+            offset += len(job.waveforms)
