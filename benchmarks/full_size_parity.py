@@ -34,7 +34,9 @@ def peak_rss_gb() -> float:
 
 def build_official(work: Path) -> float:
     started = time.perf_counter()
-    subprocess.run([sys.executable, str(ROOT / "tests/oracle/build_official.py"), str(work), "--full"], check=True)
+    subprocess.run(
+        [sys.executable, str(ROOT / "tests/oracle/build_official.py"), str(work), "--full"], check=True
+    )
     return time.perf_counter() - started
 
 
@@ -55,10 +57,14 @@ def compare(work: Path, device: str) -> dict:
         features = extract_features([clip["wav"]])[0]
         official_features = clip["fbank_lfr"].to(device)
         with torch.inference_mode():
-            encoded = torch_model.audio_encoder(official_features[None].clone(), torch.tensor([len(features)], device=device))
+            encoded = torch_model.audio_encoder(
+                official_features[None].clone(), torch.tensor([len(features)], device=device)
+            )
             adapted = torch_model.audio_adaptor(encoded, None)[0]
         row = {
-            "clip": clip["name"], "seconds": clip["wav"].numel() / 16000, "lfr_frames": clip["fbank_lfr_len"],
+            "clip": clip["name"],
+            "seconds": clip["wav"].numel() / 16000,
+            "lfr_frames": clip["fbank_lfr_len"],
             "audio_tokens_official": clip["fake_token_len"],
             "audio_tokens_ours": torch_model.encode([official_features])[0].shape[0],
             "fbank_max_abs_diff": float((features - clip["fbank_lfr"]).abs().max()),
@@ -79,18 +85,32 @@ def compare(work: Path, device: str) -> dict:
         cache = KVCache.allocate(llm.config, 1, length, torch.device(device), torch.float32)
         positions = torch.arange(length, device=device)[None]
         with torch.inference_mode():
-            hidden = llm(prompt["inputs_embeds"].to(device)[None], cache, torch.tensor([0], device=device), positions,
-                         attention_mask(positions, torch.tensor([length], device=device), length, group), length)
+            hidden = llm(
+                prompt["inputs_embeds"].to(device)[None],
+                cache,
+                torch.tensor([0], device=device),
+                positions,
+                attention_mask(positions, torch.tensor([length], device=device), length, group),
+                length,
+            )
             logits = llm.logits(hidden[0, -1]).cpu()
         expected = prompt["gen_ids"].tolist()
-        result = model.transcribe(clip["wav"].numpy(), hotwords=prompt["hotwords"], language=prompt["language"],
-                                  itn=prompt["itn"], max_new_tokens=len(expected), vad=False)
+        result = model.transcribe(
+            clip["wav"].numpy(),
+            hotwords=prompt["hotwords"],
+            language=prompt["language"],
+            itn=prompt["itn"],
+            max_new_tokens=len(expected),
+            vad=False,
+        )
         row = {
-            "clip": prompt["clip"], "prompt_ids_equal": source == prompt["source_ids"].tolist(),
+            "clip": prompt["clip"],
+            "prompt_ids_equal": source == prompt["source_ids"].tolist(),
             "prompt_length": length,
             "embeddings_rel_err": relative_error(embeddings.cpu(), prompt["inputs_embeds"]),
             "logits_rel_err": relative_error(logits, prompt["logits_last"]),
-            "greedy_ids_official": expected, "greedy_ids_ours": result.segments[0].tokens,
+            "greedy_ids_official": expected,
+            "greedy_ids_ours": result.segments[0].tokens,
             "greedy_identical": result.segments[0].tokens == expected,
         }
         figures["prompts"].append(row)
@@ -110,15 +130,24 @@ def main() -> None:
     if not (args.reuse and (args.work / "reference.pt").is_file()):
         build_s = round(build_official(args.work), 1)
     state = torch.load(args.work / "model.pt", weights_only=True, mmap=True)["state_dict"]
-    checkpoint = {"tensors": len(state), "bytes": (args.work / "model.pt").stat().st_size,
-                  "dtypes": sorted({str(v.dtype) for v in state.values()})}
+    checkpoint = {
+        "tensors": len(state),
+        "bytes": (args.work / "model.pt").stat().st_size,
+        "dtypes": sorted({str(v.dtype) for v in state.values()}),
+    }
     del state
     figures = compare(args.work, args.device)
     record = {
         "what": "full-size parity, official funasr 1.4.16 vs funasr-nano (fp32)",
-        "command": " ".join(sys.argv), "date": datetime.date.today().isoformat(),
-        "device": args.device if args.device != "cpu" else f"cpu ({platform.processor() or platform.machine()})",
-        "torch": torch.__version__, "checkpoint": checkpoint, "official_build_seconds": build_s, **figures,
+        "command": " ".join(sys.argv),
+        "date": datetime.date.today().isoformat(),
+        "device": args.device
+        if args.device != "cpu"
+        else f"cpu ({platform.processor() or platform.machine()})",
+        "torch": torch.__version__,
+        "checkpoint": checkpoint,
+        "official_build_seconds": build_s,
+        **figures,
     }
     print(json.dumps({k: v for k, v in record.items() if k not in ("clips", "prompts")}))
     if args.json:

@@ -34,10 +34,16 @@ def check_decoded(samples: np.ndarray, tolerance_s: float = 0.06) -> None:
     assert 0.2 < np.abs(samples).max() <= 1.0
 
 
-@pytest.mark.parametrize(("suffix", "fmt", "subtype"), [
-    (".wav", "WAV", "PCM_16"), (".flac", "FLAC", "PCM_16"), (".ogg", "OGG", "VORBIS"), (".opus", "OGG", "OPUS"),
-    (".mp3", "MP3", "MPEG_LAYER_III"),
-])
+@pytest.mark.parametrize(
+    ("suffix", "fmt", "subtype"),
+    [
+        (".wav", "WAV", "PCM_16"),
+        (".flac", "FLAC", "PCM_16"),
+        (".ogg", "OGG", "VORBIS"),
+        (".opus", "OGG", "OPUS"),
+        (".mp3", "MP3", "MPEG_LAYER_III"),
+    ],
+)
 def test_soundfile_formats(tmp_path, suffix, fmt, subtype):
     path = tmp_path / f"a{suffix}"
     rate = 48000 if subtype == "OPUS" else RATE
@@ -45,9 +51,15 @@ def test_soundfile_formats(tmp_path, suffix, fmt, subtype):
     check_decoded(load_audio(path))
 
 
-@pytest.mark.parametrize(("suffix", "container", "codec"), [
-    (".m4a", "mp4", "aac"), (".webm", "webm", "libopus"), (".mp4", "mp4", "aac"), (".aac", "adts", "aac"),
-])
+@pytest.mark.parametrize(
+    ("suffix", "container", "codec"),
+    [
+        (".m4a", "mp4", "aac"),
+        (".webm", "webm", "libopus"),
+        (".mp4", "mp4", "aac"),
+        (".aac", "adts", "aac"),
+    ],
+)
 def test_ffmpeg_formats_through_pyav(tmp_path, suffix, container, codec):
     av = pytest.importorskip("av")
     path = tmp_path / f"a{suffix}"

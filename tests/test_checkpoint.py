@@ -130,7 +130,9 @@ class Payload:
 
 def test_arbitrary_pickles_are_refused(official_tiny, tmp_path):
     model_dir = copy_model_dir(official_tiny.model_dir, tmp_path / "m")
-    torch.save({"state_dict": official_state(official_tiny.model_dir), "extra": Payload()}, model_dir / "model.pt")
+    torch.save(
+        {"state_dict": official_state(official_tiny.model_dir), "extra": Payload()}, model_dir / "model.pt"
+    )
     expect_load_error(model_dir, "only weights_only")
 
 
@@ -157,4 +159,6 @@ def test_hub_id_downloads_through_huggingface_hub(monkeypatch, official_tiny):
     monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
     assert resolve_model_dir("FunAudioLLM/Fun-ASR-Nano-2512") == official_tiny.model_dir
     assert resolve_model_dir("mlt") == official_tiny.model_dir  # short alias of the MLT hub id
-    assert [c[0] for c in calls] == ["FunAudioLLM/Fun-ASR-Nano-2512"] * 2 + ["FunAudioLLM/Fun-ASR-MLT-Nano-2512"] * 2
+    assert [c[0] for c in calls] == ["FunAudioLLM/Fun-ASR-Nano-2512"] * 2 + [
+        "FunAudioLLM/Fun-ASR-MLT-Nano-2512"
+    ] * 2

@@ -7,10 +7,20 @@ from funasr_nano.languages import MLT_LANGUAGES, NANO_LANGUAGES, language_code, 
 from funasr_nano.prompt import normalize_hotwords
 
 
-@pytest.mark.parametrize(("alias", "name"), [
-    ("zh", "中文"), ("ZH", "中文"), ("Chinese", "中文"), ("中文", "中文"), ("en", "英文"), ("english", "英文"),
-    ("ja", "日文"), ("Japanese", "日文"), ("日语", "日文"),
-])
+@pytest.mark.parametrize(
+    ("alias", "name"),
+    [
+        ("zh", "中文"),
+        ("ZH", "中文"),
+        ("Chinese", "中文"),
+        ("中文", "中文"),
+        ("en", "英文"),
+        ("english", "英文"),
+        ("ja", "日文"),
+        ("Japanese", "日文"),
+        ("日语", "日文"),
+    ],
+)
 def test_nano_aliases(alias, name):
     assert resolve_language(alias, NANO_LANGUAGES) == name
 

@@ -44,7 +44,9 @@ def last_logits(model, embeddings: torch.Tensor) -> torch.Tensor:
 
 def test_clip_set_covers_short_and_odd_lengths(official_tiny):
     lengths = [c["fbank_lfr_len"] for c in official_tiny.reference["clips"]]
-    assert min(c["wav"].numel() for c in official_tiny.reference["clips"]) < 400  # shorter than one 25 ms window
+    assert (
+        min(c["wav"].numel() for c in official_tiny.reference["clips"]) < 400
+    )  # shorter than one 25 ms window
     assert any(n % 2 for n in lengths) and len({n % 8 for n in lengths}) >= 4
 
 
@@ -105,8 +107,12 @@ def test_greedy_tokens_and_text_match_official_end_to_end(model, clips, official
         assert len(expected) >= 16
         clip = clips[prompt["clip"]]
         result = model.transcribe(
-            clip["wav"].numpy(), hotwords=prompt["hotwords"], language=prompt["language"], itn=prompt["itn"],
-            max_new_tokens=len(expected), vad=False,
+            clip["wav"].numpy(),
+            hotwords=prompt["hotwords"],
+            language=prompt["language"],
+            itn=prompt["itn"],
+            max_new_tokens=len(expected),
+            vad=False,
         )
         assert len(result.segments) == 1
         segment = result.segments[0]

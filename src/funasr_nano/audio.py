@@ -74,7 +74,9 @@ def _decode(data: str | bytes, label: str) -> np.ndarray:
             raise
         except Exception as exc:
             errors.append(type(exc).__name__)
-    hint = " (PyAV is missing: `pip install av` for m4a/aac/webm/mp4)" if "PyAV not installed" in errors else ""
+    hint = (
+        " (PyAV is missing: `pip install av` for m4a/aac/webm/mp4)" if "PyAV not installed" in errors else ""
+    )
     raise AudioError(f"cannot decode audio {label}: not a supported or intact audio file{hint}")
 
 
@@ -95,7 +97,9 @@ def load_audio(source: AudioInput, sample_rate: int | None = None) -> np.ndarray
         if hasattr(source, "detach"):  # torch.Tensor
             source = source.detach().float().cpu().numpy()
         if not isinstance(source, np.ndarray):
-            raise AudioError(f"unsupported audio input type {type(source).__name__}: pass a path, bytes or an array")
+            raise AudioError(
+                f"unsupported audio input type {type(source).__name__}: pass a path, bytes or an array"
+            )
         samples = resample(_to_mono_float(source), sample_rate or SAMPLE_RATE)
     if samples.size == 0:
         raise AudioError("the audio is empty (0 samples): nothing to transcribe")

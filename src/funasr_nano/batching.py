@@ -59,7 +59,12 @@ class BatchingBackend:
             raise ValueError("max_segments must be at least 1")
         self.inner = inner
         self.name = inner.name
-        self.device = inner.device
+        self.model_device = inner.device
+        # What callers read as ``device`` is where they run their own work (the pipeline's VAD) on their
+        # own threads. On CUDA that work must not overlap the worker's: a CUDA graph capture (global mode)
+        # fails when another thread calls into CUDA meanwhile. So callers are pointed at the CPU.
+        self.device = "cpu" if str(inner.device).startswith("cuda") else inner.device
+        self.batch_size = getattr(inner, "batch_size", max_segments)  # callers size their groups by it
         self.window_s = max(0.0, window_s)
         self.max_segments = max_segments
         self.stats = BatchStats()
@@ -132,14 +137,22 @@ class BatchingBackend:
 
     def _decode(self, jobs: list[_Job]) -> None:
         waveforms = [w for job in jobs for w in job.waveforms]
+        prompts = [p for job in jobs for p in job.prompts]
+        budgets = [n for job in jobs for n in job.max_new_tokens]
+        # Longest first across all callers, as each caller orders its own: the engine's continuous
+        # batching then refills slots with ever shorter work and drains little at the end.
+        order = sorted(range(len(waveforms)), key=lambda i: -waveforms[i].shape[-1])
         started = time.perf_counter()
-        tokens = self.inner.generate(
-            waveforms, [p for job in jobs for p in job.prompts], [n for job in jobs for n in job.max_new_tokens]
+        generated = self.inner.generate(
+            [waveforms[i] for i in order], [prompts[i] for i in order], [budgets[i] for i in order]
         )
         self.stats.busy_s += time.perf_counter() - started
         self.stats.batches += 1
         self.stats.segments += len(waveforms)
         self.stats.largest_batch = max(self.stats.largest_batch, len(waveforms))
+        tokens: list[list[int]] = [[] for _ in waveforms]
+        for slot, index in enumerate(order):
+            tokens[index] = generated[slot]
         offset = 0
         for job in jobs:
             job.future.set_result(tokens[offset : offset + len(job.waveforms)])

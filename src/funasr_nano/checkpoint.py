@@ -25,6 +25,9 @@ HUB_MODELS = {
     "mlt": "FunAudioLLM/Fun-ASR-MLT-Nano-2512",
 }
 LLM_SUBDIR = "Qwen3-0.6B"
+# `funasr-nano convert --backend mlx` writes this instead of model.pt, and records the variant in config.yaml.
+MLX_WEIGHTS = "model.mlx.safetensors"
+VARIANT_KEY = "funasr_nano_variant"
 CORE_PREFIXES = ("audio_encoder.", "audio_adaptor.", "llm.")
 # The ModelScope Nano checkpoint carries a CTC head that the text path never uses.
 IGNORED_PREFIXES = ("ctc_decoder.", "ctc.")
@@ -136,7 +139,7 @@ def _guess_variant(model_dir: Path) -> str:
 
 def read_config(model_dir: Path, variant: str | None = None) -> ModelConfig:
     llm_config_path = model_dir / LLM_SUBDIR / "config.json"
-    if not (model_dir / "model.pt").is_file():
+    if not (model_dir / "model.pt").is_file() and not (model_dir / MLX_WEIGHTS).is_file():
         raise ModelLoadError(f"{model_dir} has no model.pt: not a Fun-ASR-Nano model directory")
     if not llm_config_path.is_file():
         raise ModelLoadError(
@@ -193,10 +196,12 @@ def read_config(model_dir: Path, variant: str | None = None) -> ModelConfig:
         downsample_rate=int(ada.get("downsample_rate", AdaptorConfig.downsample_rate)),
     )
     if adaptor.downsample_rate != 1:
-        raise ModelLoadError(f"audio_adaptor_conf.downsample_rate={adaptor.downsample_rate} is not supported (1 is)")
+        raise ModelLoadError(
+            f"audio_adaptor_conf.downsample_rate={adaptor.downsample_rate} is not supported (1 is)"
+        )
     if variant not in (None, "nano", "mlt"):
         raise ModelLoadError(f"variant must be 'nano' or 'mlt', not {variant!r}")
-    return ModelConfig(encoder, adaptor, llm, variant or _guess_variant(model_dir))
+    return ModelConfig(encoder, adaptor, llm, variant or build.get(VARIANT_KEY) or _guess_variant(model_dir))
 
 
 def _unwrap(checkpoint: object, path: Path) -> dict[str, torch.Tensor]:
@@ -244,9 +249,7 @@ def load_state_dict(model_dir: Path) -> dict[str, torch.Tensor]:
     if not any(k.startswith(CORE_PREFIXES[0]) for k in tensors) or not any(
         k.startswith(CORE_PREFIXES[2]) for k in tensors
     ):
-        raise ModelLoadError(
-            f"{path} has no audio_encoder.*/llm.* tensors: not a Fun-ASR-Nano checkpoint"
-        )
+        raise ModelLoadError(f"{path} has no audio_encoder.*/llm.* tensors: not a Fun-ASR-Nano checkpoint")
     return tensors
 
 

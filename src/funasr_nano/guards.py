@@ -1,8 +1,19 @@
-"""Decoding guards shared by all backends: token budgets from audio duration."""
+"""Decoding guards shared by all backends: token budgets, repetition loops and truncation.
+
+Greedy LLM decoding of speech fails in two ways users see (anchors: "那那那…", a phrase repeated
+40 times, long recordings cut off at a hard token cap): the output falls into a loop of the same
+token n-gram, or it runs into the token budget before the model says it is done. Both are found
+here on the token ids; the pipeline reacts by splitting the segment and decoding the halves, and
+cuts a loop that survives that.
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
 
 # Fast speech is ~5 CJK characters or ~4 English words per second; Qwen3 needs at most ~2 tokens
 # per word, so 12 tokens/s leaves room while bounding a runaway loop.
@@ -10,7 +21,62 @@ TOKENS_PER_SECOND = 12
 BUDGET_FLOOR = 16
 BUDGET_CEILING = 512  # the official default max_length
 
+# A loop is an n-gram (n <= MAX_LOOP_PERIOD) repeated back to back at least MIN_LOOP_COUNT times and
+# over at least MIN_LOOP_TOKENS tokens: a single token needs 16 repeats ("哈哈哈…" laughter and
+# "no, no, no" stay), a 6-token phrase 3.
+MAX_LOOP_PERIOD = 32
+MIN_LOOP_COUNT = 3
+MIN_LOOP_TOKENS = 16
+
+REPETITION = "repetition"  # Segment flag: a loop was cut out of the text
+TRUNCATED = "truncated"  # Segment flag: the output hit its token budget and may miss its end
+
 
 def token_budget(duration_s: float) -> int:
     """New-token budget for a segment of this duration."""
     return min(BUDGET_CEILING, BUDGET_FLOOR + math.ceil(duration_s * TOKENS_PER_SECOND))
+
+
+@dataclass(frozen=True)
+class Repetition:
+    """``tokens[start:end]`` is one ``period``-token unit repeated back to back (a partial last unit too)."""
+
+    start: int
+    period: int
+    end: int
+
+    @property
+    def count(self) -> int:
+        return (self.end - self.start) // self.period
+
+
+def find_repetition(
+    tokens: Sequence[int],
+    max_period: int = MAX_LOOP_PERIOD,
+    min_count: int = MIN_LOOP_COUNT,
+    min_tokens: int = MIN_LOOP_TOKENS,
+) -> Repetition | None:
+    """The repeated run covering the most tokens (shortest period, then earliest, on ties), or None."""
+    ids = np.asarray(tokens, dtype=np.int64)
+    best: Repetition | None = None
+    for period in range(1, min(max_period, ids.size // min_count) + 1):
+        # same[i]: token i equals the token one period later; a run of them is a periodic stretch
+        same = np.concatenate(([False], ids[period:] == ids[:-period], [False]))
+        edges = np.flatnonzero(same[1:] != same[:-1])
+        for run_start, run_end in zip(edges[::2], edges[1::2], strict=True):
+            covered = run_end - run_start + period
+            if covered // period < min_count or covered < min_tokens:
+                continue
+            if best is None or covered > best.end - best.start:
+                best = Repetition(int(run_start), period, int(run_start + covered))
+    return best
+
+
+def cut_repetition(tokens: Sequence[int], repetition: Repetition) -> list[int]:
+    """Keep the first occurrence of the repeated unit, drop its repeats, keep what follows the loop."""
+    return list(tokens[: repetition.start + repetition.period]) + list(tokens[repetition.end :])
+
+
+def is_truncated(tokens: Sequence[int], budget: int) -> bool:
+    """The decoder stopped because it ran out of budget, not because the model ended the text."""
+    return len(tokens) >= budget

@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
-
-from .audio import AudioInput, load_audio
+from .audio import AudioInput
 from .backends import Backend
+from .backends.selection import choose_backend
 from .checkpoint import LLM_SUBDIR, ModelConfig, load_state_dict, read_config, resolve_model_dir
-from .errors import UsageError
-from .features import SAMPLE_RATE
-from .guards import token_budget
+from .errors import FunASRNanoError, UsageError
 from .languages import resolve_language
-from .prompt import PromptTokenizer, clean_text, normalize_hotwords, strip_punctuation
-from .result import Segment, Transcription
+from .longform import DecodedRecording, DecodeSettings, ProgressCallback, SegmentDecoder
+from .prompt import PromptTokenizer, normalize_hotwords
+from .result import Transcription
+from .vad import VadOptions
 
 
 def join_texts(texts: Sequence[str]) -> str:
@@ -64,38 +63,65 @@ class FunASRNano:
         itn: bool = True,
         sample_rate: int | None = None,
         max_new_tokens: int | None = None,
+        vad: bool | VadOptions = True,
+        progress: ProgressCallback | None = None,
     ) -> Transcription:
-        """Transcribe one recording (path, bytes, or samples at ``sample_rate``, default 16 kHz)."""
-        timings: dict[str, float] = {}
-        started = time.perf_counter()
-        samples = load_audio(audio, sample_rate)
-        timings["load_audio"] = time.perf_counter() - started
+        """Transcribe one recording (path, bytes, or samples at ``sample_rate``, default 16 kHz).
+
+        vad: True (default) cuts speech into segments of at most 30 s with silero-vad, decodes them
+        batched, splits and retries a segment whose output loops or hits its token budget, and cuts a
+        loop that survives (flag "repetition"); a ``VadOptions`` tunes the cutting. False decodes the
+        whole recording as ONE segment with nothing repaired, exactly as the official model does
+        (long recordings then loop or stop early). progress: called with the seconds of audio each
+        finished piece covered.
+        """
+        (result,) = self.transcribe_many(
+            [audio], language=language, hotwords=hotwords, itn=itn, sample_rate=sample_rate,
+            max_new_tokens=max_new_tokens, vad=vad, progress=progress,
+        )
+        if isinstance(result, FunASRNanoError):
+            raise result
+        return result
+
+    def transcribe_many(
+        self,
+        audios: Iterable[AudioInput],
+        *,
+        language: str | None = None,
+        hotwords: str | Sequence[str] | None = None,
+        itn: bool = True,
+        sample_rate: int | None = None,
+        max_new_tokens: int | None = None,
+        vad: bool | VadOptions = True,
+        progress: ProgressCallback | None = None,
+    ) -> Iterator[Transcription | FunASRNanoError]:
+        """Transcribe many recordings in shared batches; yields, in input order, each one's
+        ``Transcription`` or the ``FunASRNanoError`` that input raised (unreadable audio), so one bad file
+        does not stop the rest. Inputs are read lazily; options are those of :meth:`transcribe`."""
         language_name = resolve_language(language, self.languages)
         prompt = self.tokenizer.prompt_ids(normalize_hotwords(hotwords), language_name, itn)
         if max_new_tokens is not None and max_new_tokens < 1:
             raise UsageError("max_new_tokens must be at least 1")
-        duration = samples.size / SAMPLE_RATE
-        spans = [(0, samples.size)]
-        budgets = [max_new_tokens or token_budget((end - begin) / SAMPLE_RATE) for begin, end in spans]
-        decode_started = time.perf_counter()
-        token_lists = self.backend.generate([samples[b:e] for b, e in spans], [prompt] * len(spans), budgets)
-        timings["decode"] = time.perf_counter() - decode_started
-        segments = []
-        for (begin, end), tokens, budget in zip(spans, token_lists, budgets, strict=True):
-            raw = self.tokenizer.decode(tokens)
-            flags = ["truncated"] if len(tokens) >= budget else []
-            segments.append(
-                Segment(begin / SAMPLE_RATE, end / SAMPLE_RATE, clean_text(raw), strip_punctuation(raw), tokens, flags)
-            )
-        timings["total"] = time.perf_counter() - started
-        return Transcription(
-            text=join_texts([s.text for s in segments]),
-            text_tn=join_texts([s.text_tn for s in segments]),
-            segments=segments,
-            language=language_name,
-            duration=duration,
-            timings=timings,
+        if not isinstance(vad, (bool, VadOptions)):
+            raise UsageError(f"vad must be True, False or a VadOptions, not {type(vad).__name__}")
+        vad_options = VadOptions() if vad is True else vad or None
+        settings = DecodeSettings(prompt, max_new_tokens, vad_options, sample_rate)
+        decoder = SegmentDecoder(self.backend, self.tokenizer, getattr(self.backend, "batch_size", 32))
+        return (
+            item if isinstance(item, FunASRNanoError) else _transcription(item, language_name)
+            for item in decoder.run(audios, settings, progress)
         )
+
+
+def _transcription(decoded: DecodedRecording, language: str | None) -> Transcription:
+    return Transcription(
+        text=join_texts([s.text for s in decoded.segments]),
+        text_tn=join_texts([s.text_tn for s in decoded.segments]),
+        segments=decoded.segments,
+        language=language,
+        duration=decoded.duration,
+        timings=decoded.timings,
+    )
 
 
 def load_model(
@@ -107,23 +133,30 @@ def load_model(
     batch_size: int = 32,
     hub: str = "hf",
     variant: str | None = None,
+    int8: bool = False,
 ) -> FunASRNano:
     """Load a model from a local hub-layout directory or a hub id (downloaded on first use).
 
-    device: "auto" | "cpu" | "cuda[:N]"; dtype: "auto" (bf16 on CUDA, fp32 on CPU) | "float32" | "bfloat16";
-    backend: "auto" | "torch"; variant: "nano" | "mlt" (guessed from the directory name when None).
+    device: "auto" | "cpu" | "cuda[:N]" | "gpu" (MLX); dtype: "auto" (bf16 on a GPU, fp32 on CPU) | "float32" |
+    "bfloat16"; backend: "auto" (MLX on Apple Silicon when mlx is installed, else torch) | "torch" | "mlx";
+    variant: "nano" | "mlt" (guessed from the directory name when None); int8: dynamic int8 LLM weights
+    (torch on CPU only: faster decoding, greedy ids may differ from fp32).
     """
     model_dir = resolve_model_dir(model, hub)
     config = read_config(model_dir, variant)
     tokenizer = PromptTokenizer(model_dir / LLM_SUBDIR / "tokenizer.json")
-    if backend not in ("auto", "torch"):
-        raise UsageError(f"unknown backend {backend!r}: use 'auto' or 'torch'")
-    from .backends.torch import TorchBackend
+    engine: Backend
+    if choose_backend(backend, model_dir) == "mlx":
+        from .backends.mlx import MLXBackend
 
-    engine = TorchBackend(
-        config, load_state_dict(model_dir), tokenizer.stop_ids, device, dtype, batch_size,
-        str(model_dir / "model.pt"),
-    )
+        engine = MLXBackend.load(config, model_dir, tokenizer.stop_ids, device, dtype, batch_size)
+    else:
+        from .backends.torch import TorchBackend
+
+        engine = TorchBackend(
+            config, load_state_dict(model_dir), tokenizer.stop_ids, device, dtype, batch_size,
+            str(model_dir / "model.pt"), int8,
+        )
     return FunASRNano(config, tokenizer, engine, model_dir)
 
 

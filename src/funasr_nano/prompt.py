@@ -35,9 +35,8 @@ def instruction(hotwords: list[str] | None, language: str | None, itn: bool) -> 
 
 
 def prompt_prefix(hotwords: list[str] | None, language: str | None, itn: bool) -> str:
-    return (
-        f"<|im_start|>system\n{SYSTEM_PROMPT}<|im_end|>\n<|im_start|>user\n"
-        + instruction(hotwords, language, itn)
+    return f"<|im_start|>system\n{SYSTEM_PROMPT}<|im_end|>\n<|im_start|>user\n" + instruction(
+        hotwords, language, itn
     )
 
 
@@ -93,10 +92,14 @@ class PromptTokenizer:
             )
         self._tokenizer = Tokenizer.from_file(str(tokenizer_file))
         self.stop_ids = tuple(
-            i for i in (self._tokenizer.token_to_id(IM_END), self._tokenizer.token_to_id(END_OF_TEXT)) if i is not None
+            i
+            for i in (self._tokenizer.token_to_id(IM_END), self._tokenizer.token_to_id(END_OF_TEXT))
+            if i is not None
         )
         if not self.stop_ids:
-            raise ModelLoadError(f"{tokenizer_file} has neither {IM_END} nor {END_OF_TEXT}: not a Qwen3 tokenizer")
+            raise ModelLoadError(
+                f"{tokenizer_file} has neither {IM_END} nor {END_OF_TEXT}: not a Qwen3 tokenizer"
+            )
         self._suffix = self.encode(ASSISTANT_SUFFIX)
 
     def encode(self, text: str) -> list[int]:

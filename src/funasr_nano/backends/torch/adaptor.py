@@ -54,7 +54,9 @@ class AudioAdaptor(nn.Module):
         super().__init__()
         self.linear1 = nn.Linear(config.encoder_dim, config.ffn_dim)
         self.linear2 = nn.Linear(config.ffn_dim, config.llm_dim)
-        self.blocks = nn.ModuleList(AdaptorBlock(config.llm_dim, config.attention_heads) for _ in range(config.n_layer))
+        self.blocks = nn.ModuleList(
+            AdaptorBlock(config.llm_dim, config.attention_heads) for _ in range(config.n_layer)
+        )
 
     def forward(self, encoded: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
         """encoded [B, T, encoder_dim] -> [B, T, llm_dim]; key_mask as for the encoder."""

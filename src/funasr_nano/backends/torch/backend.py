@@ -12,6 +12,7 @@ from ...errors import UsageError
 from ...prompt import PromptIds
 from .engine import GenerationRequest, GreedyEngine
 from .model import FunASRNano
+from .quantize import quantize_llm_int8
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
            "float16": torch.float16, "fp16": torch.float16}
@@ -49,11 +50,17 @@ class TorchBackend:
         dtype: str = "auto",
         batch_size: int = 32,
         source: str = "model.pt",
+        int8: bool = False,
     ):
+        """int8: dynamic int8 LLM linears (CPU only; faster decoding, ids may differ from fp32)."""
         self.torch_device = pick_device(device)
         self.dtype = pick_dtype(dtype, self.torch_device)
         self.device = str(self.torch_device)
+        if int8 and (self.torch_device.type != "cpu" or self.dtype != torch.float32):
+            raise UsageError("int8 weights are for the CPU path: use device='cpu' with dtype 'auto' or 'float32'")
         self.model = FunASRNano.from_state_dict(config, tensors, self.torch_device, self.dtype, source)
+        if int8:
+            quantize_llm_int8(self.model.llm)
         self.engine = GreedyEngine(self.model.llm, stop_ids, max_batch=batch_size)
         self.batch_size = batch_size
 
@@ -61,11 +68,14 @@ class TorchBackend:
     def generate(
         self, waveforms: Sequence[np.ndarray], prompts: Sequence[PromptIds], max_new_tokens: Sequence[int]
     ) -> list[list[int]]:
-        requests = []
-        for start in range(0, len(waveforms), self.batch_size):
-            chunk = [torch.from_numpy(w) for w in waveforms[start : start + self.batch_size]]
-            for audio, prompt in zip(self.model.encode_waveforms(chunk), prompts[start:], strict=False):
-                requests.append(self.model.prompt_embeddings(prompt, audio))
+        # Encoder batches of similar lengths waste little on padding; the engine sees input order.
+        order = sorted(range(len(waveforms)), key=lambda i: -len(waveforms[i]))
+        embeddings: list[torch.Tensor | None] = [None] * len(waveforms)
+        for start in range(0, len(order), self.batch_size):
+            chunk = order[start : start + self.batch_size]
+            encoded = self.model.encode_waveforms([torch.from_numpy(waveforms[i]) for i in chunk])
+            for index, audio in zip(chunk, encoded, strict=True):
+                embeddings[index] = self.model.prompt_embeddings(prompts[index], audio)
         return self.engine.generate(
-            [GenerationRequest(e, n) for e, n in zip(requests, max_new_tokens, strict=True)]
+            [GenerationRequest(e, n) for e, n in zip(embeddings, max_new_tokens, strict=True) if e is not None]
         )

@@ -37,7 +37,9 @@ class SANMAttention(nn.Module):
         left = (kernel_size - 1) // 2 + sanm_shift
         self.fsmn_padding = (left, kernel_size - 1 - left)
 
-    def forward(self, x: torch.Tensor, frame_mask: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, frame_mask: torch.Tensor, key_mask: torch.Tensor | None
+    ) -> torch.Tensor:
         batch, frames, _ = x.shape
         q, k, v = self.linear_q_k_v(x).split(self.size, dim=-1)
 
@@ -67,14 +69,18 @@ class FeedForward(nn.Module):
 class SANMEncoderLayer(nn.Module):
     def __init__(self, in_size: int, size: int, config: EncoderConfig):
         super().__init__()
-        self.self_attn = SANMAttention(in_size, size, config.attention_heads, config.kernel_size, config.sanm_shift)
+        self.self_attn = SANMAttention(
+            in_size, size, config.attention_heads, config.kernel_size, config.sanm_shift
+        )
         self.feed_forward = FeedForward(size, config.linear_units)
         self.norm1 = FP32LayerNorm(in_size, eps=SANM_LAYER_NORM_EPS)
         self.norm2 = FP32LayerNorm(size, eps=SANM_LAYER_NORM_EPS)
         # The first layer changes width (560 -> 512) and so has no residual around attention.
         self.attention_residual = in_size == size
 
-    def forward(self, x: torch.Tensor, frame_mask: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, frame_mask: torch.Tensor, key_mask: torch.Tensor | None
+    ) -> torch.Tensor:
         attended = self.self_attn(self.norm1(x), frame_mask, key_mask)
         x = x + attended if self.attention_residual else attended
         return x + self.feed_forward(self.norm2(x))
@@ -89,7 +95,9 @@ def sinusoidal_positions(frames: int, depth: int, device: torch.device) -> torch
     return torch.cat([torch.sin(scaled), torch.cos(scaled)], dim=1)
 
 
-def padding_masks(lengths: torch.Tensor, frames: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor | None]:
+def padding_masks(
+    lengths: torch.Tensor, frames: int, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(frame mask [B, T, 1] in dtype, boolean key mask [B, 1, 1, T] or None when nothing is padded)."""
     valid = torch.arange(frames, device=lengths.device)[None, :] < lengths[:, None]
     key_mask = None if bool(valid.all()) else valid[:, None, None, :]
@@ -102,9 +110,13 @@ class SenseVoiceEncoder(nn.Module):
         self.config = config
         size = config.output_size
         self.encoders0 = nn.ModuleList([SANMEncoderLayer(config.input_size, size, config)])
-        self.encoders = nn.ModuleList(SANMEncoderLayer(size, size, config) for _ in range(config.num_blocks - 1))
+        self.encoders = nn.ModuleList(
+            SANMEncoderLayer(size, size, config) for _ in range(config.num_blocks - 1)
+        )
         self.after_norm = FP32LayerNorm(size, eps=SANM_LAYER_NORM_EPS)
-        self.tp_encoders = nn.ModuleList(SANMEncoderLayer(size, size, config) for _ in range(config.tp_blocks))
+        self.tp_encoders = nn.ModuleList(
+            SANMEncoderLayer(size, size, config) for _ in range(config.tp_blocks)
+        )
         self.tp_norm = FP32LayerNorm(size, eps=SANM_LAYER_NORM_EPS)
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:

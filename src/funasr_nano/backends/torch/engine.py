@@ -1,21 +1,33 @@
-"""Greedy generation over a slot-indexed KV cache with continuous batching.
+"""Greedy generation over a persistent slot-indexed KV cache with continuous batching.
 
-Requests are prompt embeddings. Up to ``max_batch`` of them occupy cache slots; new prompts are
-prefilled together, every step decodes all active slots at once, and a finished slot is refilled
-from the queue straight away.
+Requests are prompt embeddings. Up to ``max_batch`` of them occupy cache slots; newly admitted prompts
+are prefilled together, each step decodes every slot below the smallest batch bucket that covers the
+busy ones, and a slot whose sequence is done is refilled from the queue straight away.
+
+The decode state (each slot's newest token and its position) lives on the device and the step
+updates it itself, so steps queue up without the host looking at tokens. The host reads tokens
+``lag`` steps behind through pinned buffers, only to notice stop tokens; budgets it counts itself.
+On CUDA with bf16/fp16 the step is the fused Triton step, replayed from CUDA graphs; elsewhere it
+is the eager reference model.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
 
+from .fused import TritonDecodeStep, supports_fused_decode
 from .qwen3 import KVCache, Qwen3ForCausalLM, attention_mask
 
+BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+# Cache length grows in coarse steps so that calls of similar size reuse the cache and its graphs.
+_CACHE_LENGTH_STEP = 256
 _KV_ROUND = 64
+# Prefill at most this many (padded) prompt tokens at once: bounds activation memory.
+_PREFILL_TOKENS = 32768
 
 
 @dataclass
@@ -25,106 +37,236 @@ class GenerationRequest:
 
 
 @dataclass
-class _Slot:
-    request: int
-    length: int  # tokens in the cache for this sequence
+class _Sequence:
     budget: int
+    prompt_length: int
+    scheduled: int = 0  # tokens the device has been asked to produce so far
+    stopped: bool = False  # a stop token has been read back
     tokens: list[int] = field(default_factory=list)
+
+    @property
+    def needs_steps(self) -> bool:
+        return not self.stopped and self.scheduled < self.budget
 
 
 def _round_up(value: int, multiple: int) -> int:
     return -(-value // multiple) * multiple
 
 
+def bucket_for(busy: int, slots: int) -> int:
+    """Smallest batch bucket covering ``busy`` rows; the slot count itself is the last bucket."""
+    return next((b for b in BUCKETS if busy <= b < slots), slots)
+
+
+class _TokenReader:
+    """Device token rows to host, read ``lag`` pushes later so the GPU always has work queued."""
+
+    def __init__(self, device: torch.device, width: int, lag: int):
+        self.cuda = device.type == "cuda"
+        self.lag = lag
+        depth = lag + 4
+        self._buffers = [torch.empty(width, dtype=torch.long, pin_memory=self.cuda) for _ in range(depth)]
+        self._events = [torch.cuda.Event() for _ in range(depth)] if self.cuda else []
+        self._pending: deque[tuple[int, int, list[tuple[int, _Sequence]]]] = deque()
+        self._next = 0
+
+    def push(self, tokens: torch.Tensor, owners: list[tuple[int, _Sequence]]) -> None:
+        """Queue a copy of ``tokens``; owners maps row index -> sequence that row belongs to."""
+        index = self._next
+        self._next = (index + 1) % len(self._buffers)
+        count = tokens.shape[0]
+        self._buffers[index][:count].copy_(tokens, non_blocking=self.cuda)
+        if self.cuda:
+            self._events[index].record()
+        self._pending.append((index, count, owners))
+
+    def ready(self, keep: int | None = None) -> Iterator[tuple[list[int], list[tuple[int, _Sequence]]]]:
+        """Rows whose copy is done, oldest first; waits for those beyond the newest ``keep``."""
+        keep = self.lag if keep is None else keep
+        while self._pending:
+            index, count, owners = self._pending[0]
+            # Within the lag, a row is read early only if its copy is already done.
+            if len(self._pending) <= keep and not (self.cuda and self._events[index].query()):
+                return
+            self._pending.popleft()
+            if self.cuda:
+                self._events[index].synchronize()
+            yield self._buffers[index][:count].tolist(), owners
+
+
 class GreedyEngine:
-    def __init__(self, llm: Qwen3ForCausalLM, stop_ids: Sequence[int], max_batch: int = 32):
+    def __init__(
+        self, llm: Qwen3ForCausalLM, stop_ids: Sequence[int], max_batch: int = 32, cuda_graphs: bool = True,
+        lag: int | None = None,
+    ):
+        """lag: decode steps the host reads behind (default 2 on CUDA so the GPU never waits for the host;
+        0 on CPU, where each step is slow and one past a stop token would be wasted)."""
         self.llm = llm
         self.stop_ids = frozenset(stop_ids)
         self.max_batch = max_batch
         self.group = llm.config.num_heads // llm.config.num_kv_heads
+        self.lag = (2 if self.device.type == "cuda" else 0) if lag is None else lag
+        self.fused = TritonDecodeStep(llm) if supports_fused_decode(self.device, self.dtype) else None
+        self.cuda_graphs = cuda_graphs and self.fused is not None
+        self.cache: KVCache | None = None
+        # Per slot: the newest token (the next step's input) and its position (where its K/V go).
+        self.tokens = self.positions = self.slot_ids = torch.empty(0, dtype=torch.long)
+        self._reader = _TokenReader(torch.device("cpu"), 0, 0)
+        self._graphs = None
 
     @property
     def device(self) -> torch.device:
-        return self.llm.lm_head.weight.device
+        return self.llm.model.embed_tokens.weight.device
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.llm.lm_head.weight.dtype
+        return self.llm.model.embed_tokens.weight.dtype
 
-    def _run(
-        self, cache: KVCache, hidden: torch.Tensor, slots: list[int], positions: torch.Tensor, lengths: list[int]
-    ) -> torch.Tensor:
-        kv_len = min(cache.max_len, _round_up(int(positions.max()) + 1, _KV_ROUND))
-        lengths_t = torch.tensor(lengths, device=self.device)
-        mask = attention_mask(positions, lengths_t, kv_len, self.group)
-        slots_t = torch.tensor(slots, device=self.device)
-        return self.llm(hidden, cache, slots_t, positions, mask, kv_len)
+    @property
+    def max_positions(self) -> int:
+        return self.llm.rotary.cos.shape[0]
 
-    def _prefill(self, cache: KVCache, prompts: list[torch.Tensor], slots: list[int]) -> list[int]:
-        """Prefill several prompts (right-padded) into their slots; returns each one's first new token."""
-        lengths = [p.shape[0] for p in prompts]
-        longest = max(lengths)
-        hidden = torch.nn.utils.rnn.pad_sequence(prompts, batch_first=True).to(self.dtype)
-        positions = torch.arange(longest, device=self.device).expand(len(prompts), longest)
-        out = self._run(cache, hidden, slots, positions, lengths)
-        last = out[torch.arange(len(prompts), device=self.device), torch.tensor(lengths, device=self.device) - 1]
-        return self.llm.logits(last).argmax(-1).tolist()
+    def reserve(self, slots: int, length: int) -> None:
+        """Make the cache hold at least ``slots`` sequences of ``length`` positions (grow-only)."""
+        if self.cache is not None and self.cache.slots >= slots and self.cache.max_len >= length:
+            return
+        if self.cache is not None:
+            slots, length = max(slots, self.cache.slots), max(length, self.cache.max_len)
+        length = min(_round_up(length, _CACHE_LENGTH_STEP), self.max_positions)
+        self.cache = self._graphs = None  # free the old cache before taking the new one
+        self.cache = KVCache.allocate(self.llm.config, slots, length, self.device, self.dtype)
+        self.tokens = torch.zeros(slots, dtype=torch.long, device=self.device)
+        self.positions = torch.zeros(slots, dtype=torch.long, device=self.device)
+        self.slot_ids = torch.arange(slots, device=self.device)
+        self._reader = _TokenReader(self.device, slots, self.lag)
+        if self.cuda_graphs:
+            from .cuda_graphs import StepGraphs
 
-    def _decode(self, cache: KVCache, tokens: list[int], slots: list[int], positions: list[int]) -> list[int]:
-        hidden = self.llm.embed(torch.tensor(tokens, device=self.device))[:, None, :]
-        positions_t = torch.tensor(positions, device=self.device)[:, None]
-        out = self._run(cache, hidden, slots, positions_t, [p + 1 for p in positions])
-        return self.llm.logits(out[:, 0]).argmax(-1).tolist()
+            self._graphs = StepGraphs(self._fused_step, [self.tokens, self.positions])
+
+    def release(self) -> None:
+        """Drop the cache (and its graphs); the next call allocates again."""
+        self.cache = self._graphs = None
 
     @torch.inference_mode()
     def generate(self, requests: Sequence[GenerationRequest]) -> list[list[int]]:
         """Greedy new token ids per request, without the stop token."""
         if not requests:
             return []
-        max_len = _round_up(max(r.embeddings.shape[0] + r.max_new_tokens for r in requests), _KV_ROUND)
-        limit = self.llm.rotary.cos.shape[0]
-        if max_len > limit:
+        needed = max(r.embeddings.shape[0] + r.max_new_tokens for r in requests)
+        if needed > self.max_positions:
             raise ValueError(
-                f"prompt plus max_new_tokens needs {max_len} positions, more than the {limit} supported; "
-                "use shorter segments (VAD) or a smaller max_new_tokens"
+                f"prompt plus max_new_tokens needs {needed} positions, more than the {self.max_positions} "
+                "supported; use shorter segments (VAD) or a smaller max_new_tokens"
             )
-        cache = KVCache.allocate(self.llm.config, min(self.max_batch, len(requests)), max_len, self.device, self.dtype)
-        results: list[list[int]] = [[] for _ in requests]
-        pending = deque(range(len(requests)))
-        free = list(range(cache.slots))
-        active: dict[int, _Slot] = {}
-        while pending or active:
-            admitted: list[tuple[int, int]] = []
-            while free and pending:
-                admitted.append((free.pop(0), pending.popleft()))
-            if admitted:
-                prompts = [requests[i].embeddings.to(self.device) for _, i in admitted]
-                firsts = self._prefill(cache, prompts, [s for s, _ in admitted])
-                for (slot, index), token in zip(admitted, firsts, strict=True):
-                    state = _Slot(index, requests[index].embeddings.shape[0], requests[index].max_new_tokens)
-                    active[slot] = state
-                    self._accept(state, token)
-            for slot in [s for s, st in active.items() if self._finished(st)]:
-                done = active.pop(slot)
-                results[done.request] = done.tokens
-                free.append(slot)
-            if not active or (free and pending):
+        self.reserve(min(self.max_batch, len(requests)), needed)
+        assert self.cache is not None
+        sequences = [_Sequence(r.max_new_tokens, r.embeddings.shape[0]) for r in requests]
+        queue = deque(range(len(requests)))
+        owner: list[_Sequence | None] = [None] * self.cache.slots
+        reader = self._reader
+        while True:
+            self._collect(reader.ready())
+            for slot, sequence in enumerate(owner):
+                if sequence is not None and not sequence.needs_steps:
+                    owner[slot] = None
+            free = [slot for slot, sequence in enumerate(owner) if sequence is None]
+            if queue and free:
+                admitted = free[: len(queue)]
+                indices = [queue.popleft() for _ in admitted]
+                for slot, index in zip(admitted, indices, strict=True):
+                    owner[slot] = sequences[index]
+                    sequences[index].scheduled = 1
+                firsts = self._prefill([requests[i].embeddings for i in indices], admitted)
+                reader.push(firsts, [(row, sequences[i]) for row, i in enumerate(indices)])
                 continue
-            slots = list(active)
-            states = [active[s] for s in slots]
-            nexts = self._decode(cache, [st.tokens[-1] for st in states], slots, [st.length for st in states])
-            for state, token in zip(states, nexts, strict=True):
-                state.length += 1
-                self._accept(state, token)
-        return results
+            busy = [slot for slot, sequence in enumerate(owner) if sequence is not None]
+            if not busy:
+                break
+            batch = bucket_for(busy[-1] + 1, self.cache.slots)
+            kv_len = max(owner[s].prompt_length + owner[s].scheduled for s in busy)  # type: ignore[union-attr]
+            self._step(batch, kv_len)
+            for slot in busy:
+                owner[slot].scheduled += 1  # type: ignore[union-attr]
+            reader.push(self.tokens[:batch], [(slot, owner[slot]) for slot in busy])  # type: ignore[misc]
+        self._collect(reader.ready(keep=0))
+        return [s.tokens for s in sequences]
 
-    def _accept(self, state: _Slot, token: int) -> None:
-        if token in self.stop_ids:
-            state.budget = 0
+    def decode_step(self, batch: int) -> None:
+        """One decode step of the slots [0, batch) from the current state (what the benchmarks time)."""
+        assert self.cache is not None
+        self._step(batch, self.cache.max_len)
+
+    def _collect(self, rows: Iterator[tuple[list[int], list[tuple[int, _Sequence]]]]) -> None:
+        for values, owners in rows:
+            for row, sequence in owners:
+                if sequence.stopped:
+                    continue  # steps queued before the stop token was seen
+                token = values[row]
+                if token in self.stop_ids:
+                    sequence.stopped = True
+                else:
+                    sequence.tokens.append(token)
+
+    def _to_device(self, values: list[int]) -> torch.Tensor:
+        tensor = torch.tensor(values, dtype=torch.long)
+        if self.device.type == "cuda":
+            # From pinned memory the copy is asynchronous: no wait for the queued steps.
+            return tensor.pin_memory().to(self.device, non_blocking=True)
+        return tensor
+
+    def _prefill(self, prompts: list[torch.Tensor], slots: list[int]) -> torch.Tensor:
+        """Prefill prompts into their slots; sets each slot's first new token. Returns those tokens."""
+        firsts = []
+        start = 0
+        while start < len(prompts):
+            stop = start + 1
+            longest = prompts[start].shape[0]
+            while stop < len(prompts) and max(longest, prompts[stop].shape[0]) * (stop + 1 - start) <= _PREFILL_TOKENS:
+                longest = max(longest, prompts[stop].shape[0])
+                stop += 1
+            firsts.append(self._prefill_group(prompts[start:stop], slots[start:stop]))
+            start = stop
+        return torch.cat(firsts)
+
+    def _prefill_group(self, prompts: list[torch.Tensor], slots: list[int]) -> torch.Tensor:
+        assert self.cache is not None
+        count = len(prompts)
+        lengths = [p.shape[0] for p in prompts]
+        longest = max(lengths)
+        hidden = torch.nn.utils.rnn.pad_sequence(
+            [p.to(device=self.device, dtype=self.dtype) for p in prompts], batch_first=True
+        )
+        positions = torch.arange(longest, device=self.device).expand(count, longest)
+        kv_len = min(self.cache.max_len, _round_up(longest, _KV_ROUND))
+        lengths_t = self._to_device(lengths)
+        slots_t = self._to_device(slots)
+        mask = attention_mask(positions, lengths_t, kv_len, self.group)
+        out = self.llm(hidden, self.cache, slots_t, positions, mask, kv_len)
+        last = out[torch.arange(count, device=self.device), lengths_t - 1]
+        firsts = self.llm.logits(last).argmax(-1)
+        self.tokens[slots_t] = firsts
+        self.positions[slots_t] = lengths_t
+        return firsts
+
+    def _step(self, batch: int, kv_len: int) -> None:
+        if self._graphs is not None:
+            self._graphs.replay(batch)
+        elif self.fused is not None:
+            self._fused_step(batch)
         else:
-            state.tokens.append(token)
-            state.budget -= 1
+            self._reference_step(batch, kv_len)
 
-    @staticmethod
-    def _finished(state: _Slot) -> bool:
-        return state.budget <= 0
+    def _fused_step(self, batch: int) -> None:
+        assert self.fused is not None and self.cache is not None
+        self.fused(self.cache, self.tokens[:batch], self.positions[:batch], self.slot_ids[:batch])
+
+    def _reference_step(self, batch: int, kv_len: int) -> None:
+        assert self.cache is not None
+        kv_len = min(self.cache.max_len, _round_up(kv_len, _KV_ROUND))
+        positions = self.positions[:batch, None]
+        hidden = self.llm.embed(self.tokens[:batch])[:, None, :]
+        mask = attention_mask(positions, positions[:, 0] + 1, kv_len, self.group)
+        out = self.llm(hidden, self.cache, self.slot_ids[:batch], positions, mask, kv_len)
+        self.tokens[:batch] = self.llm.logits(out[:, 0]).argmax(-1)
+        self.positions[:batch] = (positions[:, 0] + 1).clamp(max=self.cache.max_len - 1)

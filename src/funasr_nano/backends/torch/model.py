@@ -57,7 +57,7 @@ class FunASRNano(nn.Module):
     @torch.inference_mode()
     def encode(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
         """LFR features [T_i, 560] -> audio embeddings [ceil(T_i/8), llm_dim] (one batched pass)."""
-        param = self.llm.lm_head.weight
+        param = self.llm.model.embed_tokens.weight
         lengths = torch.tensor([f.shape[0] for f in features], device=param.device)
         padded = nn.utils.rnn.pad_sequence(list(features), batch_first=True).to(device=param.device, dtype=param.dtype)
         encoded = self.audio_encoder(padded, lengths)
@@ -66,7 +66,7 @@ class FunASRNano(nn.Module):
         return [adapted[i, : num_audio_tokens(int(n))] for i, n in enumerate(lengths.tolist())]
 
     def encode_waveforms(self, waveforms: list[torch.Tensor]) -> list[torch.Tensor]:
-        device = self.llm.lm_head.weight.device
+        device = self.llm.model.embed_tokens.weight.device
         return self.encode(extract_features([w.to(device) for w in waveforms]))
 
     @torch.inference_mode()

@@ -1,0 +1,107 @@
+"""Shared pieces of the benchmark scripts: workloads, inputs, timing, environment records."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import platform
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "oracle"))
+
+from build_official import make_wav, official_kwargs  # noqa: E402,F401  (re-exported for the scripts)
+
+SAMPLE_RATE = 16000
+TOKENS_PER_SECOND = 3  # benchmark.md: fixed new-token count, 3 per second of audio, rounded up
+L1_SAMPLES = 660_160  # 41.26 s
+L1_TOKENS = 124
+T1_SEGMENTS = 120
+T1_SAMPLES = 480_000  # 30 s
+T1_TOKENS = 90
+D1_BATCHES = (1, 8, 32, 128)
+D1_CONTEXT = 600
+
+
+def l1_audio(seed: int = 0) -> np.ndarray:
+    return make_wav(L1_SAMPLES, seed).numpy()
+
+
+def t1_audio(seed: int = 0) -> list[np.ndarray]:
+    return [make_wav(T1_SAMPLES, seed * 1000 + i).numpy() for i in range(T1_SEGMENTS)]
+
+
+def sync(device: str | torch.device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn: Callable[[], object], device: str | torch.device, repeats: int) -> tuple[list[float], object]:
+    """Wall seconds of each call (device synchronised around it) and the last result."""
+    seconds, result = [], None
+    for _ in range(repeats):
+        sync(device)
+        started = time.perf_counter()
+        result = fn()
+        sync(device)
+        seconds.append(time.perf_counter() - started)
+    return seconds, result
+
+
+def summary(seconds: list[float]) -> dict[str, float]:
+    return {
+        "median_s": round(statistics.median(seconds), 5),
+        "min_s": round(min(seconds), 5),
+        "max_s": round(max(seconds), 5),
+        "runs": len(seconds),
+    }
+
+
+def peak_rss_gb() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2, 3)
+
+
+def reset_peak_memory(device: str | torch.device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+
+
+def peak_memory(device: str | torch.device) -> dict[str, float]:
+    if torch.device(device).type == "cuda":
+        return {
+            "peak_allocated_gb": round(torch.cuda.max_memory_allocated() / 1e9, 3),
+            "peak_reserved_gb": round(torch.cuda.max_memory_reserved() / 1e9, 3),
+        }
+    return {"peak_rss_gb": peak_rss_gb()}
+
+
+def versions() -> dict[str, str | None]:
+    found: dict[str, str | None] = {"python": platform.python_version(), "torch": torch.__version__,
+                                    "cuda": torch.version.cuda}
+    for name in ("triton", "transformers", "funasr"):
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            found[name] = None
+    return found
+
+
+def device_name(device: str | torch.device) -> str:
+    if torch.device(device).type == "cuda":
+        return torch.cuda.get_device_name()
+    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+
+
+def agreement(ours: list[int], theirs: list[int]) -> dict[str, float | int]:
+    """Share of equal ids position by position, and the length of the common prefix."""
+    same = sum(a == b for a, b in zip(ours, theirs, strict=False))
+    pairs = enumerate(zip(ours, theirs, strict=False))
+    prefix = next((i for i, (a, b) in pairs if a != b), min(len(ours), len(theirs)))
+    return {"equal_fraction": round(same / max(1, len(ours)), 4), "common_prefix": prefix, "length": len(ours)}

@@ -1,0 +1,122 @@
+"""One side-by-side GPU benchmark run: build the checkpoint, run ours and the peers, write the results.
+
+    python benchmarks/run_gpu.py --work /tmp/bench --commit SHA [--results benchmarks/results] [--copy-to DIR]
+
+Each system runs in its own process, one after the other, on the same machine, checkpoint and inputs;
+the figures go to <results>/<date>-<device>-<workload>.json for L1, D1 and T1 (make_table.py renders them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import datetime
+import json
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+DESCRIPTIONS = {
+    "L1": "single-request latency: one 41.26 s clip, batch 1, 124 new tokens, from a 16 kHz array to text",
+    "D1": "decode step at a 600-token context, batch 1/8/32/128 (ms per step)",
+    "T1": "offline throughput: 120 segments of 30 s (1 hour), 90 new tokens each",
+    "C1": "L1 on the CPU",
+}
+
+
+def run(command: list[str], log: Path) -> float:
+    print("$ " + shlex.join(command), flush=True)
+    started = time.perf_counter()
+    with log.open("a") as sink:
+        process = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        sink.write(process.stdout)
+    print(process.stdout[-3000:], flush=True)
+    if process.returncode:
+        print(f"exit status {process.returncode}", flush=True)
+    return round(time.perf_counter() - started, 1)
+
+
+def load(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {"error": f"{path.name} missing (see the log)"}
+
+
+def device_slug(name: str) -> str:
+    lowered = name.lower()
+    for chip in ("h200", "h100", "a100", "l40s", "l4"):
+        if chip in lowered:
+            return chip
+    return lowered.split()[0] if lowered else "device"
+
+
+def write_results(
+    results: Path, base: dict, systems: dict[str, dict[str, dict | None]], date: str, slug: str
+) -> list[Path]:
+    written = []
+    for workload, rows in systems.items():
+        record = {**base, "workload": workload, "description": DESCRIPTIONS[workload],
+                  "systems": {name: figures for name, figures in rows.items() if figures is not None}}
+        path = results / f"{date}-{slug}-{workload}.json"
+        path.write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n")
+        written.append(path)
+    return written
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--work", type=Path, required=True)
+    parser.add_argument("--commit", required=True, help="git commit of the tree under test (plus '+dirty')")
+    parser.add_argument("--results", type=Path, default=HERE / "results")
+    parser.add_argument("--copy-to", type=Path)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    args.results.mkdir(parents=True, exist_ok=True)
+    log = args.work / "bench.log"
+    model = args.work / "model"
+    python = sys.executable
+    timings = {}
+    build = subprocess.run([python, str(HERE / "build_checkpoint.py"), str(model)], capture_output=True, text=True)
+    print(build.stdout, build.stderr[-2000:], flush=True)
+    checkpoint = ast.literal_eval(build.stdout.strip().splitlines()[-1])
+    ours, hf, official = (args.work / f"{n}.json" for n in ("ours", "transformers", "official"))
+    timings["ours_s"] = run([python, str(HERE / "bench_ours.py"), "--model", str(model), "--json", str(ours),
+                             "--repeats", str(args.repeats)], log)
+    timings["transformers_s"] = run([python, str(HERE / "bench_peers.py"), "transformers", "--model", str(model),
+                                     "--json", str(hf), "--workloads", "L1,D1"], log)
+    timings["official_s"] = run([python, str(HERE / "bench_peers.py"), "official", "--model", str(model),
+                                 "--json", str(official), "--workloads", "L1,T1"], log)
+    o, h, f = load(ours), load(hf), load(official)
+    base = {
+        "date": datetime.date.today().isoformat(),
+        "device": o.get("device") or h.get("device") or f.get("device"),
+        "command": "python benchmarks/run_gpu.py " + shlex.join(sys.argv[1:]),
+        "git_commit": args.commit,
+        "versions": {**o.get("versions", {}), "funasr": f.get("versions", {}).get("funasr")},
+        "checkpoint": {"kind": "full-size random, official hub layout (benchmarks/build_checkpoint.py)",
+                       **checkpoint, "official_loader_keys_equal": f.get("checkpoint_keys_loaded")},
+        "process_seconds": timings,
+    }
+    ours_name = f"funasr-nano {o.get('dtype', '?')} (Triton decode + CUDA graphs)"
+    systems = {
+        "L1": {ours_name: o.get("L1"), "official funasr fp32": f.get("L1_fp32"),
+               "official funasr bf16": f.get("L1_bf16"),
+               "transformers generate, dynamic cache, bf16 (LLM only)": h.get("L1_dynamic"),
+               "transformers generate, static cache, bf16 (LLM only)": h.get("L1_static")},
+        "D1": {ours_name: o.get("D1"), "transformers generate, dynamic cache, bf16": h.get("D1_dynamic"),
+               "transformers generate, static cache, bf16": h.get("D1_static")},
+        "T1": {ours_name: o.get("T1"), "official funasr fp32 (batched generate)": f.get("T1_fp32")},
+    }
+    for path in write_results(args.results, base, systems, base["date"], device_slug(base["device"] or "")):
+        print("wrote", path, flush=True)
+        if args.copy_to:
+            shutil.copy(path, args.copy_to / path.name)
+    if args.copy_to:
+        shutil.copy(log, args.copy_to / "bench.log")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,191 @@
+"""Recordings of any length as batches of segments: VAD cuts, one batched decode for the segments of
+many files, guard retries, and each recording's timed segments.
+
+The backend sees segments only. Segments of consecutive files share ``generate`` calls of
+``4 x batch_size`` segments (longest first, so the engine's continuous batching drains little), and
+a file is handed back as soon as its last segment is decoded, in input order.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .audio import AudioInput, load_audio
+from .backends import Backend
+from .errors import FunASRNanoError
+from .features import SAMPLE_RATE
+from .guards import REPETITION, TRUNCATED, cut_repetition, find_repetition, is_truncated, token_budget
+from .prompt import PromptIds, PromptTokenizer, clean_text, strip_punctuation
+from .result import Segment
+from .vad import SpeechMap, VadOptions, add_context, find_speech, split_point
+
+ProgressCallback = Callable[[float], None]  # called with the seconds of audio just finished
+
+MAX_SPLITS = 1  # a looping or truncated segment is split once and retried; a loop that survives is cut
+MIN_SPLIT_SECONDS = 3.0  # shorter segments are not split: halves under ~1 s lose too much context
+SEGMENTS_PER_BATCH_SLOT = 4
+
+
+@dataclass(frozen=True)
+class DecodeSettings:
+    prompt: PromptIds
+    max_new_tokens: int | None  # None: from each segment's duration (guards.token_budget)
+    vad: VadOptions | None  # None: the whole recording as one segment, unrepaired, as the official model
+    sample_rate: int | None  # of array inputs
+
+
+@dataclass
+class DecodedRecording:
+    segments: list[Segment]  # in time order
+    duration: float
+    timings: dict[str, float]
+
+
+@dataclass
+class _Recording:
+    samples: np.ndarray
+    speech: SpeechMap | None
+    started: float
+    timings: dict[str, float]
+    pending: int = 0
+    segments: list[Segment] = field(default_factory=list)
+
+    def result(self) -> DecodedRecording:
+        self.timings["total"] = time.perf_counter() - self.started
+        ordered = sorted(self.segments, key=lambda s: s.start)
+        return DecodedRecording(ordered, self.samples.size / SAMPLE_RATE, self.timings)
+
+
+@dataclass
+class _Piece:
+    recording: _Recording
+    begin: int  # the speech span the segment reports, in samples
+    end: int
+    audio_begin: int  # the span the model hears: the speech plus context padding
+    audio_end: int
+    splits: int = 0
+
+    @property
+    def audio(self) -> np.ndarray:
+        return self.recording.samples[self.audio_begin : self.audio_end]
+
+    @property
+    def audio_seconds(self) -> float:
+        return (self.audio_end - self.audio_begin) / SAMPLE_RATE
+
+
+class SegmentDecoder:
+    def __init__(self, backend: Backend, tokenizer: PromptTokenizer, batch_size: int = 32):
+        self.backend = backend
+        self.tokenizer = tokenizer
+        self.group_size = max(1, SEGMENTS_PER_BATCH_SLOT * batch_size)
+        self.vad_device = backend.device
+
+    def run(
+        self,
+        sources: Iterable[AudioInput],
+        settings: DecodeSettings,
+        progress: ProgressCallback | None = None,
+    ) -> Iterator[DecodedRecording | FunASRNanoError]:
+        """Each source's segments, or the error that source raised, in input order."""
+        report = progress or (lambda seconds: None)
+        waiting: deque[_Piece] = deque()
+        in_order: deque[_Recording | FunASRNanoError] = deque()
+        for source in sources:
+            in_order.append(self._prepare(source, settings, waiting, report))
+            while len(waiting) >= self.group_size:
+                self._decode([waiting.popleft() for _ in range(self.group_size)], settings, report)
+                yield from self._completed(in_order)
+            yield from self._completed(in_order)
+        while waiting:
+            group = [waiting.popleft() for _ in range(min(self.group_size, len(waiting)))]
+            self._decode(group, settings, report)
+            yield from self._completed(in_order)
+
+    @staticmethod
+    def _completed(
+        in_order: deque[_Recording | FunASRNanoError],
+    ) -> Iterator[DecodedRecording | FunASRNanoError]:
+        while in_order and (isinstance(in_order[0], FunASRNanoError) or in_order[0].pending == 0):
+            item = in_order.popleft()
+            yield item if isinstance(item, FunASRNanoError) else item.result()
+
+    def _prepare(
+        self, source: AudioInput, settings: DecodeSettings, waiting: deque[_Piece], report: ProgressCallback
+    ) -> _Recording | FunASRNanoError:
+        started = time.perf_counter()
+        try:
+            samples = load_audio(source, settings.sample_rate)
+        except FunASRNanoError as exc:
+            return exc
+        timings = {"load_audio": time.perf_counter() - started, "decode": 0.0}
+        recording = _Recording(samples, None, started, timings)
+        if settings.vad is None:
+            pieces = [_Piece(recording, 0, samples.size, 0, samples.size)]
+        else:
+            vad_started = time.perf_counter()
+            recording.speech = find_speech(samples, settings.vad, self.vad_device)
+            recording.timings["vad"] = time.perf_counter() - vad_started
+            spans = recording.speech.spans
+            heard = add_context(spans, settings.vad.pad, samples.size)
+            pieces = [_Piece(recording, b, e, hb, he) for (b, e), (hb, he) in zip(spans, heard, strict=True)]
+        recording.pending = len(pieces)
+        waiting.extend(pieces)
+        report(samples.size / SAMPLE_RATE - sum(p.audio_seconds for p in pieces))  # non-speech is done
+        return recording
+
+    def _decode(self, pieces: list[_Piece], settings: DecodeSettings, report: ProgressCallback) -> None:
+        """Decode pieces in one backend call, then their retries in another, until all are settled."""
+        while pieces:
+            budgets = [settings.max_new_tokens or token_budget(p.audio_seconds) for p in pieces]
+            order = sorted(range(len(pieces)), key=lambda i: -pieces[i].audio_seconds)
+            started = time.perf_counter()
+            generated = self.backend.generate(
+                [pieces[i].audio for i in order], [settings.prompt] * len(order), [budgets[i] for i in order]
+            )
+            elapsed = time.perf_counter() - started
+            tokens: list[list[int]] = [[] for _ in pieces]
+            for slot, index in enumerate(order):
+                tokens[index] = generated[slot]
+            for recording in {id(p.recording): p.recording for p in pieces}.values():
+                recording.timings["decode"] += elapsed  # shared by every file in the call
+            retries: list[_Piece] = []
+            for piece, ids, budget in zip(pieces, tokens, budgets, strict=True):
+                retries.extend(self._settle(piece, ids, budget, settings.vad is not None, report))
+            pieces = retries
+
+    def _settle(
+        self, piece: _Piece, tokens: list[int], budget: int, repair: bool, report: ProgressCallback
+    ) -> list[_Piece]:
+        """Finish a piece, or return the two halves to retry it as."""
+        truncated = is_truncated(tokens, budget)
+        repetition = find_repetition(tokens) if repair else None
+        speech = piece.recording.speech
+        if (
+            repair and (truncated or repetition) and speech is not None and piece.splits < MAX_SPLITS
+            and (piece.end - piece.begin) / SAMPLE_RATE >= MIN_SPLIT_SECONDS
+        ):
+            cut = split_point(speech.score, piece.begin, piece.end)
+            piece.recording.pending += 1
+            return [
+                _Piece(piece.recording, piece.begin, cut, piece.audio_begin, cut, piece.splits + 1),
+                _Piece(piece.recording, cut, piece.end, cut, piece.audio_end, piece.splits + 1),
+            ]
+        flags = []
+        if repetition is not None:
+            tokens = cut_repetition(tokens, repetition)
+            flags.append(REPETITION)
+        if truncated:
+            flags.append(TRUNCATED)
+        raw = self.tokenizer.decode(tokens)
+        start, end = piece.begin / SAMPLE_RATE, piece.end / SAMPLE_RATE
+        segment = Segment(start, end, clean_text(raw), strip_punctuation(raw), tokens, flags)
+        piece.recording.segments.append(segment)
+        piece.recording.pending -= 1
+        report(piece.audio_seconds)
+        return []

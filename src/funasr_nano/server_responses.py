@@ -1,0 +1,104 @@
+"""A ``Transcription`` in the shapes of OpenAI's transcription API: json, text, srt, vtt, verbose_json,
+and the server-sent events of ``stream=true``."""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections.abc import Iterator
+from typing import Any
+
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+
+from .formats import to_srt, to_vtt
+from .languages import language_code
+from .pipeline import join_texts
+from .result import Transcription
+
+RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
+
+
+def _compression_ratio(text: str) -> float:
+    """Whisper's measure: UTF-8 length over zlib-compressed length (high values mean repetition)."""
+    data = text.encode("utf-8")
+    return round(len(data) / len(zlib.compress(data)), 4) if data else 0.0
+
+
+def _usage(result: Transcription) -> dict[str, Any]:
+    return {"type": "duration", "seconds": round(result.duration, 3)}
+
+
+def verbose_json(result: Transcription) -> dict[str, Any]:
+    """OpenAI's verbose_json. Greedy decoding: temperature 0. The model reports no log-probabilities
+    or speech probability, so those fields are null rather than invented; ``flags`` is ours."""
+    segments = [
+        {
+            "id": index,
+            "seek": int(round(segment.start * 100)),  # Whisper counts seek in 10 ms frames
+            "start": round(segment.start, 3),
+            "end": round(segment.end, 3),
+            "text": segment.text,
+            "tokens": segment.tokens,
+            "temperature": 0.0,
+            "avg_logprob": None,
+            "compression_ratio": _compression_ratio(segment.text),
+            "no_speech_prob": None,
+            "flags": segment.flags,
+        }
+        for index, segment in enumerate(result.segments)
+    ]
+    return {
+        "task": "transcribe",
+        "language": language_code(result.language),
+        "duration": round(result.duration, 3),
+        "text": result.text,
+        "segments": segments,
+        "usage": _usage(result),
+    }
+
+
+def render(result: Transcription, response_format: str) -> Response:
+    if response_format == "json":
+        return JSONResponse({"text": result.text, "usage": _usage(result)})
+    if response_format == "verbose_json":
+        return JSONResponse(verbose_json(result))
+    if response_format == "text":
+        # OpenAI's text is the json "text" on one line, not the CLI's txt file (a line per segment)
+        return PlainTextResponse(result.text + "\n")
+    if response_format == "srt":
+        return PlainTextResponse(to_srt(result), media_type="application/x-subrip")
+    if response_format == "vtt":
+        return PlainTextResponse(to_vtt(result), media_type="text/vtt")
+    raise ValueError(f"unknown response format {response_format!r}")
+
+
+def text_deltas(result: Transcription) -> list[str]:
+    """Pieces that concatenate to ``result.text``, one per segment with text."""
+    deltas: list[str] = []
+    sent = ""
+    for segment in result.segments:
+        joined = join_texts([sent, segment.text])
+        if joined != sent:
+            deltas.append(joined[len(sent) :])
+            sent = joined
+    if sent != result.text:  # the pipeline joined the segments differently: send its text whole
+        return [result.text] if result.text else []
+    return deltas
+
+
+def _sse(event: dict[str, Any]) -> str:
+    return f"data: {json.dumps(event, ensure_ascii=False)}\n\n"
+
+
+def sse_events(result: Transcription) -> StreamingResponse:
+    """``transcript.text.delta`` events, then ``transcript.text.done`` with the whole text."""
+
+    def events() -> Iterator[str]:
+        for delta in text_deltas(result):
+            yield _sse({"type": "transcript.text.delta", "delta": delta})
+        yield _sse({"type": "transcript.text.done", "text": result.text})
+
+    return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+__all__ = ["RESPONSE_FORMATS", "render", "sse_events", "text_deltas", "verbose_json"]

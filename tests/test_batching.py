@@ -1,0 +1,121 @@
+"""BatchingBackend: concurrent callers share batched calls on one worker thread, get their own results,
+and one caller's failure does not fail the others. A fake backend makes every case deterministic."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from funasr_nano.batching import BatcherClosedError, BatchingBackend
+from funasr_nano.prompt import PromptIds
+
+
+class FakeBackend:
+    """Returns [segment id, budget] per segment; a segment whose first sample is -1 breaks the batch."""
+
+    name = "fake"
+    device = "cpu"
+
+    def __init__(self, delay: float = 0.0):
+        self.delay = delay
+        self.calls: list[list[int]] = []
+        self.threads: set[str] = set()
+
+    def generate(self, waveforms, prompts, max_new_tokens):  # type: ignore[no-untyped-def]
+        self.threads.add(threading.current_thread().name)
+        ids = [int(w[0]) for w in waveforms]
+        self.calls.append(ids)
+        time.sleep(self.delay)
+        if -1 in ids:
+            raise ValueError("bad segment")
+        return [[i, n] for i, n in zip(ids, max_new_tokens, strict=True)]
+
+
+PROMPT = PromptIds([1], [2])
+
+
+def segments(*ids: int) -> list[np.ndarray]:
+    return [np.full(4, i, np.float32) for i in ids]
+
+
+def call(batcher: BatchingBackend, *ids: int) -> list[list[int]]:
+    return batcher.generate(segments(*ids), [PROMPT] * len(ids), [10 + i for i in ids])
+
+
+def test_concurrent_calls_share_one_batch_and_get_their_own_results():
+    fake = FakeBackend()
+    batcher = BatchingBackend(fake, window_s=0.5, max_segments=32)
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            futures = [pool.submit(call, batcher, 10 * k, 10 * k + 1) for k in range(4)]
+            results = [f.result(timeout=10) for f in futures]
+    finally:
+        batcher.close()
+    assert results == [[[10 * k, 10 + 10 * k], [10 * k + 1, 11 + 10 * k]] for k in range(4)]
+    assert len(fake.calls) == 1 and sorted(fake.calls[0]) == sorted([*range(0, 40, 10), *range(1, 41, 10)])
+    assert fake.threads == {"funasr-nano-batcher"}  # the model is only ever touched by the worker
+    assert batcher.stats.as_dict()["calls"] == 4 and batcher.stats.largest_batch == 8
+
+
+def test_batches_respect_max_segments_but_never_split_a_call():
+    fake = FakeBackend(delay=0.05)
+    batcher = BatchingBackend(fake, window_s=0.3, max_segments=3)
+    try:
+        with ThreadPoolExecutor(3) as pool:
+            big = pool.submit(call, batcher, 1, 2, 3, 4, 5)
+            time.sleep(0.05)
+            small = [pool.submit(call, batcher, 6), pool.submit(call, batcher, 7)]
+            assert big.result(timeout=10) == [[i, 10 + i] for i in range(1, 6)]
+            assert [f.result(timeout=10) for f in small] == [[[6, 16]], [[7, 17]]]
+    finally:
+        batcher.close()
+    assert fake.calls[0] == [1, 2, 3, 4, 5]
+    assert all(len(c) <= 3 for c in fake.calls[1:])
+
+
+def test_a_failing_caller_does_not_fail_the_others():
+    fake = FakeBackend()
+    batcher = BatchingBackend(fake, window_s=0.5)
+    try:
+        with ThreadPoolExecutor(3) as pool:
+            good = [pool.submit(call, batcher, 1), pool.submit(call, batcher, 2)]
+            bad = pool.submit(call, batcher, -1)
+            assert [f.result(timeout=10) for f in good] == [[[1, 11]], [[2, 12]]]
+            with pytest.raises(ValueError, match="bad segment"):
+                bad.result(timeout=10)
+    finally:
+        batcher.close()
+    assert len(fake.calls[0]) == 3  # tried together first, then each caller alone
+
+
+def test_close_finishes_queued_work_then_refuses_new_calls():
+    fake = FakeBackend(delay=0.1)
+    batcher = BatchingBackend(fake, window_s=0.0, max_segments=1)
+    with ThreadPoolExecutor(3) as pool:
+        futures = [pool.submit(call, batcher, i) for i in range(3)]
+        deadline = time.monotonic() + 10
+        while batcher.stats.calls < 3:  # all three queued (the first one is decoding)
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+        batcher.close()
+        assert [f.result(timeout=10) for f in futures] == [[[i, 10 + i]] for i in range(3)]
+    with pytest.raises(BatcherClosedError):
+        call(batcher, 9)
+    assert batcher.generate([], [], []) == []
+
+
+def test_callers_run_their_own_device_work_on_the_cpu_when_the_model_is_on_cuda():
+    fake = FakeBackend()
+    fake.device = "cuda:0"
+    batcher = BatchingBackend(fake)
+    try:
+        assert batcher.model_device == "cuda:0" and batcher.device == "cpu"
+    finally:
+        batcher.close()
+    cpu_batcher = BatchingBackend(FakeBackend())
+    assert cpu_batcher.device == "cpu"
+    cpu_batcher.close()

@@ -1,0 +1,145 @@
+"""Guards: loop and truncation detection on crafted token streams, and the split-retry-cut policy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from speech_data import SAMPLE_RATE, layout, phrases
+
+from funasr_nano.guards import (
+    BUDGET_CEILING,
+    REPETITION,
+    TRUNCATED,
+    Repetition,
+    cut_repetition,
+    find_repetition,
+    is_truncated,
+    token_budget,
+)
+from funasr_nano.longform import DecodeSettings, SegmentDecoder
+from funasr_nano.prompt import PromptIds
+from funasr_nano.vad import VadOptions
+
+SENTENCE = [9707, 11, 1246, 525, 498, 3351, 30, 358, 2776, 1661, 13]  # distinct ids, no repeats
+
+
+def test_budget_grows_with_duration_and_is_capped():
+    assert token_budget(1.0) < token_budget(10.0) < token_budget(30.0)
+    assert token_budget(3600.0) == BUDGET_CEILING
+
+
+@pytest.mark.parametrize("tokens", [
+    SENTENCE,
+    SENTENCE + [7] * 15,  # a token 15 times: laughter, "22222" in a number
+    SENTENCE + [5, 6] * 7,  # "no no no ..." 7 times
+    SENTENCE + [1, 2, 3, 4, 5, 6] * 2 + [1, 2, 3],  # a phrase said twice and a half
+])
+def test_ordinary_text_is_not_a_loop(tokens):
+    assert find_repetition(tokens) is None
+
+
+def test_a_single_token_loop_is_found_where_it_starts():
+    tokens = SENTENCE + [42] * 40
+    assert find_repetition(tokens) == Repetition(start=len(SENTENCE), period=1, end=len(tokens))
+
+
+def test_a_phrase_loop_is_found_with_its_shortest_period_and_partial_tail():
+    phrase = [101, 102, 103, 104, 105, 106]
+    tokens = SENTENCE + phrase * 5 + phrase[:4]
+    repetition = find_repetition(tokens)
+    assert repetition == Repetition(start=len(SENTENCE), period=6, end=len(tokens))
+    assert repetition.count == 5
+
+
+def test_the_longest_loop_wins_when_there_are_several():
+    tokens = [7] * 16 + SENTENCE + [1, 2, 3] * 10
+    assert find_repetition(tokens) == Repetition(start=16 + len(SENTENCE), period=3, end=len(tokens))
+
+
+def test_cutting_keeps_one_occurrence_and_what_follows_the_loop():
+    tokens = SENTENCE[:3] + [8, 9] * 10 + SENTENCE[3:]
+    repetition = find_repetition(tokens)
+    assert cut_repetition(tokens, repetition) == SENTENCE[:3] + [8, 9] + SENTENCE[3:]
+
+
+def test_truncation_is_hitting_the_budget():
+    assert is_truncated(list(range(20)), 20)
+    assert not is_truncated(list(range(19)), 20)
+
+
+class ScriptedBackend:
+    """Answers each segment by its duration, the way a model that loops on long input would."""
+
+    name = "scripted"
+    device = "cpu"
+
+    def __init__(self, answer):
+        self.answer = answer  # (seconds, budget) -> token ids
+        self.calls: list[list[float]] = []
+
+    def generate(self, waveforms, prompts, max_new_tokens):
+        self.calls.append([w.size / SAMPLE_RATE for w in waveforms])
+        return [self.answer(w.size / SAMPLE_RATE, n) for w, n in zip(waveforms, max_new_tokens, strict=True)]
+
+
+class IdTokenizer:
+    def decode(self, ids: list[int]) -> str:
+        return " ".join(f"t{i}" for i in ids)
+
+
+DEFAULT_VAD = VadOptions()
+
+
+def decode(answer, vad: VadOptions | None = DEFAULT_VAD, audio: np.ndarray | None = None):
+    """Run the long-form decoder over a 6 s phrase (or ``audio``) with a scripted backend."""
+    if audio is None:
+        audio, _ = layout([0.5, phrases()[4], 0.5])  # the 5.7 s Mandarin phrase: one VAD segment
+    backend = ScriptedBackend(answer)
+    settings = DecodeSettings(PromptIds([1], [2]), None, vad, None)
+    (decoded,) = SegmentDecoder(backend, IdTokenizer(), batch_size=4).run([audio], settings)
+    return decoded, backend
+
+
+def loop_when_long(seconds: float, budget: int) -> list[int]:
+    return [5, 6] * budget if seconds > 4.0 else SENTENCE
+
+
+def test_a_looping_segment_is_split_in_two_and_both_halves_decoded_again():
+    decoded, backend = decode(loop_when_long)
+    assert len(backend.calls) == 2 and len(backend.calls[1]) == 2  # the retry is one batched call
+    assert [s.flags for s in decoded.segments] == [[], []]
+    first, second = decoded.segments
+    assert first.end == second.start  # the halves meet: no audio lost between them
+    assert all(s.tokens == SENTENCE for s in decoded.segments)
+
+
+def test_a_loop_that_survives_the_split_is_cut_and_flagged():
+    decoded, _ = decode(lambda seconds, budget: SENTENCE + [77] * budget)
+    assert len(decoded.segments) == 2
+    for segment in decoded.segments:
+        assert segment.tokens == SENTENCE + [77]
+        assert segment.flags == [REPETITION, TRUNCATED]
+        assert segment.text == " ".join(f"t{i}" for i in SENTENCE + [77])
+
+
+def test_output_that_stops_at_the_budget_is_retried_then_flagged_truncated():
+    decoded, backend = decode(lambda seconds, budget: list(range(1000, 1000 + budget)))
+    assert len(backend.calls) == 2
+    assert [s.flags for s in decoded.segments] == [[TRUNCATED], [TRUNCATED]]
+
+
+def test_short_segments_are_cut_at_once_rather_than_split():
+    audio, _ = layout([0.5, phrases()[2], 0.5])  # "Yes": 0.4 s
+    decoded, backend = decode(lambda seconds, budget: [3] * budget, audio=audio)
+    assert len(backend.calls) == 1
+    assert [s.tokens for s in decoded.segments] == [[3]]
+    assert decoded.segments[0].flags == [REPETITION, TRUNCATED]
+
+
+def test_without_vad_nothing_is_repaired_as_in_the_official_model():
+    decoded, backend = decode(lambda seconds, budget: ([5, 6] * budget)[:budget], vad=None)
+    (segment,) = decoded.segments
+    assert len(backend.calls) == 1
+    assert segment.tokens == ([5, 6] * 600)[: token_budget(decoded.duration)]  # the loop stays
+    assert segment.start == 0 and segment.end == decoded.duration
+    assert segment.flags == [TRUNCATED]

@@ -1,0 +1,427 @@
+"""The OpenAI-compatible server on 127.0.0.1 with the tiny checkpoint: the official ``openai`` client for
+every response format and streaming, raw HTTP for every error case, batching across concurrent requests,
+and a graceful shutdown of ``funasr-nano serve`` on SIGTERM with a request in flight."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import http.client
+import io
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import soundfile
+
+pytest.importorskip("fastapi")
+pytest.importorskip("uvicorn")
+openai = pytest.importorskip("openai")
+import uvicorn  # noqa: E402
+
+from funasr_nano import load_model  # noqa: E402
+from funasr_nano.pipeline import FunASRNano  # noqa: E402
+from funasr_nano.server import ServerConfig, create_app  # noqa: E402
+
+SPEECH = Path(__file__).parent / "data" / "speech.ogg"
+MAX_NEW_TOKENS = 4  # random weights never stop on their own; keep every decode short
+API_KEY = "test-key-123"
+
+
+def wav_bytes(samples: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    soundfile.write(buffer, samples, 16000, format="WAV", subtype="PCM_16")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def speech() -> np.ndarray:
+    samples, rate = soundfile.read(SPEECH, dtype="float32")
+    assert rate == 16000
+    return samples
+
+
+@pytest.fixture(scope="module")
+def clips(speech: np.ndarray) -> dict[str, bytes]:
+    """Short speech clips as WAV uploads: English phrases, a Chinese phrase, a single word."""
+    return {
+        "en": wav_bytes(speech[int(0.5 * 16000) : int(8.0 * 16000)]),
+        "zh": wav_bytes(speech[int(16.2 * 16000) : int(22.8 * 16000)]),
+        "yes": wav_bytes(speech[int(8.5 * 16000) : int(10.0 * 16000)]),
+    }
+
+
+@pytest.fixture(scope="module")
+def model(official_tiny) -> FunASRNano:
+    return load_model(official_tiny.model_dir, device="cpu")
+
+
+@contextlib.contextmanager
+def running(model: FunASRNano, config: ServerConfig) -> Iterator[str]:
+    """Serve on 127.0.0.1 at a free port (the socket is bound here, so no port race); yields the base URL."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(create_app(model, config), log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(20)
+        sock.close()
+
+
+@pytest.fixture(scope="module")
+def base_url(model: FunASRNano) -> Iterator[str]:
+    config = ServerConfig(model_name="fun-asr-nano-tiny", max_new_tokens=MAX_NEW_TOKENS, max_audio_s=20.0,
+                          max_upload_bytes=2_000_000, batch_window_s=0.3)
+    with running(model, config) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def client(base_url: str) -> Any:
+    return openai.OpenAI(base_url=base_url + "/v1", api_key="unused", max_retries=0, timeout=30)
+
+
+def direct(model: FunASRNano, audio: bytes, **options: Any) -> Any:
+    return model.transcribe(audio, max_new_tokens=MAX_NEW_TOKENS, **options)
+
+
+# --- the openai client -------------------------------------------------------------------------------
+
+
+def test_json_matches_direct_transcription(client, model, clips):
+    result = client.audio.transcriptions.create(model="whisper-1", file=("en.wav", clips["en"]))
+    expected = direct(model, clips["en"])
+    assert expected.text.strip()
+    assert result.text == expected.text
+    assert result.usage.seconds == pytest.approx(expected.duration, abs=1e-3)
+
+
+def test_language_and_prompt_reach_the_model(client, model, clips):
+    result = client.audio.transcriptions.create(model="m", file=("zh.wav", clips["zh"]), language="zh",
+                                                prompt="开放时间, Fun-ASR")
+    expected = direct(model, clips["zh"], language="zh", hotwords="开放时间, Fun-ASR")
+    assert result.text == expected.text
+    # the prompt changes the model's input, so (with these random weights) its output
+    assert expected.text != direct(model, clips["zh"], language="zh").text
+
+
+def test_text_format(client, model, clips):
+    text = client.audio.transcriptions.create(model="m", file=("en.wav", clips["en"]), response_format="text")
+    assert text == direct(model, clips["en"]).text + "\n"  # the json text, as OpenAI's text format
+
+
+def test_verbose_json_has_timed_segments(client, model, clips):
+    result = client.audio.transcriptions.create(model="m", file=("en.wav", clips["en"]),
+                                                response_format="verbose_json", language="en")
+    expected = direct(model, clips["en"], language="en")
+    assert result.text == expected.text
+    assert result.language == "en"
+    assert result.duration == pytest.approx(expected.duration, abs=1e-3)
+    assert [s.text for s in result.segments] == [s.text for s in expected.segments]
+    assert [s.tokens for s in result.segments] == [s.tokens for s in expected.segments]
+    for index, (got, want) in enumerate(zip(result.segments, expected.segments, strict=True)):
+        assert got.id == index
+        assert got.start == pytest.approx(want.start, abs=1e-3)
+        assert got.end == pytest.approx(want.end, abs=1e-3)
+        assert 0 <= got.start < got.end <= result.duration + 1e-3
+        assert got.temperature == 0.0
+
+
+def test_srt_format(client, model, clips):
+    from funasr_nano.formats import to_srt
+
+    srt = client.audio.transcriptions.create(model="m", file=("en.wav", clips["en"]), response_format="srt")
+    assert srt == to_srt(direct(model, clips["en"]))
+    assert re.match(r"1\n\d\d:\d\d:\d\d,\d{3} --> \d\d:\d\d:\d\d,\d{3}\n", srt)
+
+
+def test_vtt_format(client, model, clips):
+    from funasr_nano.formats import to_vtt
+
+    vtt = client.audio.transcriptions.create(model="m", file=("en.wav", clips["en"]), response_format="vtt")
+    assert vtt == to_vtt(direct(model, clips["en"]))
+    assert vtt.startswith("WEBVTT")
+    assert re.search(r"\d\d:\d\d:\d\d\.\d{3} --> \d\d:\d\d:\d\d\.\d{3}", vtt)
+
+
+def test_streaming_deltas_add_up_to_the_text(client, model, clips):
+    stream = client.audio.transcriptions.create(model="m", file=("en.wav", clips["en"]), stream=True)
+    events = list(stream)
+    expected = direct(model, clips["en"])
+    assert [e.type for e in events[:-1]] == ["transcript.text.delta"] * (len(events) - 1)
+    assert events[-1].type == "transcript.text.done"
+    assert events[-1].text == expected.text
+    assert "".join(e.delta for e in events[:-1]) == expected.text
+    assert len(events) - 1 == sum(1 for s in expected.segments if s.text.strip())
+
+
+def test_models_list(client):
+    models = client.models.list()
+    assert [m.id for m in models.data] == ["fun-asr-nano-tiny"]
+
+
+def test_unknown_fields_are_ignored(client, model, clips):
+    result = client.audio.transcriptions.create(
+        model="m", file=("yes.wav", clips["yes"]), temperature=0.7, timestamp_granularities=["segment"],
+        extra_body={"some_future_option": "x"},
+    )
+    assert result.text == direct(model, clips["yes"]).text
+
+
+def test_concurrent_requests_decode_together(base_url, client, model, clips):
+    """Requests that arrive within the batch window share one generate call, with unchanged results."""
+    names = ["en", "zh", "yes", "en"]
+    before = get_json(base_url + "/health")["batching"]
+    with ThreadPoolExecutor(len(names)) as pool:
+        texts = list(pool.map(
+            lambda n: client.audio.transcriptions.create(model="m", file=(f"{n}.wav", clips[n])).text, names))
+    after = get_json(base_url + "/health")["batching"]
+    assert texts == [direct(model, clips[n]).text for n in names]
+    calls = after["calls"] - before["calls"]  # one per request, more when a guard retries a split segment
+    assert calls >= len(names)
+    assert after["batches"] - before["batches"] < calls  # requests shared batches
+
+
+# --- raw HTTP: every error is JSON in OpenAI's shape, never a 500 --------------------------------------
+
+
+def multipart(fields: dict[str, str], files: dict[str, tuple[str, bytes]]) -> tuple[bytes, str]:
+    boundary = uuid.uuid4().hex
+    parts = []
+    for name, value in fields.items():
+        head = f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'
+        parts.append(f"{head}{value}\r\n".encode())
+    for name, (filename, data) in files.items():
+        head = (f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
+                "Content-Type: application/octet-stream\r\n\r\n")
+        parts.append(head.encode() + data + b"\r\n")
+    parts.append(f"--{boundary}--\r\n".encode())
+    return b"".join(parts), f"multipart/form-data; boundary={boundary}"
+
+
+def request(url: str, body: bytes | None = None, content_type: str | None = None,
+            headers: dict[str, str] | None = None, method: str | None = None) -> tuple[int, bytes]:
+    req = urllib.request.Request(url, data=body, method=method, headers=dict(headers or {}))
+    if content_type:
+        req.add_header("Content-Type", content_type)
+    try:
+        with urllib.request.urlopen(req, timeout=30) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def get_json(url: str) -> Any:
+    status, body = request(url)
+    assert status == 200
+    return json.loads(body)
+
+
+def post_transcription(base_url: str, fields: dict[str, str] | None = None, file: bytes | None = None,
+                       headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    files = {"file": ("audio.wav", file)} if file is not None else {}
+    body, content_type = multipart({"model": "m", **(fields or {})}, files)
+    return request(base_url + "/v1/audio/transcriptions", body, content_type, headers)
+
+
+def assert_error(status: int, body: bytes, expected_status: int, code: str | None = None,
+                 param: str | None = None) -> dict[str, Any]:
+    assert status == expected_status, body
+    error = json.loads(body)["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert isinstance(error["message"], str) and error["message"] and "\n" not in error["message"]
+    if code is not None:
+        assert error["code"] == code
+    if param is not None:
+        assert error["param"] == param
+    return error
+
+
+def test_missing_file_is_400(base_url):
+    assert_error(*post_transcription(base_url), 400, param="file")
+
+
+def test_file_sent_as_text_field_is_400(base_url):
+    body, content_type = multipart({"model": "m", "file": "not a file"}, {})
+    assert_error(*request(base_url + "/v1/audio/transcriptions", body, content_type), 400, param="file")
+
+
+@pytest.mark.parametrize("payload", [b"", b"this is not audio at all" * 10, b"RIFF\x00\x00\x00\x00WAVEfmt "])
+def test_bad_audio_is_400(base_url, payload):
+    assert_error(*post_transcription(base_url, file=payload), 400, code="invalid_audio", param="file")
+
+
+def test_unsupported_response_format_is_400(base_url, clips):
+    assert_error(*post_transcription(base_url, {"response_format": "docx"}, clips["yes"]), 400,
+                 param="response_format")
+
+
+def test_unknown_language_is_400(base_url, clips):
+    assert_error(*post_transcription(base_url, {"language": "klingon"}, clips["yes"]), 400, param="language")
+
+
+def test_not_multipart_is_400(base_url):
+    status, body = request(base_url + "/v1/audio/transcriptions", b'{"file": "x"}', "application/json")
+    assert_error(status, body, 400, param="file")
+    status, body = request(base_url + "/v1/audio/transcriptions", b"--broken\r\n\r\n",
+                           "multipart/form-data; boundary=broken")
+    assert_error(status, body, 400)
+
+
+def test_upload_over_the_size_limit_is_413(base_url):
+    big = b"\x00" * 2_100_000
+    assert_error(*post_transcription(base_url, file=big), 413, code="file_too_large")
+
+
+def test_chunked_upload_over_the_size_limit_is_413(base_url):
+    """Without a Content-Length the limit is enforced while the body streams in."""
+    body, content_type = multipart({"model": "m"}, {"file": ("a.wav", b"\x00" * 2_100_000)})
+    port = int(base_url.rsplit(":", 1)[1])
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        chunks = (body[i : i + 65536] for i in range(0, len(body), 65536))
+        connection.request("POST", "/v1/audio/transcriptions", body=chunks,
+                           headers={"Content-Type": content_type}, encode_chunked=True)
+        response = connection.getresponse()
+        assert_error(response.status, response.read(), 413, code="file_too_large")
+    except (BrokenPipeError, ConnectionResetError):
+        pytest.fail("the server dropped the connection instead of answering 413")
+    finally:
+        connection.close()
+
+
+def test_audio_over_the_duration_limit_is_413(base_url, speech):
+    long_clip = wav_bytes(speech[: 21 * 16000])  # the server allows 20 s
+    assert_error(*post_transcription(base_url, file=long_clip), 413, code="audio_too_long", param="file")
+
+
+def test_unknown_path_and_method_are_json_errors(base_url):
+    assert_error(*request(base_url + "/v1/audio/nothing"), 404)
+    assert_error(*request(base_url + "/v1/audio/transcriptions"), 405)
+
+
+def test_health(base_url):
+    health = get_json(base_url + "/health")
+    assert health["status"] == "ok" and health["device"] == "cpu"
+    assert health["batching"]["batches"] <= health["batching"]["calls"]
+
+
+# --- API key -------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def keyed_url(model: FunASRNano) -> Iterator[str]:
+    with running(model, ServerConfig(api_key=API_KEY, max_new_tokens=MAX_NEW_TOKENS)) as url:
+        yield url
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": API_KEY},
+                                     {"Authorization": "Basic " + API_KEY}])
+def test_missing_or_wrong_api_key_is_401(keyed_url, clips, headers):
+    status, body = post_transcription(keyed_url, file=clips["yes"], headers=headers)
+    assert_error(status, body, 401, code="invalid_api_key")
+    assert_error(*request(keyed_url + "/v1/models", headers=headers), 401, code="invalid_api_key")
+
+
+def test_right_api_key_is_accepted(keyed_url, model, clips):
+    good = openai.OpenAI(base_url=keyed_url + "/v1", api_key=API_KEY, max_retries=0)
+    assert good.audio.transcriptions.create(model="m", file=("a.wav", clips["yes"])).text == \
+        direct(model, clips["yes"]).text
+    bad = openai.OpenAI(base_url=keyed_url + "/v1", api_key="nope", max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        bad.audio.transcriptions.create(model="m", file=("a.wav", clips["yes"]))
+    assert request(keyed_url + "/health")[0] == 200  # health checks need no key
+
+
+# --- queue depth -----------------------------------------------------------------------------------------
+
+
+class GatedBackend:
+    """Holds every generate call until the test opens the gate, so requests stay in flight."""
+
+    def __init__(self, inner: Any):
+        self.inner, self.name, self.device = inner, inner.name, inner.device
+        self.gate = threading.Event()
+
+    def generate(self, waveforms, prompts, max_new_tokens):  # type: ignore[no-untyped-def]
+        assert self.gate.wait(30)
+        return self.inner.generate(waveforms, prompts, max_new_tokens)
+
+
+def test_queue_full_is_429(model, clips):
+    gated = copy.copy(model)
+    gated.backend = GatedBackend(model.backend)
+    with running(gated, ServerConfig(max_queue=2, max_new_tokens=MAX_NEW_TOKENS, batch_window_s=0)) as url, \
+            ThreadPoolExecutor(2) as pool:
+        held = [pool.submit(post_transcription, url, None, clips["yes"]) for _ in range(2)]
+        deadline = time.monotonic() + 20
+        while get_json(url + "/health")["requests_in_progress"] < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        error = assert_error(*post_transcription(url, file=clips["yes"]), 429, code="queue_full")
+        assert error["type"] == "rate_limit_error"
+        gated.backend.gate.set()
+        assert [f.result()[0] for f in held] == [200, 200]
+        assert post_transcription(url, file=clips["yes"])[0] == 200
+
+
+# --- the CLI: funasr-nano serve, graceful shutdown ---------------------------------------------------------
+
+
+def test_serve_cli_finishes_in_flight_requests_on_sigterm(official_tiny, model, clips):
+    command = [sys.executable, "-m", "funasr_nano.cli", "serve", "--model", str(official_tiny.model_dir),
+               "--device", "cpu", "--port", "0", "--max-new-tokens", str(MAX_NEW_TOKENS),
+               "--batch-window-ms", "1500", "--api-key", API_KEY]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
+    try:
+        port = None
+        log: list[str] = []
+        deadline = time.monotonic() + 40
+        while port is None:
+            assert time.monotonic() < deadline, "".join(log)
+            line = process.stderr.readline()
+            assert line or process.poll() is None, "".join(log)
+            log.append(line)
+            if match := re.search(r"running on http://127\.0\.0\.1:(\d+)", line):
+                port = int(match.group(1))
+        url = f"http://127.0.0.1:{port}"
+        headers = {"Authorization": f"Bearer {API_KEY}"}
+        with ThreadPoolExecutor(1) as pool:
+            in_flight = pool.submit(post_transcription, url, None, clips["yes"], headers)
+            time.sleep(0.5)  # the request now waits in the 1.5 s batch window
+            process.send_signal(signal.SIGTERM)
+            status, body = in_flight.result(timeout=30)
+        assert status == 200
+        assert json.loads(body)["text"] == direct(model, clips["yes"]).text
+        # uvicorn re-raises the signal once it has shut down cleanly, as process supervisors expect
+        assert process.wait(timeout=30) in (0, -signal.SIGTERM)
+        log.append(process.stderr.read())
+        assert "Application shutdown complete" in "".join(log), "".join(log)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
