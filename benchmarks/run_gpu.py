@@ -1,6 +1,6 @@
 """One side-by-side GPU benchmark run: build the checkpoint, run ours and the peers, write the results.
 
-    python benchmarks/run_gpu.py --work /tmp/bench --commit SHA [--results benchmarks/results] [--copy-to DIR]
+    python benchmarks/run_gpu.py --work /tmp/bench --commit SHA [--results benchmarks/results] [--logs DIR]
 
 Each system runs in its own process, one after the other, on the same machine, checkpoint and inputs;
 the figures go to <results>/<date>-<device>-<workload>.json for L1, D1 and T1 (make_table.py renders them).
@@ -28,15 +28,19 @@ DESCRIPTIONS = {
 }
 
 
-def run(command: list[str], log: Path) -> float:
+def run(command: list[str], log: Path, timeout: float) -> float:
+    """Run one system's process; its JSON is written as it goes, so a timeout keeps what finished."""
     print("$ " + shlex.join(command), flush=True)
     started = time.perf_counter()
+    try:
+        process = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                 timeout=timeout)
+        output, status = process.stdout, str(process.returncode)
+    except subprocess.TimeoutExpired as expired:
+        output, status = (expired.stdout or b"").decode(errors="replace"), f"timeout after {timeout} s"
     with log.open("a") as sink:
-        process = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        sink.write(process.stdout)
-    print(process.stdout[-3000:], flush=True)
-    if process.returncode:
-        print(f"exit status {process.returncode}", flush=True)
+        sink.write(output + f"\n[exit status {status}]\n")
+    print(output[-2500:], f"[exit status {status}]", flush=True)
     return round(time.perf_counter() - started, 1)
 
 
@@ -70,25 +74,28 @@ def main() -> None:
     parser.add_argument("--work", type=Path, required=True)
     parser.add_argument("--commit", required=True, help="git commit of the tree under test (plus '+dirty')")
     parser.add_argument("--results", type=Path, default=HERE / "results")
-    parser.add_argument("--copy-to", type=Path)
+    parser.add_argument("--logs", type=Path, help="where the per-system JSON and the log go (default: --work)")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--timeouts", default="200,150,200", help="seconds for ours, transformers, official")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     args.results.mkdir(parents=True, exist_ok=True)
-    log = args.work / "bench.log"
+    logs = args.logs or args.work
+    log = logs / "bench.log"
     model = args.work / "model"
     python = sys.executable
+    limits = [float(t) for t in args.timeouts.split(",")]
     timings = {}
     build = subprocess.run([python, str(HERE / "build_checkpoint.py"), str(model)], capture_output=True, text=True)
     print(build.stdout, build.stderr[-2000:], flush=True)
     checkpoint = ast.literal_eval(build.stdout.strip().splitlines()[-1])
-    ours, hf, official = (args.work / f"{n}.json" for n in ("ours", "transformers", "official"))
+    ours, hf, official = (logs / f"{n}.json" for n in ("ours", "transformers", "official"))
     timings["ours_s"] = run([python, str(HERE / "bench_ours.py"), "--model", str(model), "--json", str(ours),
-                             "--repeats", str(args.repeats)], log)
+                             "--repeats", str(args.repeats)], log, limits[0])
     timings["transformers_s"] = run([python, str(HERE / "bench_peers.py"), "transformers", "--model", str(model),
-                                     "--json", str(hf), "--workloads", "L1,D1"], log)
+                                     "--json", str(hf), "--workloads", "L1,D1"], log, limits[1])
     timings["official_s"] = run([python, str(HERE / "bench_peers.py"), "official", "--model", str(model),
-                                 "--json", str(official), "--workloads", "L1,T1"], log)
+                                 "--json", str(official), "--workloads", "L1,T1"], log, limits[2])
     o, h, f = load(ours), load(hf), load(official)
     base = {
         "date": datetime.date.today().isoformat(),
@@ -112,10 +119,8 @@ def main() -> None:
     }
     for path in write_results(args.results, base, systems, base["date"], device_slug(base["device"] or "")):
         print("wrote", path, flush=True)
-        if args.copy_to:
-            shutil.copy(path, args.copy_to / path.name)
-    if args.copy_to:
-        shutil.copy(log, args.copy_to / "bench.log")
+        if args.logs:
+            shutil.copy(path, args.logs / path.name)
 
 
 if __name__ == "__main__":

@@ -38,9 +38,11 @@ def recordings(tmp_path: Path) -> Path:
     return folder
 
 
-def test_a_directory_with_a_corrupt_file_writes_the_others_and_exits_nonzero(recordings, official_tiny, capsys):
+def test_a_directory_with_a_corrupt_file_writes_the_others_and_exits_nonzero(recordings, official_tiny,
+                                                                             capsys):
     out = recordings.parent / "out"
-    status = main(["transcribe", str(recordings), "-m", str(official_tiny.model_dir), *FAST, "-o", str(out), "-q"])
+    model = str(official_tiny.model_dir)
+    status = main(["transcribe", str(recordings), "-m", model, *FAST, "-o", str(out), "-q"])
     captured = capsys.readouterr()
     assert status == 1
     assert captured.err.splitlines() == [
@@ -62,8 +64,9 @@ def test_a_directory_with_a_corrupt_file_writes_the_others_and_exits_nonzero(rec
 def test_text_goes_to_stdout_with_progress_and_missing_inputs_are_reported(recordings, official_tiny, capsys):
     alpha = recordings / "alpha.wav"
     pattern = str(recordings / "nested" / "*.flac")
-    status = main(["transcribe", str(alpha), pattern, str(recordings / "missing.wav"), str(recordings / "*.mp3"),
-                   "-m", str(official_tiny.model_dir), *FAST])
+    missing, unmatched = str(recordings / "missing.wav"), str(recordings / "*.mp3")
+    model = str(official_tiny.model_dir)
+    status = main(["transcribe", str(alpha), pattern, missing, unmatched, "-m", model, *FAST])
     captured = capsys.readouterr()
     assert status == 1
     lines = captured.out.splitlines()
@@ -84,7 +87,7 @@ def test_one_file_as_srt_on_stdout(recordings, official_tiny, capsys):
 
 @pytest.mark.parametrize(("arguments", "message"), [
     (["-f", "all"], "error: --output-format all writes several files: give --output-dir"),
-    (["--hotwords-file", "/nonexistent/words.txt"], "error: cannot read hotwords file /nonexistent/words.txt"),
+    (["--hotwords-file", "/no/words.txt"], "error: cannot read hotwords file /no/words.txt"),
     (["--batch-size", "0"], "error: --batch-size must be at least 1"),
 ])
 def test_bad_options_fail_fast_with_one_line(recordings, arguments, message, capsys):

@@ -4,6 +4,7 @@ from .audio import load_audio
 from .errors import AudioError, FunASRNanoError, ModelLoadError, UsageError
 from .pipeline import FunASRNano, load_model
 from .result import Segment, Transcription
+from .vad import VadOptions
 
 __version__ = "0.1.0"
 
@@ -15,6 +16,7 @@ __all__ = [
     "Segment",
     "Transcription",
     "UsageError",
+    "VadOptions",
     "load_audio",
     "load_model",
 ]

@@ -51,7 +51,7 @@ def expand_inputs(arguments: Sequence[str]) -> tuple[list[_Input], list[str]]:
                 errors.append(f"{argument}: no audio files ({suffixes}) in this directory")
         elif path.is_file():
             found = [_Input(path, path.stem)]
-        elif glob.has_magic(argument):
+        elif any(char in argument for char in "*?["):
             matches = [Path(m) for m in sorted(glob.glob(argument, recursive=True))]
             found = [_Input(m, m.stem) for m in matches if m.is_file()]
             found += [_Input(p, p.stem) for m in matches if m.is_dir() for p in _directory_audio(m)]
@@ -110,6 +110,9 @@ def _formats(args: argparse.Namespace, file_count: int) -> list[str]:
 
 
 def _flag_summary(result: Transcription) -> str | None:
+    """What a user should look at: no speech at all, or segments the guards had to repair."""
+    if not result.segments:
+        return "no speech found"
     flagged = [s for s in result.segments if s.flags]
     if not flagged:
         return None

@@ -65,7 +65,7 @@ def _weights_path() -> Path:
 
 
 class SileroVAD:
-    """The 16 kHz silero-vad v5 network, evaluated over a whole recording at once, on CPU or CUDA."""
+    """The 16 kHz silero-vad network, evaluated over a whole recording at once, on CPU or CUDA."""
 
     def __init__(self, device: str = "cpu", weights: Path | None = None):
         self.device = torch.device(device)
@@ -96,24 +96,27 @@ class SileroVAD:
     @torch.inference_mode()
     def speech_probabilities(self, samples: np.ndarray) -> np.ndarray:
         """One speech probability per 32 ms frame (the last frame zero-padded), as silero computes them."""
+        if samples.size == 0:
+            return np.zeros(0, np.float32)
         frames = -(-samples.size // FRAME_SAMPLES)
         padded = torch.zeros(CONTEXT_SAMPLES + frames * FRAME_SAMPLES, device=self.device)
         padded[CONTEXT_SAMPLES : CONTEXT_SAMPLES + samples.size] = torch.from_numpy(samples).to(self.device)
         windows = padded.unfold(0, CONTEXT_SAMPLES + FRAME_SAMPLES, FRAME_SAMPLES)
+        weight, bias = self.head
         state = None
         probabilities = []
         for first in range(0, frames, _FRAMES_PER_PASS):
             features = self._frame_features(windows[first : first + _FRAMES_PER_PASS])
-            hidden, state = self.lstm(features[None], state)
-            weight, bias = self.head
+            hidden, state = self.lstm(features[None], state)  # the state carries over to the next pass
             probabilities.append(torch.sigmoid(F.relu(hidden[0]) @ weight[0, :, 0] + bias))
-        return torch.cat(probabilities).cpu().numpy() if probabilities else np.zeros(0, np.float32)
+        return torch.cat(probabilities).cpu().numpy()
 
 
 @lru_cache(maxsize=4)
 def load_vad(device: str = "cpu") -> SileroVAD:
-    """A shared SileroVAD per device: a CUDA model keeps hour-long files from waiting on the CPU."""
-    return SileroVAD("cuda" if device.startswith("cuda") else "cpu")
+    """A shared SileroVAD per device: on the model's CUDA device, hour-long files do not wait on the CPU;
+    any other device (MLX, MPS) runs it on the CPU."""
+    return SileroVAD(device if device.startswith("cuda") else "cpu")
 
 
 def _smooth(values: np.ndarray, width: int) -> np.ndarray:

@@ -1,0 +1,144 @@
+"""The generation engine on CPU: batched equals single (fp32, identical ids), continuous batching with slot
+refills, stop tokens read late, the grow-only cache, buckets, chunked prefill, int8 weights; the Triton
+decode step under the Triton interpreter where triton is installed."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+
+from funasr_nano.backends.torch import engine as engine_module
+from funasr_nano.backends.torch.engine import GenerationRequest, GreedyEngine, bucket_for
+from funasr_nano.backends.torch.qwen3 import Qwen3ForCausalLM
+from funasr_nano.checkpoint import LLMConfig
+
+CONFIG = LLMConfig(
+    hidden_size=64, intermediate_size=128, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=16, vocab_size=640
+)
+# (prompt length, new tokens): different lengths so that prompts pad differently in a batch.
+SHAPES = [(7, 12), (70, 9), (3, 15), (50, 6), (11, 10), (33, 1), (24, 14)]
+
+
+def tiny_llm(dtype: torch.dtype = torch.float32) -> Qwen3ForCausalLM:
+    torch.manual_seed(0)
+    llm = Qwen3ForCausalLM(CONFIG, 512)
+    with torch.no_grad():
+        # Large random weights: greedy ids then change from step to step and depend on the prompt.
+        for parameter in llm.parameters():
+            parameter.copy_(torch.randn_like(parameter) * (1.0 if parameter.ndim == 1 else 0.3))
+    llm.tie_weights()
+    return llm.to(dtype).eval()
+
+
+@pytest.fixture(scope="module")
+def llm() -> Qwen3ForCausalLM:
+    return tiny_llm()
+
+
+def requests(dtype: torch.dtype = torch.float32) -> list[GenerationRequest]:
+    generator = torch.Generator().manual_seed(1)
+    return [GenerationRequest(torch.randn(n, CONFIG.hidden_size, generator=generator).to(dtype), k) for n, k in SHAPES]
+
+
+@pytest.fixture(scope="module")
+def singles(llm) -> list[list[int]]:
+    """Each request decoded alone, in a fresh engine."""
+    return [GreedyEngine(llm, [], max_batch=1).generate([r])[0] for r in requests()]
+
+
+def test_single_runs_are_diverse(singles):
+    # Guards the other tests: a model that repeats one token would make them pass trivially.
+    assert [len(s) for s in singles] == [k for _, k in SHAPES]
+    assert len({t for s in singles for t in s}) > 20
+
+
+@pytest.mark.parametrize("max_batch", [2, 3, 8])
+def test_batched_equals_single_with_refills(llm, singles, max_batch):
+    # max_batch < 7 requests: finished slots are refilled while others are mid-sequence.
+    assert GreedyEngine(llm, [], max_batch=max_batch).generate(requests()) == singles
+
+
+@pytest.mark.parametrize("lag", [0, 2])
+def test_stop_token_ends_a_sequence_and_frees_its_slot(llm, singles, lag):
+    stop = singles[0][4]
+    expected = [s[: s.index(stop)] if stop in s else s for s in singles]
+    assert expected[0] == singles[0][:4]
+    # lag 2: the host learns of the stop two steps late; the tokens decoded meanwhile are dropped.
+    assert GreedyEngine(llm, [stop], max_batch=2, lag=lag).generate(requests()) == expected
+
+
+def test_stop_token_first_ends_with_no_tokens(llm, singles):
+    first = singles[1][0]
+    result = GreedyEngine(llm, [first], max_batch=3).generate(requests())
+    assert result[1] == []
+    assert all(r == (s[: s.index(first)] if first in s else s) for r, s in zip(result, singles, strict=True))
+
+
+def test_cache_grows_only_and_is_reused(llm, singles):
+    engine = GreedyEngine(llm, [], max_batch=4)
+    assert engine.generate(requests()[:1]) == singles[:1]
+    small = engine.cache
+    assert small is not None and small.slots == 1 and small.max_len >= 19
+    assert engine.generate(requests()) == singles  # needs 4 slots and 79 positions
+    grown = engine.cache
+    assert grown is not small and grown.slots == 4 and grown.max_len >= 79
+    assert engine.generate(requests()[:2]) == singles[:2]
+    assert engine.cache is grown
+    engine.release()
+    assert engine.cache is None
+    assert engine.generate(requests()[2:3]) == singles[2:3]
+
+
+def test_too_long_request_is_refused(llm):
+    engine = GreedyEngine(llm, [], max_batch=1)
+    with pytest.raises(ValueError, match="positions"):
+        engine.generate([GenerationRequest(torch.randn(500, CONFIG.hidden_size), 20)])
+
+
+def test_empty_request_list(llm):
+    assert GreedyEngine(llm, []).generate([]) == []
+
+
+def test_buckets():
+    assert [bucket_for(n, 128) for n in (1, 2, 3, 5, 9, 33, 65, 128)] == [1, 2, 4, 8, 16, 64, 128, 128]
+    # The slot count is the last bucket: no step is wider than the cache.
+    assert [bucket_for(n, 120) for n in (64, 65, 120)] == [64, 120, 120]
+    assert bucket_for(3, 3) == 3 and bucket_for(1, 1) == 1
+
+
+def test_chunked_prefill_gives_the_same_ids(llm, singles, monkeypatch):
+    monkeypatch.setattr(engine_module, "_PREFILL_TOKENS", 80)  # forces several prefill groups
+    assert GreedyEngine(llm, [], max_batch=8).generate(requests()) == singles
+
+
+def test_int8_linears_keep_the_model_close():
+    from funasr_nano.backends.torch.quantize import quantize_llm_int8
+
+    reference, quantized = tiny_llm(), tiny_llm()
+    quantize_llm_int8(quantized)
+    dynamic_linear = torch.ao.nn.quantized.dynamic.Linear
+    assert isinstance(quantized.lm_head, dynamic_linear)
+    assert isinstance(quantized.model.layers[0].mlp.down_proj, dynamic_linear)
+    ids = GreedyEngine(quantized, [], max_batch=4).generate(requests())
+    assert [len(i) for i in ids] == [k for _, k in SHAPES]
+    hidden = torch.randn(1, 1, CONFIG.hidden_size)
+    with torch.inference_mode():
+        exact = reference.lm_head(hidden)
+        approximate = quantized.lm_head(hidden)
+    assert float((exact - approximate).abs().max() / exact.abs().max()) < 0.05
+
+
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton not installed")
+def test_triton_decode_step_matches_the_reference_step(monkeypatch):
+    # The Triton interpreter runs the kernels on CPU tensors (fp16: its bf16 emulation is unreliable).
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    from funasr_nano.backends.torch.fused import TritonDecodeStep
+
+    llm = tiny_llm(torch.float16)
+    wanted = requests(torch.float16)[:3]
+    reference = GreedyEngine(llm, [], max_batch=2).generate(wanted)
+    fused = GreedyEngine(llm, [], max_batch=2)
+    fused.fused = TritonDecodeStep(llm)
+    assert fused.generate(wanted) == reference
