@@ -5,14 +5,15 @@ from __future__ import annotations
 import io
 import os
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
 from .errors import AudioError
 from .features import SAMPLE_RATE
 
-AudioInput = Union[str, os.PathLike, bytes, np.ndarray, Any]  # Any: torch.Tensor without importing torch here
+# Any: a torch.Tensor, accepted without importing torch here.
+AudioInput = str | os.PathLike | bytes | np.ndarray | Any
 
 
 def _to_mono_float(samples: np.ndarray, channels_last: bool | None = None) -> np.ndarray:

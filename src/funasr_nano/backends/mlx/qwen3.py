@@ -24,7 +24,10 @@ def rope_wavelengths(config: LLMConfig) -> mx.array:
     exponents = np.arange(0, config.head_dim, 2, dtype=np.float32) / np.float32(config.head_dim)
     inverse = np.float32(1.0) / np.power(np.float32(config.rope_theta), exponents, dtype=np.float32)
     rounded = mx.array(inverse).astype(getattr(mx, config.rotary_frequency_dtype)).astype(mx.float32)
-    return 1.0 / rounded
+    wavelengths = 1.0 / rounded
+    # Computed now: a lazy array stays tied to this thread's stream, and the server decodes on another.
+    mx.eval(wavelengths)
+    return wavelengths
 
 
 class KVCache:
