@@ -131,7 +131,8 @@ def test_int8_linears_keep_the_model_close():
 
 
 @pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton not installed")
-def test_triton_decode_step_matches_the_reference_step(monkeypatch):
+@pytest.mark.parametrize("small_batch_gemv", [True, False])
+def test_triton_decode_step_matches_the_reference_step(monkeypatch, small_batch_gemv):
     # The Triton interpreter runs the kernels on CPU tensors (fp16: its bf16 emulation is unreliable).
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     from funasr_nano.backends.torch.fused import TritonDecodeStep
@@ -140,5 +141,5 @@ def test_triton_decode_step_matches_the_reference_step(monkeypatch):
     wanted = requests(torch.float16)[:3]
     reference = GreedyEngine(llm, [], max_batch=2).generate(wanted)
     fused = GreedyEngine(llm, [], max_batch=2)
-    fused.fused = TritonDecodeStep(llm)
+    fused.fused = TritonDecodeStep(llm, small_batch_gemv)
     assert fused.generate(wanted) == reference

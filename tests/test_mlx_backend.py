@@ -15,7 +15,10 @@ import pytest
 import soundfile
 import torch
 
-mx = pytest.importorskip("mlx.core", reason="MLX backend tests need mlx: pip install 'funasr-nano[mlx]'")
+# ImportError, not just ModuleNotFoundError: on Linux plain `mlx` (no [cpu]) installs but fails to import.
+mx = pytest.importorskip(
+    "mlx.core", reason="MLX backend tests need mlx: pip install 'funasr-nano[mlx]'", exc_type=ImportError
+)
 
 import funasr_nano  # noqa: E402
 from funasr_nano import cli  # noqa: E402
@@ -362,6 +365,8 @@ def test_clear_errors(official_tiny, converted, tmp_path):
         convert(official_tiny.model_dir, tmp_path / "q3", 3)
     with pytest.raises(UsageError, match="unknown device"):
         funasr_nano.load_model(official_tiny.model_dir, backend="mlx", device="cuda")
+    with pytest.raises(UsageError, match="convert --bits 8"):
+        funasr_nano.load_model(official_tiny.model_dir, backend="mlx", int8=True)
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     mx.save_safetensors(str(foreign / MLX_WEIGHTS), {"x": mx.zeros(2)})

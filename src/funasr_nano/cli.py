@@ -20,7 +20,7 @@ def _add_transcribe(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--language", "-l", default=None, help="zh, en, ja, ... or a Chinese name; default automatic")
     p.add_argument("--hotwords", default=None, help="comma-separated hotwords, e.g. '开放时间,Fun-ASR'")
     p.add_argument("--no-itn", action="store_true", help="keep spoken forms (no inverse text normalisation)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 (default: %(default)s)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, gpu (MLX) (default: %(default)s)")
     p.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 (default: %(default)s)")
     p.add_argument("--backend", default="auto", choices=("auto", "torch", "mlx"),
                    help="auto = MLX on Apple Silicon when installed, else torch (default: %(default)s)")

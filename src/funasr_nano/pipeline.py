@@ -147,6 +147,8 @@ def load_model(
     tokenizer = PromptTokenizer(model_dir / LLM_SUBDIR / "tokenizer.json")
     engine: Backend
     if choose_backend(backend, model_dir) == "mlx":
+        if int8:
+            raise UsageError("int8 is a torch-backend option; MLX quantizes with `funasr-nano convert --bits 8`")
         from .backends.mlx import MLXBackend
 
         engine = MLXBackend.load(config, model_dir, tokenizer.stop_ids, device, dtype, batch_size)

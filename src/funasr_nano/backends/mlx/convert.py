@@ -39,8 +39,12 @@ def read_converted(path: Path) -> tuple[dict[str, mx.array], Quantization | None
             f"{path} has format version {metadata.get('format_version')!r}, this release reads "
             f"{FORMAT_VERSION!r}: convert the model again"
         )
-    quantization = metadata.get("quantization")
-    return arrays, Quantization.from_json(quantization) if quantization else None
+    if not metadata.get("quantization"):
+        return arrays, None
+    try:
+        return arrays, Quantization.from_json(metadata["quantization"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ModelLoadError(f"{path} has unreadable quantization metadata ({exc}): convert again") from exc
 
 
 def convert(

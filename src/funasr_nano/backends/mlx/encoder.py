@@ -23,8 +23,9 @@ def layer_norm(x: mx.array, weight: mx.array, bias: mx.array, eps: float) -> mx.
     """LayerNorm with a corrected mean: centre, then subtract the mean of the centred values.
 
     MLX's CPU reductions add sequentially, so the mean of the first SAN-M layer's input (log-mel x
-    sqrt(512) plus positions: mean ~100, spread ~20) is off by ~1e-4; ``mx.fast.layer_norm`` and a plain
-    two-pass version were both 3e-5 (relative) from a float64 reference, this is within 3e-6 as torch is.
+    sqrt(512) plus positions: mean ~100, spread ~20) comes out ~1e-4 off. Against a float64 reference
+    ``mx.fast.layer_norm`` and a plain two-pass version were 3e-5 (relative) off, this is 5e-7 (torch 3e-6).
+    Python scalars such as ``eps`` are compile-time constants: each value gets its own compiled graph.
     """
     centred = x - x.mean(axis=-1, keepdims=True)
     centred = centred - centred.mean(axis=-1, keepdims=True)

@@ -50,15 +50,31 @@ def fuse_projections(llm: Qwen3ForCausalLM) -> None:
         _rebind(gates, mlp.gate_up_weight)
 
 
+# (block_n, block_k, num_warps, num_stages) of the small-batch GEMV per projection.
+GEMV_CONFIGS: dict[str, tuple[int, int, int, int]] = {
+    "qkv": (32, 256, 4, 3),
+    "o": (16, 256, 4, 3),
+    "gate_up": (32, 256, 4, 3),
+    "down": (16, 256, 4, 3),
+    "head": (64, 256, 4, 3),
+}
+
+
 class TritonDecodeStep:
     """Greedy decode step for the slots [0, batch): reads each slot's token and position from the
-    state, writes K/V into the cache, and leaves the next token and position in the state."""
+    state, writes K/V into the cache, and leaves the next token and position in the state.
 
-    def __init__(self, llm: Qwen3ForCausalLM):
+    Up to ``triton_ops.GEMV_MAX_ROWS`` rows the projections are Triton GEMVs that also do the
+    residual add + RMSNorm (or SiLU-gate) of their input: 6 launches a layer. Larger batches use
+    cuBLAS GEMMs with the norms and the gate as separate kernels.
+    """
+
+    def __init__(self, llm: Qwen3ForCausalLM, small_batch_gemv: bool = True):
         from . import triton_ops
 
         self.ops = triton_ops
         self.llm = llm
+        self.small_batch_gemv = small_batch_gemv
         fuse_projections(llm)
         device = llm.model.embed_tokens.weight.device
         # Sizes the attention split; CPU tensors only reach here under the Triton interpreter (tests).
@@ -67,31 +83,73 @@ class TritonDecodeStep:
         )
 
     def __call__(self, cache: KVCache, tokens: torch.Tensor, positions: torch.Tensor, slots: torch.Tensor) -> None:
+        if self.small_batch_gemv and tokens.shape[0] <= self.ops.GEMV_MAX_ROWS:
+            logits = self._gemv_layers(cache, tokens, positions, slots)
+        else:
+            logits = self._gemm_layers(cache, tokens, positions, slots)
+        tokens.copy_(logits.argmax(-1))
+        # A finished slot still inside the batch keeps stepping; clamping keeps its writes in its own rows.
+        positions.add_(1).clamp_(max=cache.max_len - 1)
+
+    def _attend(self, cache: KVCache, index: int, qkv: torch.Tensor, positions: torch.Tensor,
+                slots: torch.Tensor) -> torch.Tensor:
+        llm, config = self.llm, self.llm.config
+        attention = llm.model.layers[index].self_attn
+        batch = qkv.shape[0]
+        queries = qkv.new_empty(batch, config.num_heads, config.head_dim)
+        attended = torch.empty_like(queries)
+        self.ops.qk_rope_store(
+            qkv, queries, cache.keys[index], cache.values[index], attention.q_norm.weight,
+            attention.k_norm.weight, llm.rotary.cos, llm.rotary.sin, positions, slots, config.rms_norm_eps,
+        )
+        self.ops.decode_attention(
+            queries, cache.keys[index], cache.values[index], slots, positions, attended, self.multiprocessors
+        )
+        return attended.view(batch, -1)
+
+    def _gemm_layers(self, cache: KVCache, tokens: torch.Tensor, positions: torch.Tensor,
+                     slots: torch.Tensor) -> torch.Tensor:
         ops, llm, config = self.ops, self.llm, self.llm.config
         eps = config.rms_norm_eps
-        batch = tokens.shape[0]
         hidden = F.embedding(tokens, llm.model.embed_tokens.weight)
         normed = torch.empty_like(hidden)
-        queries = hidden.new_empty(batch, config.num_heads, config.head_dim)
-        attended = hidden.new_empty(batch, config.num_heads, config.head_dim)
-        gated = hidden.new_empty(batch, config.intermediate_size)
+        gated = hidden.new_empty(tokens.shape[0], config.intermediate_size)
         delta = None
         for index, layer in enumerate(llm.model.layers):
-            attention = layer.self_attn
             ops.add_rmsnorm(hidden, delta, layer.input_layernorm.weight, eps, normed)
-            qkv = F.linear(normed, attention.qkv_weight)
-            ops.qk_rope_store(
-                qkv, queries, cache.keys[index], cache.values[index], attention.q_norm.weight,
-                attention.k_norm.weight, llm.rotary.cos, llm.rotary.sin, positions, slots, eps,
-            )
-            ops.decode_attention(
-                queries, cache.keys[index], cache.values[index], slots, positions, attended, self.multiprocessors
-            )
-            delta = F.linear(attended.view(batch, -1), attention.o_proj.weight)
+            attended = self._attend(cache, index, F.linear(normed, layer.self_attn.qkv_weight), positions, slots)
+            delta = F.linear(attended, layer.self_attn.o_proj.weight)
             ops.add_rmsnorm(hidden, delta, layer.post_attention_layernorm.weight, eps, normed)
             ops.silu_mul(F.linear(normed, layer.mlp.gate_up_weight), gated)
             delta = F.linear(gated, layer.mlp.down_proj.weight)
         ops.add_rmsnorm(hidden, delta, llm.model.norm.weight, eps, normed)
-        tokens.copy_(F.linear(normed, llm.lm_head.weight).argmax(-1))
-        # A finished slot still inside the batch keeps stepping; clamping keeps its writes in its own rows.
-        positions.add_(1).clamp_(max=cache.max_len - 1)
+        return F.linear(normed, llm.lm_head.weight)
+
+    def _gemv(self, name: str, x: torch.Tensor, weight: torch.Tensor, prologue: int, delta=None, x_out=None,
+              norm_weight=None) -> torch.Tensor:
+        block_n, block_k, warps, stages = GEMV_CONFIGS[name]
+        out = x.new_empty(x.shape[0], weight.shape[0])
+        self.ops.gemv(x, weight, out, prologue, delta, x_out, norm_weight, self.llm.config.rms_norm_eps,
+                      block_n, block_k, warps, stages)
+        return out
+
+    def _gemv_layers(self, cache: KVCache, tokens: torch.Tensor, positions: torch.Tensor,
+                     slots: torch.Tensor) -> torch.Tensor:
+        ops, llm = self.ops, self.llm
+        norm, silu, plain = ops.PROLOGUE_NORM, ops.PROLOGUE_SILU, ops.PROLOGUE_NONE
+        # Two residual buffers in turn: a norm-GEMV reads one and writes residual + delta into the other.
+        residual = F.embedding(tokens, llm.model.embed_tokens.weight)
+        spare = torch.empty_like(residual)
+        delta = None
+        for index, layer in enumerate(llm.model.layers):
+            qkv = self._gemv("qkv", residual, layer.self_attn.qkv_weight, norm, delta, spare,
+                             layer.input_layernorm.weight)
+            if delta is not None:
+                residual, spare = spare, residual
+            attended = self._attend(cache, index, qkv, positions, slots)
+            delta = self._gemv("o", attended, layer.self_attn.o_proj.weight, plain)
+            gate_up = self._gemv("gate_up", residual, layer.mlp.gate_up_weight, norm, delta, spare,
+                                 layer.post_attention_layernorm.weight)
+            residual, spare = spare, residual
+            delta = self._gemv("down", gate_up, layer.mlp.down_proj.weight, silu)
+        return self._gemv("head", residual, llm.lm_head.weight, norm, delta, spare, llm.model.norm.weight)

@@ -17,6 +17,7 @@ import triton.language as tl
 _ATTENTION_BLOCK_N = 32
 # tl.dot needs at least 16 rows: the query heads of one KV group (2 for Qwen3-0.6B) are padded to this.
 _ATTENTION_BLOCK_M = 16
+_MIN_SPLIT_KEYS = 256
 
 
 @triton.jit
@@ -146,10 +147,16 @@ def _decode_attention_partial_kernel(
         v = tl.load(v_cache + offsets, mask=key_valid[:, None], other=0.0)
         acc = acc * rescale[:, None] + tl.dot(p.to(v.dtype), v)
         running_max = new_max
-    index = (batch * NUM_KV * GROUP + heads) * NUM_SPLITS + split
-    tl.store(part_max + index, running_max, mask=row_valid)
-    tl.store(part_sum + index, running_sum, mask=row_valid)
-    tl.store(part_out + index[:, None] * HEAD_DIM + d[None, :], acc, mask=row_valid[:, None])
+    if NUM_SPLITS == 1:
+        # One split holds every key: normalise here, no reduce kernel (part_out is the output).
+        result = acc / running_sum[:, None]
+        rows_at = (batch * NUM_KV * GROUP + heads)[:, None] * HEAD_DIM + d[None, :]
+        tl.store(part_out + rows_at, result.to(part_out.dtype.element_ty), mask=row_valid[:, None])
+    else:
+        index = (batch * NUM_KV * GROUP + heads) * NUM_SPLITS + split
+        tl.store(part_max + index, running_max, mask=row_valid)
+        tl.store(part_sum + index, running_sum, mask=row_valid)
+        tl.store(part_out + index[:, None] * HEAD_DIM + d[None, :], acc, mask=row_valid[:, None])
 
 
 @triton.jit
@@ -170,8 +177,10 @@ def _decode_attention_reduce_kernel(
 
 
 def attention_splits(batch: int, num_kv: int, max_len: int, multiprocessors: int) -> tuple[int, int]:
-    """(number of splits, keys per split): enough programs to fill the GPU twice over at small batch."""
-    most = triton.next_power_of_2(triton.cdiv(max_len, _ATTENTION_BLOCK_N))
+    """(number of splits, keys per split): enough programs to fill the GPU twice over at small batch,
+    but no split shorter than _MIN_SPLIT_KEYS: below that a second (reduce) launch costs more than
+    the bandwidth it wins."""
+    most = triton.next_power_of_2(triton.cdiv(max_len, _MIN_SPLIT_KEYS))
     wanted = triton.next_power_of_2(triton.cdiv(2 * multiprocessors, batch * num_kv))
     splits = max(1, min(wanted, most))
     per_split = triton.cdiv(triton.cdiv(max_len, splits), _ATTENTION_BLOCK_N) * _ATTENTION_BLOCK_N
@@ -189,18 +198,22 @@ def decode_attention(
     batch, num_q, head_dim = q.shape
     max_len, num_kv = k_cache.shape[1], k_cache.shape[2]
     splits, per_split = attention_splits(batch, num_kv, max_len, multiprocessors)
-    part_out = torch.empty(batch, num_q, splits, head_dim, device=q.device, dtype=torch.float32)
-    part_max = torch.empty(batch, num_q, splits, device=q.device, dtype=torch.float32)
-    part_sum = torch.empty_like(part_max)
+    if splits == 1:
+        part_out = part_max = part_sum = out
+    else:
+        part_out = torch.empty(batch, num_q, splits, head_dim, device=q.device, dtype=torch.float32)
+        part_max = torch.empty(batch, num_q, splits, device=q.device, dtype=torch.float32)
+        part_sum = torch.empty_like(part_max)
     _decode_attention_partial_kernel[(batch, num_kv, splits)](
         q, k_cache, v_cache, slots, positions, part_out, part_max, part_sum,
         k_cache.stride(0), k_cache.stride(1), head_dim**-0.5,
         NUM_KV=num_kv, GROUP=num_q // num_kv, HEAD_DIM=head_dim, SPLIT=per_split, NUM_SPLITS=splits,
         BLOCK_M=_ATTENTION_BLOCK_M, BLOCK_N=_ATTENTION_BLOCK_N, num_warps=4,
     )
-    _decode_attention_reduce_kernel[(batch * num_q,)](
-        part_out, part_max, part_sum, out, NUM_SPLITS=splits, HEAD_DIM=head_dim, num_warps=4,
-    )
+    if splits > 1:
+        _decode_attention_reduce_kernel[(batch * num_q,)](
+            part_out, part_max, part_sum, out, NUM_SPLITS=splits, HEAD_DIM=head_dim, num_warps=4,
+        )
 
 
 @triton.jit
@@ -220,3 +233,84 @@ def silu_mul(gate_up: torch.Tensor, out: torch.Tensor) -> None:
     rows, cols = out.shape
     block = 1024
     _silu_mul_kernel[(rows, triton.cdiv(cols, block))](gate_up, out, cols, BLOCK=block, num_warps=4)
+
+
+PROLOGUE_NONE, PROLOGUE_NORM, PROLOGUE_SILU = 0, 1, 2
+
+
+@triton.jit
+def _gemv_kernel(
+    x, delta, x_out, norm_weight, weight, out, M, K, N, eps,
+    PROLOGUE: tl.constexpr, HAS_DELTA: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
+    """out[:M] = prologue(x) @ weight.T for a few rows M (decode at small batch).
+
+    PROLOGUE_NORM: operand = RMSNorm(x + delta) (fp32 statistics, rounded like the torch module); program 0
+    also stores x + delta into x_out, the next residual stream. PROLOGUE_SILU: x = [gate | up] with 2K
+    columns, operand = silu(gate) * up. Each program recomputes the (tiny) prologue for its slice of N,
+    which saves the separate launch that dominates at batch 1.
+    """
+    pid = tl.program_id(0)
+    dtype = out.dtype.element_ty
+    rows = tl.arange(0, BLOCK_M)
+    row_valid = rows < M
+    cols = pid * BLOCK_N + tl.arange(0, BLOCK_N)
+    col_valid = cols < N
+    inverse = tl.zeros([BLOCK_M], tl.float32)
+    if PROLOGUE == 1:
+        squares = tl.zeros([BLOCK_M], tl.float32)
+        for k0 in range(0, K, BLOCK_K):
+            k = k0 + tl.arange(0, BLOCK_K)
+            valid = row_valid[:, None] & (k < K)[None, :]
+            v = tl.load(x + rows[:, None] * K + k[None, :], mask=valid, other=0.0).to(tl.float32)
+            if HAS_DELTA:
+                v += tl.load(delta + rows[:, None] * K + k[None, :], mask=valid, other=0.0).to(tl.float32)
+                v = v.to(dtype).to(tl.float32)
+                if pid == 0:
+                    tl.store(x_out + rows[:, None] * K + k[None, :], v.to(dtype), mask=valid)
+            squares += tl.sum(v * v, axis=1)
+        inverse = tl.rsqrt(squares / K + eps)
+    acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        k = k0 + tl.arange(0, BLOCK_K)
+        valid = row_valid[:, None] & (k < K)[None, :]
+        if PROLOGUE == 2:
+            gate = tl.load(x + rows[:, None] * 2 * K + k[None, :], mask=valid, other=0.0).to(tl.float32)
+            up = tl.load(x + rows[:, None] * 2 * K + K + k[None, :], mask=valid, other=0.0).to(tl.float32)
+            operand = (gate / (1.0 + tl.exp(-gate))).to(dtype).to(tl.float32)
+            operand = (operand * up).to(dtype)
+        else:
+            v = tl.load(x + rows[:, None] * K + k[None, :], mask=valid, other=0.0)
+            if PROLOGUE == 1:
+                v = v.to(tl.float32)
+                if HAS_DELTA:
+                    v += tl.load(delta + rows[:, None] * K + k[None, :], mask=valid, other=0.0).to(tl.float32)
+                    v = v.to(dtype).to(tl.float32)
+                w = tl.load(norm_weight + k, mask=k < K, other=0.0).to(tl.float32)
+                operand = (w[None, :] * (v * inverse[:, None]).to(dtype).to(tl.float32)).to(dtype)
+            else:
+                operand = v.to(dtype)
+        tile = tl.load(weight + cols[:, None] * K + k[None, :], mask=col_valid[:, None] & (k < K)[None, :],
+                       other=0.0)
+        acc += tl.dot(operand, tl.trans(tile))
+    tl.store(out + rows[:, None] * N + cols[None, :], acc.to(dtype), mask=row_valid[:, None] & col_valid[None, :])
+
+
+GEMV_MAX_ROWS = 16
+
+
+def gemv(
+    x: torch.Tensor, weight: torch.Tensor, out: torch.Tensor, prologue: int = PROLOGUE_NONE,
+    delta: torch.Tensor | None = None, x_out: torch.Tensor | None = None, norm_weight: torch.Tensor | None = None,
+    eps: float = 0.0, block_n: int = 32, block_k: int = 256, num_warps: int = 4, num_stages: int = 3,
+) -> None:
+    """out [M, N] = prologue(x) @ weight.T with weight [N, K] (see _gemv_kernel); M <= GEMV_MAX_ROWS."""
+    rows, n = out.shape
+    k = weight.shape[1]
+    _gemv_kernel[(triton.cdiv(n, block_n),)](
+        x, x if delta is None else delta, x if x_out is None else x_out, weight if norm_weight is None else norm_weight,
+        weight, out, rows, k, n, eps,
+        PROLOGUE=prologue, HAS_DELTA=delta is not None, BLOCK_M=GEMV_MAX_ROWS, BLOCK_N=block_n, BLOCK_K=block_k,
+        num_warps=num_warps, num_stages=num_stages,
+    )
