@@ -61,6 +61,7 @@ def file_decode_seconds(samples: np.ndarray, repeats: int) -> dict[str, float]:
     return summary(seconds)
 
 
+@torch.inference_mode()
 def l1(model, device: str, repeats: int) -> dict:
     samples = l1_audio()
     backend = model.backend
@@ -106,6 +107,7 @@ def l1(model, device: str, repeats: int) -> dict:
     return figures, ids
 
 
+@torch.inference_mode()
 def d1(model, device: str, repeats: int) -> dict:
     """Decode step at a 600-token context: graph replay alone, and inside the engine loop."""
     llm = model.backend.engine.llm
@@ -146,6 +148,7 @@ def d1(model, device: str, repeats: int) -> dict:
     return figures
 
 
+@torch.inference_mode()
 def t1(model, device: str, repeats: int) -> dict:
     segments = t1_audio()
     model.backend.engine.release()

@@ -76,7 +76,8 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=HERE / "results")
     parser.add_argument("--logs", type=Path, help="where the per-system JSON and the log go (default: --work)")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--timeouts", default="200,150,200", help="seconds for ours, transformers, official")
+    parser.add_argument("--timeouts", default="150,90,180,200",
+                        help="seconds for ours, profile, official, transformers (in that order)")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     args.results.mkdir(parents=True, exist_ok=True)
@@ -89,14 +90,16 @@ def main() -> None:
     build = subprocess.run([python, str(HERE / "build_checkpoint.py"), str(model)], capture_output=True, text=True)
     print(build.stdout, build.stderr[-2000:], flush=True)
     checkpoint = ast.literal_eval(build.stdout.strip().splitlines()[-1])
-    ours, hf, official = (logs / f"{n}.json" for n in ("ours", "transformers", "official"))
+    ours, hf, official, profile = (logs / f"{n}.json" for n in ("ours", "transformers", "official", "profile"))
     timings["ours_s"] = run([python, str(HERE / "bench_ours.py"), "--model", str(model), "--json", str(ours),
                              "--repeats", str(args.repeats)], log, limits[0])
-    timings["transformers_s"] = run([python, str(HERE / "bench_peers.py"), "transformers", "--model", str(model),
-                                     "--json", str(hf), "--workloads", "L1,D1"], log, limits[1])
+    timings["profile_s"] = run([python, str(HERE / "profile_gpu.py"), "--model", str(model), "--json", str(profile)],
+                               log, limits[1])
     timings["official_s"] = run([python, str(HERE / "bench_peers.py"), "official", "--model", str(model),
                                  "--json", str(official), "--workloads", "L1,T1"], log, limits[2])
-    o, h, f = load(ours), load(hf), load(official)
+    timings["transformers_s"] = run([python, str(HERE / "bench_peers.py"), "transformers", "--model", str(model),
+                                     "--json", str(hf), "--workloads", "L1,D1"], log, limits[3])
+    o, h, f, prof = load(ours), load(hf), load(official), load(profile)
     base = {
         "date": datetime.date.today().isoformat(),
         "device": o.get("device") or h.get("device") or f.get("device"),
@@ -106,20 +109,20 @@ def main() -> None:
         "checkpoint": {"kind": "full-size random, official hub layout (benchmarks/build_checkpoint.py)",
                        **checkpoint, "official_loader_keys_equal": f.get("checkpoint_keys_loaded")},
         "process_seconds": timings,
+        "profile": prof,
     }
     ours_name = f"funasr-nano {o.get('dtype', '?')} (Triton decode + CUDA graphs)"
     systems = {
         "L1": {ours_name: o.get("L1"), "official funasr fp32": f.get("L1_fp32"),
                "official funasr bf16": f.get("L1_bf16"),
                "transformers generate, dynamic cache, bf16 (LLM only)": h.get("L1_dynamic"),
-               "transformers generate, static cache, bf16 (LLM only)": h.get("L1_static")},
-        "D1": {ours_name: o.get("D1"), "transformers generate, dynamic cache, bf16": h.get("D1_dynamic"),
-               "transformers generate, static cache, bf16": h.get("D1_static")},
+               "transformers generate, static cache + torch.compile, bf16 (LLM only)": h.get("L1_static_compiled")},
+        "D1": {ours_name: o.get("D1"), "transformers generate, dynamic cache, bf16": h.get("D1_dynamic")},
         "T1": {ours_name: o.get("T1"), "official funasr fp32 (batched generate)": f.get("T1_fp32")},
     }
     for path in write_results(args.results, base, systems, base["date"], device_slug(base["device"] or "")):
         print("wrote", path, flush=True)
-        if args.logs:
+        if args.logs and args.logs.resolve() != args.results.resolve():
             shutil.copy(path, args.logs / path.name)
 
 

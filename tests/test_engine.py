@@ -139,7 +139,9 @@ def test_triton_decode_step_matches_the_reference_step(monkeypatch, small_batch_
 
     llm = tiny_llm(torch.float16)
     wanted = requests(torch.float16)[:3]
-    reference = GreedyEngine(llm, [], max_batch=2).generate(wanted)
-    fused = GreedyEngine(llm, [], max_batch=2)
-    fused.fused = TritonDecodeStep(llm, small_batch_gemv)
-    assert fused.generate(wanted) == reference
+    step = TritonDecodeStep(llm, small_batch_gemv)
+    for max_batch in (1, 2):  # batch 1 takes the GEMV path when it is on
+        reference = GreedyEngine(llm, [], max_batch=max_batch).generate(wanted)
+        fused = GreedyEngine(llm, [], max_batch=max_batch)
+        fused.fused = step
+        assert fused.generate(wanted) == reference

@@ -1,13 +1,15 @@
-"""CUDA graphs of the decode step, one per batch-size bucket, captured on first use.
+"""CUDA graphs of the decode step (one per batch-size bucket) and of the prefill (one per shape).
 
-A replay launches the ~290 kernels of a step with one call, which removes the host launch cost that
-otherwise dominates batch-1 decoding. The step must only touch device tensors that outlive the graph
-(the KV cache and the decode state); everything it allocates comes from one private memory pool
-shared by all buckets, which is safe because replays never overlap.
+A replay launches the ~170-290 kernels of a decode step, or the ~1900 of a prefill, with one call,
+which removes the host launch cost that otherwise dominates at small batch. The captured code must only
+touch device tensors that outlive the graph (the KV cache and the decode state); everything it
+allocates comes from a private memory pool, shared by the graphs of one kind, which is safe because
+replays never overlap.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable
 
 import torch
@@ -43,3 +45,50 @@ class StepGraphs:
         with torch.cuda.graph(graph, pool=self._pool):
             self._step(batch)
         return graph
+
+
+class ShapeGraphs:
+    """CUDA graphs of ``fn(*tensors) -> tensor``, one per input shape, the ``capacity`` latest kept.
+
+    The first call of a shape runs ``fn`` for real and then captures it; later calls copy their
+    inputs into the captured ones and replay. ``fn`` may write persistent device tensors (the KV
+    cache); its output is copied out, because all graphs share one memory pool.
+    """
+
+    def __init__(self, fn: Callable[..., torch.Tensor], capacity: int = 16):
+        self._fn = fn
+        self._capacity = capacity
+        self._graphs: OrderedDict[tuple, tuple[torch.cuda.CUDAGraph, list[torch.Tensor], torch.Tensor]] = (
+            OrderedDict()
+        )
+        self._pool = torch.cuda.graph_pool_handle()
+
+    def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
+        key = tuple((tuple(t.shape), t.dtype) for t in inputs)
+        entry = self._graphs.get(key)
+        if entry is None:
+            result = self._fn(*inputs)
+            self._capture(key, inputs)
+            return result
+        self._graphs.move_to_end(key)
+        graph, static_inputs, output = entry
+        for static, tensor in zip(static_inputs, inputs, strict=True):
+            static.copy_(tensor)
+        graph.replay()
+        return output.clone()
+
+    def _capture(self, key: tuple, inputs: tuple[torch.Tensor, ...]) -> None:
+        static_inputs = [t.clone() for t in inputs]
+        # A second real run on a side stream, as torch.cuda.graph wants before a capture; it repeats
+        # the first one's writes exactly (same inputs).
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            self._fn(*static_inputs)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self._pool):
+            output = self._fn(*static_inputs)
+        self._graphs[key] = (graph, static_inputs, output)
+        if len(self._graphs) > self._capacity:
+            self._graphs.popitem(last=False)

@@ -107,12 +107,15 @@ class GreedyEngine:
         self.group = llm.config.num_heads // llm.config.num_kv_heads
         self.lag = (2 if self.device.type == "cuda" else 0) if lag is None else lag
         self.fused = TritonDecodeStep(llm) if supports_fused_decode(self.device, self.dtype) else None
+        # Decode graphs need the fused step (the eager one reads a host-side length); prefill graphs
+        # work for any dtype on CUDA.
         self.cuda_graphs = cuda_graphs and self.fused is not None
+        self.prefill_graphs = cuda_graphs and self.device.type == "cuda"
         self.cache: KVCache | None = None
         # Per slot: the newest token (the next step's input) and its position (where its K/V go).
         self.tokens = self.positions = self.slot_ids = torch.empty(0, dtype=torch.long)
         self._reader = _TokenReader(torch.device("cpu"), 0, 0)
-        self._graphs = None
+        self._graphs = self._prefill_graphs = None
 
     @property
     def device(self) -> torch.device:
@@ -133,7 +136,7 @@ class GreedyEngine:
         if self.cache is not None:
             slots, length = max(slots, self.cache.slots), max(length, self.cache.max_len)
         length = min(_round_up(length, _CACHE_LENGTH_STEP), self.max_positions)
-        self.cache = self._graphs = None  # free the old cache before taking the new one
+        self.release()  # free the old cache before taking the new one
         self.cache = KVCache.allocate(self.llm.config, slots, length, self.device, self.dtype)
         self.tokens = torch.zeros(slots, dtype=torch.long, device=self.device)
         self.positions = torch.zeros(slots, dtype=torch.long, device=self.device)
@@ -143,10 +146,14 @@ class GreedyEngine:
             from .cuda_graphs import StepGraphs
 
             self._graphs = StepGraphs(self._fused_step, [self.tokens, self.positions])
+        if self.prefill_graphs:
+            from .cuda_graphs import ShapeGraphs
+
+            self._prefill_graphs = ShapeGraphs(self._prefill_device)
 
     def release(self) -> None:
         """Drop the cache (and its graphs); the next call allocates again."""
-        self.cache = self._graphs = None
+        self.cache = self._graphs = self._prefill_graphs = None
 
     @torch.inference_mode()
     def generate(self, requests: Sequence[GenerationRequest]) -> list[list[int]]:
@@ -230,23 +237,30 @@ class GreedyEngine:
         return torch.cat(firsts)
 
     def _prefill_group(self, prompts: list[torch.Tensor], slots: list[int]) -> torch.Tensor:
-        assert self.cache is not None
-        count = len(prompts)
         lengths = [p.shape[0] for p in prompts]
-        longest = max(lengths)
         hidden = torch.nn.utils.rnn.pad_sequence(
             [p.to(device=self.device, dtype=self.dtype) for p in prompts], batch_first=True
         )
+        if self._prefill_graphs is None:
+            return self._prefill_device(hidden, self._to_device(lengths), self._to_device(slots))
+        # Graphs are kept per shape: round the padded length so that similar prompts share one.
+        padded = min(_round_up(hidden.shape[1], _KV_ROUND), self.cache.max_len)  # type: ignore[union-attr]
+        hidden = torch.nn.functional.pad(hidden, (0, 0, 0, padded - hidden.shape[1]))
+        return self._prefill_graphs(hidden, self._to_device(lengths), self._to_device(slots))
+
+    def _prefill_device(self, hidden: torch.Tensor, lengths: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
+        """Right-padded prompts [B, S, H] with their lengths and slots: fills their cache rows, sets each
+        slot's first new token and position, returns those tokens. Device work only (graph-capturable)."""
+        assert self.cache is not None
+        count, longest = hidden.shape[:2]
         positions = torch.arange(longest, device=self.device).expand(count, longest)
         kv_len = min(self.cache.max_len, _round_up(longest, _KV_ROUND))
-        lengths_t = self._to_device(lengths)
-        slots_t = self._to_device(slots)
-        mask = attention_mask(positions, lengths_t, kv_len, self.group)
-        out = self.llm(hidden, self.cache, slots_t, positions, mask, kv_len)
-        last = out[torch.arange(count, device=self.device), lengths_t - 1]
+        mask = attention_mask(positions, lengths, kv_len, self.group)
+        out = self.llm(hidden, self.cache, slots, positions, mask, kv_len)
+        last = out[torch.arange(count, device=self.device), lengths - 1]
         firsts = self.llm.logits(last).argmax(-1)
-        self.tokens[slots_t] = firsts
-        self.positions[slots_t] = lengths_t
+        self.tokens[slots] = firsts
+        self.positions[slots] = lengths
         return firsts
 
     def _step(self, batch: int, kv_len: int) -> None:

@@ -236,81 +236,69 @@ def silu_mul(gate_up: torch.Tensor, out: torch.Tensor) -> None:
 
 
 PROLOGUE_NONE, PROLOGUE_NORM, PROLOGUE_SILU = 0, 1, 2
+# The GEMV path serves batch 1 only: larger batches go to cuBLAS, whose GEMMs reuse each weight load.
+GEMV_MAX_ROWS = 1
 
 
 @triton.jit
 def _gemv_kernel(
-    x, delta, x_out, norm_weight, weight, out, M, K, N, eps,
-    PROLOGUE: tl.constexpr, HAS_DELTA: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    BLOCK_K: tl.constexpr,
+    x, delta, x_out, norm_weight, weight, out, K, N, eps,
+    PROLOGUE: tl.constexpr, HAS_DELTA: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
-    """out[:M] = prologue(x) @ weight.T for a few rows M (decode at small batch).
+    """out = prologue(x) @ weight.T for one row x (the batch-1 decode step); BLOCK_N outputs a program.
 
-    PROLOGUE_NORM: operand = RMSNorm(x + delta) (fp32 statistics, rounded like the torch module); program 0
-    also stores x + delta into x_out, the next residual stream. PROLOGUE_SILU: x = [gate | up] with 2K
-    columns, operand = silu(gate) * up. Each program recomputes the (tiny) prologue for its slice of N,
-    which saves the separate launch that dominates at batch 1.
+    PROLOGUE_NORM: operand = RMSNorm(x + delta) (fp32 statistics, rounded like the torch module), the
+    whole row in one block (BLOCK_K >= K); program 0 also stores x + delta into x_out, the next residual
+    stream. PROLOGUE_SILU: x = [gate | up] with 2K columns, operand = silu(gate) * up. Each program
+    redoes the (2 KB) prologue for its outputs, which is cheaper than the launch it saves.
     """
     pid = tl.program_id(0)
     dtype = out.dtype.element_ty
-    rows = tl.arange(0, BLOCK_M)
-    row_valid = rows < M
     cols = pid * BLOCK_N + tl.arange(0, BLOCK_N)
     col_valid = cols < N
-    inverse = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_N], tl.float32)
     if PROLOGUE == 1:
-        squares = tl.zeros([BLOCK_M], tl.float32)
+        k = tl.arange(0, BLOCK_K)
+        k_valid = k < K
+        v = tl.load(x + k, mask=k_valid, other=0.0).to(tl.float32)
+        if HAS_DELTA:
+            v = (v + tl.load(delta + k, mask=k_valid, other=0.0).to(tl.float32)).to(dtype).to(tl.float32)
+            if pid == 0:
+                tl.store(x_out + k, v.to(dtype), mask=k_valid)
+        inverse = tl.rsqrt(tl.sum(v * v, axis=0) / K + eps)
+        w = tl.load(norm_weight + k, mask=k_valid, other=0.0).to(tl.float32)
+        operand = (w * (v * inverse).to(dtype).to(tl.float32)).to(dtype).to(tl.float32)
+        tile = tl.load(weight + cols[:, None] * K + k[None, :], mask=col_valid[:, None] & k_valid[None, :],
+                       other=0.0)
+        acc += tl.sum(tile.to(tl.float32) * operand[None, :], axis=1)
+    else:
         for k0 in range(0, K, BLOCK_K):
             k = k0 + tl.arange(0, BLOCK_K)
-            valid = row_valid[:, None] & (k < K)[None, :]
-            v = tl.load(x + rows[:, None] * K + k[None, :], mask=valid, other=0.0).to(tl.float32)
-            if HAS_DELTA:
-                v += tl.load(delta + rows[:, None] * K + k[None, :], mask=valid, other=0.0).to(tl.float32)
-                v = v.to(dtype).to(tl.float32)
-                if pid == 0:
-                    tl.store(x_out + rows[:, None] * K + k[None, :], v.to(dtype), mask=valid)
-            squares += tl.sum(v * v, axis=1)
-        inverse = tl.rsqrt(squares / K + eps)
-    acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
-    for k0 in range(0, K, BLOCK_K):
-        k = k0 + tl.arange(0, BLOCK_K)
-        valid = row_valid[:, None] & (k < K)[None, :]
-        if PROLOGUE == 2:
-            gate = tl.load(x + rows[:, None] * 2 * K + k[None, :], mask=valid, other=0.0).to(tl.float32)
-            up = tl.load(x + rows[:, None] * 2 * K + K + k[None, :], mask=valid, other=0.0).to(tl.float32)
-            operand = (gate / (1.0 + tl.exp(-gate))).to(dtype).to(tl.float32)
-            operand = (operand * up).to(dtype)
-        else:
-            v = tl.load(x + rows[:, None] * K + k[None, :], mask=valid, other=0.0)
-            if PROLOGUE == 1:
-                v = v.to(tl.float32)
-                if HAS_DELTA:
-                    v += tl.load(delta + rows[:, None] * K + k[None, :], mask=valid, other=0.0).to(tl.float32)
-                    v = v.to(dtype).to(tl.float32)
-                w = tl.load(norm_weight + k, mask=k < K, other=0.0).to(tl.float32)
-                operand = (w[None, :] * (v * inverse[:, None]).to(dtype).to(tl.float32)).to(dtype)
+            k_valid = k < K
+            if PROLOGUE == 2:
+                gate = tl.load(x + k, mask=k_valid, other=0.0).to(tl.float32)
+                up = tl.load(x + K + k, mask=k_valid, other=0.0).to(tl.float32)
+                operand = (gate / (1.0 + tl.exp(-gate))).to(dtype).to(tl.float32)
+                operand = (operand * up).to(dtype).to(tl.float32)
             else:
-                operand = v.to(dtype)
-        tile = tl.load(weight + cols[:, None] * K + k[None, :], mask=col_valid[:, None] & (k < K)[None, :],
-                       other=0.0)
-        acc += tl.dot(operand, tl.trans(tile))
-    tl.store(out + rows[:, None] * N + cols[None, :], acc.to(dtype), mask=row_valid[:, None] & col_valid[None, :])
-
-
-GEMV_MAX_ROWS = 16
+                operand = tl.load(x + k, mask=k_valid, other=0.0).to(tl.float32)
+            tile = tl.load(weight + cols[:, None] * K + k[None, :], mask=col_valid[:, None] & k_valid[None, :],
+                           other=0.0)
+            acc += tl.sum(tile.to(tl.float32) * operand[None, :], axis=1)
+    tl.store(out + cols, acc.to(dtype), mask=col_valid)
 
 
 def gemv(
     x: torch.Tensor, weight: torch.Tensor, out: torch.Tensor, prologue: int = PROLOGUE_NONE,
     delta: torch.Tensor | None = None, x_out: torch.Tensor | None = None, norm_weight: torch.Tensor | None = None,
-    eps: float = 0.0, block_n: int = 32, block_k: int = 256, num_warps: int = 4, num_stages: int = 3,
+    eps: float = 0.0, block_n: int = 8, block_k: int = 1024, num_warps: int = 4,
 ) -> None:
-    """out [M, N] = prologue(x) @ weight.T with weight [N, K] (see _gemv_kernel); M <= GEMV_MAX_ROWS."""
-    rows, n = out.shape
-    k = weight.shape[1]
+    """out [1, N] = prologue(x) @ weight.T with weight [N, K] (see _gemv_kernel)."""
+    n, k = weight.shape
+    if prologue == PROLOGUE_NORM:
+        block_k = triton.next_power_of_2(k)
     _gemv_kernel[(triton.cdiv(n, block_n),)](
         x, x if delta is None else delta, x if x_out is None else x_out, weight if norm_weight is None else norm_weight,
-        weight, out, rows, k, n, eps,
-        PROLOGUE=prologue, HAS_DELTA=delta is not None, BLOCK_M=GEMV_MAX_ROWS, BLOCK_N=block_n, BLOCK_K=block_k,
-        num_warps=num_warps, num_stages=num_stages,
+        weight, out, k, n, eps,
+        PROLOGUE=prologue, HAS_DELTA=delta is not None, BLOCK_N=block_n, BLOCK_K=block_k, num_warps=num_warps,
     )
