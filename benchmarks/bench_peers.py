@@ -68,12 +68,14 @@ def official(args: argparse.Namespace) -> dict:
     out["checkpoint_keys"] = len(stored)
     del stored, loaded
     generated: list[int] = []
+    last_ids: list[list[int]] = []
     llm = am.model.llm
     original = llm.generate
 
     def counting_generate(*a, **kw):
         ids = original(*a, **kw)
         generated.append(int(ids.shape[-1]))
+        last_ids[:] = [ids[0].tolist()]
         return ids
 
     llm.generate = counting_generate
@@ -89,7 +91,8 @@ def official(args: argparse.Namespace) -> dict:
         run()
         reset_peak_memory(args.device)
         seconds, _ = timed(run, args.device, args.repeats)
-        figures = {"end_to_end": summary(seconds), **peak_memory(args.device), "new_tokens": generated[-1]}
+        figures = {"end_to_end": summary(seconds), **peak_memory(args.device), "new_tokens": generated[-1],
+                   "ids": last_ids[0]}
         figures["rtf"] = round(figures["end_to_end"]["median_s"] / (L1_SAMPLES / SAMPLE_RATE), 5)
         out[f"L1_{llm_dtype}"] = figures
         print(json.dumps(out, indent=1), flush=True)

@@ -144,7 +144,6 @@ def teacher_forced(engine: GreedyEngine, embeddings: torch.Tensor, target: list[
     return round(sum(hits) / len(hits), 4)
 
 
-@torch.inference_mode()
 def step_logits_error(engine: GreedyEngine, reference: GreedyEngine, embeddings: torch.Tensor) -> dict:
     """Relative error ||logits - fp32|| / ||fp32|| of one decode step after the same prompt, per bf16 path."""
     def eager_step(target: GreedyEngine, token: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
@@ -167,6 +166,7 @@ def step_logits_error(engine: GreedyEngine, reference: GreedyEngine, embeddings:
     return {name: float((v.float() - exact).norm() / exact.norm()) for name, v in variants.items()}
 
 
+@torch.inference_mode()
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--model", type=Path, required=True)

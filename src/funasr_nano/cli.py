@@ -30,6 +30,9 @@ def _add_transcribe(sub: argparse._SubParsersAction) -> None:
                    help="default: txt on stdout, all with --output-dir")
     p.add_argument("--hotwords-file", default=None, help="hotwords, one per line (added to --hotwords)")
     p.add_argument("--batch-size", type=int, default=32, help="segments decoded together (default: 32)")
+    p.add_argument("--int8", action="store_true",
+                   help="CPU: int8 LLM weights (about 3x faster decoding; greedy ids may differ from fp32)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
     p.add_argument("--no-vad", action="store_true",
                    help="decode each file as ONE segment like the official model (loops on long audio)")
     p.add_argument("--max-line-width", type=int, default=42, help="srt/vtt columns per line (default: 42)")

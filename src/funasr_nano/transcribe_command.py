@@ -134,8 +134,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {line}", file=sys.stderr)
     if not inputs:
         return 1
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     model = load_model(args.model, device=args.device, dtype=args.dtype, backend=args.backend,
-                       batch_size=args.batch_size)
+                       batch_size=args.batch_size, int8=args.int8)
     estimates = [probe_duration(item.path) or 0.0 for item in inputs]
     progress = AudioProgress(sum(estimates), enabled=not args.quiet)
     failures = len(errors)
