@@ -8,7 +8,7 @@ The decode state (each slot's newest token and its position) lives on the device
 updates it itself, so steps queue up without the host looking at tokens. The host reads tokens
 ``lag`` steps behind through pinned buffers, only to notice stop tokens; budgets it counts itself.
 On CUDA with bf16/fp16 the step is the fused Triton step, replayed from CUDA graphs; elsewhere it
-is the eager reference model.
+is the eager reference model. On CUDA the prefill is replayed from a CUDA graph per prompt shape too.
 """
 
 from __future__ import annotations
