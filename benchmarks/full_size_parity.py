@@ -42,7 +42,7 @@ def build_official(work: Path) -> float:
 
 def compare(work: Path, device: str) -> dict:
     import funasr_nano
-    from funasr_nano.backends.torch.qwen3 import KVCache, attention_mask
+    from funasr_nano.backends.torch.qwen3 import prompt_logits
     from funasr_nano.features import extract_features
 
     reference = torch.load(work / "reference.pt", weights_only=True)
@@ -73,8 +73,6 @@ def compare(work: Path, device: str) -> dict:
         }
         figures["clips"].append(row)
         print(json.dumps(row))
-    llm = torch_model.llm
-    group = llm.config.num_heads // llm.config.num_kv_heads
     for prompt in reference["prompts"]:
         ids = model.tokenizer.prompt_ids(prompt["hotwords"], prompt["language"], prompt["itn"])
         source = ids.prefix + [0] * prompt["fake_token_len"] + ids.suffix
@@ -82,18 +80,7 @@ def compare(work: Path, device: str) -> dict:
         audio = torch_model.encode([clip["fbank_lfr"].to(device)])[0]
         embeddings = torch_model.prompt_embeddings(ids, audio)
         length = embeddings.shape[0]
-        cache = KVCache.allocate(llm.config, 1, length, torch.device(device), torch.float32)
-        positions = torch.arange(length, device=device)[None]
-        with torch.inference_mode():
-            hidden = llm(
-                prompt["inputs_embeds"].to(device)[None],
-                cache,
-                torch.tensor([0], device=device),
-                positions,
-                attention_mask(positions, torch.tensor([length], device=device), length, group),
-                length,
-            )
-            logits = llm.logits(hidden[0, -1]).cpu()
+        logits = prompt_logits(torch_model.llm, prompt["inputs_embeds"].to(device)).cpu()
         expected = prompt["gen_ids"].tolist()
         result = model.transcribe(
             clip["wav"].numpy(),

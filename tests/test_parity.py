@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import funasr_nano
-from funasr_nano.backends.torch.qwen3 import KVCache, attention_mask
+from funasr_nano.backends.torch.qwen3 import prompt_logits
 from funasr_nano.features import extract_features, num_samples_to_lfr_frames
 from funasr_nano.prompt import clean_text, instruction, num_audio_tokens, strip_punctuation
 
@@ -28,18 +28,6 @@ def model(official_tiny):
 @pytest.fixture(scope="module")
 def clips(official_tiny):
     return {c["name"]: c for c in official_tiny.reference["clips"]}
-
-
-def last_logits(model, embeddings: torch.Tensor) -> torch.Tensor:
-    llm = model.backend.model.llm
-    length = embeddings.shape[0]
-    cache = KVCache.allocate(llm.config, 1, length, torch.device("cpu"), torch.float32)
-    positions = torch.arange(length)[None]
-    group = llm.config.num_heads // llm.config.num_kv_heads
-    mask = attention_mask(positions, torch.tensor([length]), length, group)
-    with torch.inference_mode():
-        hidden = llm(embeddings[None], cache, torch.tensor([0]), positions, mask, length)
-        return llm.logits(hidden[0, -1])
 
 
 def test_clip_set_covers_short_and_odd_lengths(official_tiny):
@@ -97,7 +85,7 @@ def test_spliced_embeddings_and_logits_match_official(model, clips, official_tin
         audio = torch_model.encode([clips[prompt["clip"]]["fbank_lfr"]])[0]
         embeddings = torch_model.prompt_embeddings(ids, audio)
         assert relative_error(embeddings, prompt["inputs_embeds"]) < RELATIVE_TOLERANCE
-        logits = last_logits(model, prompt["inputs_embeds"])
+        logits = prompt_logits(model.backend.model.llm, prompt["inputs_embeds"])
         assert relative_error(logits, prompt["logits_last"]) < RELATIVE_TOLERANCE
 
 

@@ -202,3 +202,16 @@ def attention_mask(
     keys = torch.arange(kv_len, device=positions.device)
     allowed = (keys[None, None, :] <= positions[:, :, None]) & (keys[None, None, :] < lengths[:, None, None])
     return allowed.repeat_interleave(group, dim=1)[:, None]
+
+
+@torch.inference_mode()
+def prompt_logits(llm: Qwen3ForCausalLM, embeddings: torch.Tensor) -> torch.Tensor:
+    """Next-token logits [V] (fp32) after one prompt [L, H] run alone in a fresh cache (for parity checks)."""
+    length = embeddings.shape[0]
+    device = embeddings.device
+    cache = KVCache.allocate(llm.config, 1, length, device, embeddings.dtype)
+    positions = torch.arange(length, device=device)[None]
+    group = llm.config.num_heads // llm.config.num_kv_heads
+    mask = attention_mask(positions, torch.tensor([length], device=device), length, group)
+    hidden = llm(embeddings[None], cache, torch.tensor([0], device=device), positions, mask, length)
+    return llm.logits(hidden[0, -1])
