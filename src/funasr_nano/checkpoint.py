@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 import yaml
 
+from .backends import DTYPE_ALIASES
 from .errors import ModelLoadError
 from .features import FEATURE_DIM
 from .languages import MLT_LANGUAGES, NANO_LANGUAGES
@@ -32,7 +33,6 @@ CORE_PREFIXES = ("audio_encoder.", "audio_adaptor.", "llm.")
 # The ModelScope Nano checkpoint carries a CTC head that the text path never uses.
 IGNORED_PREFIXES = ("ctc_decoder.", "ctc.")
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")
-_LLM_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 
 
 @dataclass(frozen=True)
@@ -183,7 +183,7 @@ def read_config(model_dir: Path, variant: str | None = None) -> ModelConfig:
         rope_theta=float(qwen.get("rope_theta", LLMConfig.rope_theta)),
         tie_word_embeddings=bool(qwen.get("tie_word_embeddings", True)),
         max_position_embeddings=int(qwen.get("max_position_embeddings", LLMConfig.max_position_embeddings)),
-        rotary_frequency_dtype=_LLM_DTYPES.get(
+        rotary_frequency_dtype=DTYPE_ALIASES.get(
             str((build.get("llm_conf") or {}).get("llm_dtype", "bf16")), LLMConfig.rotary_frequency_dtype
         ),
     )

@@ -8,7 +8,20 @@ from typing import Protocol
 
 import numpy as np
 
+from ..errors import UsageError
 from ..prompt import PromptIds
+
+# Short spellings users (and FunASR's config.yaml) use for the weight dtypes every backend supports.
+DTYPE_ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+DTYPE_NAMES = ("float32", "bfloat16", "float16")
+
+
+def dtype_name(dtype: str) -> str:
+    """Canonical dtype name ('float32', 'bfloat16', 'float16') of a user's choice; 'auto' passes through."""
+    name = DTYPE_ALIASES.get(dtype, dtype)
+    if name != "auto" and name not in DTYPE_NAMES:
+        raise UsageError(f"unknown dtype {dtype!r}: use 'auto', 'float32', 'bfloat16' or 'float16'")
+    return name
 
 
 class Backend(Protocol):

@@ -14,13 +14,11 @@ from ...checkpoint import MLX_WEIGHTS, ModelConfig, load_state_dict
 from ...errors import UsageError
 from ...features import extract_features
 from ...prompt import PromptIds
+from .. import dtype_name
 from .convert import read_converted
 from .generate import greedy_generate
 from .model import FunASRNanoMLX, arrays_from_state_dict, check_array_shapes, load_arrays
 from .quantization import Quantization, apply_layout
-
-_DTYPES = {"float32": mx.float32, "fp32": mx.float32, "bfloat16": mx.bfloat16, "bf16": mx.bfloat16,
-           "float16": mx.float16, "fp16": mx.float16}
 
 
 def pick_device(device: str) -> mx.Device:
@@ -36,12 +34,11 @@ def pick_device(device: str) -> mx.Device:
 
 
 def pick_dtype(dtype: str, device: mx.Device) -> mx.Dtype:
-    if dtype == "auto":
+    name = dtype_name(dtype)
+    if name == "auto":
         # As the torch backend: half-width weights where decoding is bandwidth-bound, float32 on CPU.
         return mx.bfloat16 if device.type == mx.gpu else mx.float32
-    if dtype not in _DTYPES:
-        raise UsageError(f"unknown dtype {dtype!r}: use 'auto', 'float32', 'bfloat16' or 'float16'")
-    return _DTYPES[dtype]
+    return getattr(mx, name)
 
 
 class MLXBackend:

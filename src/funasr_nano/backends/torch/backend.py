@@ -10,12 +10,10 @@ import torch
 from ...checkpoint import ModelConfig
 from ...errors import UsageError
 from ...prompt import PromptIds
+from .. import dtype_name
 from .engine import GenerationRequest, GreedyEngine
 from .model import FunASRNano
 from .quantize import quantize_llm_int8
-
-_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-           "float16": torch.float16, "fp16": torch.float16}
 
 
 def pick_device(device: str) -> torch.device:
@@ -31,11 +29,10 @@ def pick_device(device: str) -> torch.device:
 
 
 def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    if dtype == "auto":
+    name = dtype_name(dtype)
+    if name == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32
-    if dtype not in _DTYPES:
-        raise UsageError(f"unknown dtype {dtype!r}: use 'auto', 'float32' or 'bfloat16'")
-    return _DTYPES[dtype]
+    return getattr(torch, name)
 
 
 class TorchBackend:
