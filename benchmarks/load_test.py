@@ -4,7 +4,8 @@ Starts ``funasr-nano serve`` on 127.0.0.1 (loopback only), first posts every cli
 single-request reference, then runs N concurrent clients, each posting 5-30 s speech clips back to back
 for a bounded time and count. Reports requests/s, audio seconds per wall second, p50/p95 latency,
 errors (must be 0) and responses that differ from the single-request result (must be 0), and writes
-benchmarks/results/<date>-<device>-S1.json.
+benchmarks/results/<date>-<device>-S1.json. With ``--stream`` every request asks for server-sent events and
+the time to its first text delta is reported too; the deltas must add up to the final text.
 
     python benchmarks/load_test.py --model DIR --device cpu --clients 4 --duration 30 --max-new-tokens 8
 """
@@ -50,11 +51,12 @@ def make_clips(seed: int = 0) -> list[tuple[float, bytes]]:
     return clips
 
 
-def multipart(audio: bytes) -> tuple[bytes, str]:
+def multipart(audio: bytes, stream: bool) -> tuple[bytes, str]:
     boundary = uuid.uuid4().hex
     body = (
         f'--{boundary}\r\nContent-Disposition: form-data; name="model"\r\n\r\nfun-asr-nano\r\n'
         f'--{boundary}\r\nContent-Disposition: form-data; name="response_format"\r\n\r\njson\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="stream"\r\n\r\n{str(stream).lower()}\r\n'
         f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="clip.wav"\r\n'
         "Content-Type: audio/wav\r\n\r\n"
     ).encode() + audio + f"\r\n--{boundary}--\r\n".encode()
@@ -68,16 +70,21 @@ class Client:
         self.port, self.timeout = port, timeout
         self.connection: HTTPConnection | None = None
 
-    def post(self, audio: bytes) -> tuple[int, str]:
-        body, content_type = multipart(audio)
+    def post(self, audio: bytes, stream: bool = False) -> tuple[int, str, float | None]:
+        """(status, final text or error body, seconds to the first streamed text or None)."""
+        body, content_type = multipart(audio, stream)
         for attempt in range(2):  # a keep-alive connection the server closed is reopened once
             if self.connection is None:
                 self.connection = HTTPConnection("127.0.0.1", self.port, timeout=self.timeout)
             try:
                 headers = {"Content-Type": content_type}
+                started = time.perf_counter()
                 self.connection.request("POST", "/v1/audio/transcriptions", body, headers)
                 response = self.connection.getresponse()
-                return response.status, response.read().decode()
+                if response.status != 200 or not stream:
+                    text = response.read().decode()
+                    return response.status, json.loads(text)["text"] if response.status == 200 else text, None
+                return (200, *read_events(response, started))
             except (ConnectionError, OSError):
                 self.connection.close()
                 self.connection = None
@@ -89,6 +96,27 @@ class Client:
         connection = HTTPConnection("127.0.0.1", self.port, timeout=self.timeout)
         connection.request("GET", path)
         return json.loads(connection.getresponse().read())
+
+
+def read_events(response: Any, started: float) -> tuple[str, float | None]:
+    """The done event's text and the time of the first delta; checks that the deltas add up to it."""
+    deltas: list[str] = []
+    first: float | None = None
+    for raw in iter(response.readline, b""):
+        if not raw.startswith(b"data: "):
+            continue
+        event = json.loads(raw[6:])
+        if event["type"] == "transcript.text.delta":
+            first = first if first is not None else time.perf_counter() - started
+            deltas.append(event["delta"])
+        elif event["type"] == "transcript.text.done":
+            response.read()  # the end of the chunked body, so the connection can be reused
+            if "".join(deltas) != event["text"]:
+                raise ValueError("streamed deltas do not add up to the final text")
+            return event["text"], first
+        else:
+            raise ValueError(f"error event: {event}")
+    raise ValueError("the stream ended without a transcript.text.done event")
 
 
 class Server:
@@ -167,6 +195,7 @@ def percentile(values: list[float], q: float) -> float | None:
 def run_load(port: int, clips: list[tuple[float, bytes]], references: list[str], args: argparse.Namespace
              ) -> dict[str, Any]:
     latencies: list[float] = []
+    first_text: list[float] = []
     audio_done = 0.0
     errors: list[str] = []
     mismatches = 0
@@ -187,7 +216,7 @@ def run_load(port: int, clips: list[tuple[float, bytes]], references: list[str],
             turn += 1
             started = time.perf_counter()
             try:
-                status, body = client.post(clips[index][1])
+                status, body, first = client.post(clips[index][1], args.stream)
             except Exception as exc:  # any failure counts as an error; the report says which
                 with lock:
                     errors.append(f"{type(exc).__name__}: {exc}")
@@ -198,8 +227,10 @@ def run_load(port: int, clips: list[tuple[float, bytes]], references: list[str],
                     errors.append(f"HTTP {status}: {body[:200]}")
                     continue
                 latencies.append(elapsed)
+                if first is not None:
+                    first_text.append(first)
                 audio_done += clips[index][0]
-                if json.loads(body)["text"] != references[index]:
+                if body != references[index]:
                     mismatches += 1
 
     threads = [threading.Thread(target=client_loop, args=(i,)) for i in range(args.clients)]
@@ -220,6 +251,8 @@ def run_load(port: int, clips: list[tuple[float, bytes]], references: list[str],
         "latency_s": {"p50": percentile(latencies, 50), "p95": percentile(latencies, 95),
                       "mean": round(float(np.mean(latencies)), 4) if latencies else None,
                       "max": round(max(latencies), 4) if latencies else None},
+        **({"first_text_s": {"p50": percentile(first_text, 50), "p95": percentile(first_text, 95)}}
+           if args.stream else {}),
     }
 
 
@@ -236,6 +269,7 @@ def main() -> int:
     parser.add_argument("--max-new-tokens", type=int, default=None,
                         help="fixed token budget per segment (random weights never stop on their own)")
     parser.add_argument("--no-vad", action="store_true", help="each clip as one segment: no VAD, no retries")
+    parser.add_argument("--stream", action="store_true", help="stream=true: server-sent text deltas")
     parser.add_argument("--request-timeout", type=float, default=300.0)
     parser.add_argument("--startup-timeout", type=float, default=600.0)
     parser.add_argument("--output", type=Path, default=None,
@@ -249,11 +283,11 @@ def main() -> int:
         references, single = [], []
         for _, audio in clips:  # alone on an idle server: the single-request result and latency
             started = time.perf_counter()
-            status, body = client.post(audio)
+            status, body, _ = client.post(audio, args.stream)
             single.append(time.perf_counter() - started)
             if status != 200:
                 sys.exit(f"reference request failed: HTTP {status}: {body[:300]}")
-            references.append(json.loads(body)["text"])
+            references.append(body)
         health_before = client.get("/health")
         load = run_load(server.port, clips, references, args)
         health = client.get("/health")
@@ -281,6 +315,7 @@ def main() -> int:
         "duration_s": args.duration,
         "max_new_tokens": args.max_new_tokens,
         "vad": not args.no_vad,
+        "stream": args.stream,
         "clip_seconds": list(CLIP_SECONDS),
         "single_request_latency_s": [round(s, 4) for s in single],
         **load,
@@ -294,7 +329,8 @@ def main() -> int:
     }
     print(json.dumps(result, indent=1, ensure_ascii=False))
     slug = re.sub(r"[^a-z0-9]+", "-", device.lower()).strip("-")[:40]
-    output = args.output or ROOT / "benchmarks" / "results" / f"{dt.date.today().isoformat()}-{slug}-S1.json"
+    name = f"{dt.date.today().isoformat()}-{slug}-S1{'-stream' if args.stream else ''}.json"
+    output = args.output or ROOT / "benchmarks" / "results" / name
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
     print(f"wrote {output}", file=sys.stderr)

@@ -25,14 +25,19 @@ class FakeBackend:
         self.calls: list[list[int]] = []
         self.threads: set[str] = set()
 
-    def generate(self, waveforms, prompts, max_new_tokens):  # type: ignore[no-untyped-def]
+    def generate(self, waveforms, prompts, max_new_tokens, on_tokens=None):  # type: ignore[no-untyped-def]
         self.threads.add(threading.current_thread().name)
         ids = [int(w[0]) for w in waveforms]
         self.calls.append(ids)
         time.sleep(self.delay)
         if -1 in ids:
             raise ValueError("bad segment")
-        return [[i, n] for i, n in zip(ids, max_new_tokens, strict=True)]
+        results = [[i, n] for i, n in zip(ids, max_new_tokens, strict=True)]
+        if on_tokens is not None:
+            for step in range(2):  # one token at a time, interleaved across segments, as an engine does
+                for index, tokens in enumerate(results):
+                    on_tokens(index, [tokens[step]])
+        return results
 
 
 PROMPT = PromptIds([1], [2])
@@ -90,6 +95,37 @@ def test_a_failing_caller_does_not_fail_the_others():
     finally:
         batcher.close()
     assert len(fake.calls[0]) == 3  # tried together first, then each caller alone
+
+
+def test_each_caller_gets_its_own_tokens_and_a_failing_sink_fails_only_its_caller():
+    fake = FakeBackend()
+    batcher = BatchingBackend(fake, window_s=0.5)
+    handed: dict[str, list[tuple[int, list[int]]]] = {"a": [], "b": []}
+
+    def streaming_call(name: str, *ids: int) -> list[list[int]]:
+        def sink(index: int, tokens: list[int]) -> None:
+            handed[name].append((index, tokens))
+
+        return batcher.generate(segments(*ids), [PROMPT] * len(ids), [10 + i for i in ids], sink)
+
+    def broken_sink(index: int, tokens: list[int]) -> None:
+        raise RuntimeError("client went away")
+
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            a = pool.submit(streaming_call, "a", 3, 4)
+            b = pool.submit(streaming_call, "b", 5)
+            plain = pool.submit(call, batcher, 6)
+            broken = pool.submit(lambda: batcher.generate(segments(7), [PROMPT], [17], broken_sink))
+            assert a.result(timeout=10) == [[3, 13], [4, 14]] and b.result(timeout=10) == [[5, 15]]
+            assert plain.result(timeout=10) == [[6, 16]]
+            with pytest.raises(RuntimeError, match="client went away"):
+                broken.result(timeout=10)
+    finally:
+        batcher.close()
+    assert len(fake.calls) == 1  # all four decoded together
+    assert sorted(handed["a"]) == [(0, [3]), (0, [13]), (1, [4]), (1, [14])]
+    assert handed["b"] == [(0, [5]), (0, [15])]
 
 
 def test_close_finishes_queued_work_then_refuses_new_calls():

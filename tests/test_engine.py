@@ -69,6 +69,29 @@ def test_stop_token_ends_a_sequence_and_frees_its_slot(llm, singles, lag):
     assert GreedyEngine(llm, [stop], max_batch=2, lag=lag).generate(requests()) == expected
 
 
+class Collected:
+    """A token sink that records what it was handed, per request and in order."""
+
+    def __init__(self, count: int):
+        self.tokens: list[list[int]] = [[] for _ in range(count)]
+        self.calls = 0
+
+    def __call__(self, index: int, tokens: list[int]) -> None:
+        assert tokens
+        self.tokens[index].extend(tokens)
+        self.calls += 1
+
+
+@pytest.mark.parametrize("lag", [0, 2])
+def test_tokens_are_handed_over_as_they_are_read(llm, singles, lag):
+    stop = singles[0][4]
+    sink = Collected(len(SHAPES))
+    result = GreedyEngine(llm, [stop], max_batch=3, lag=lag).generate(requests(), sink)
+    assert sink.tokens == result  # everything handed over, nothing after a stop token, in request order
+    assert result[0] == singles[0][:4]
+    assert sink.calls >= sum(len(r) for r in result) // 3  # step by step, not all at the end
+
+
 def test_stop_token_first_ends_with_no_tokens(llm, singles):
     first = singles[1][0]
     result = GreedyEngine(llm, [first], max_batch=3).generate(requests())

@@ -77,25 +77,31 @@ class ScriptedBackend:
         self.answer = answer  # (seconds, budget) -> token ids
         self.calls: list[list[float]] = []
 
-    def generate(self, waveforms, prompts, max_new_tokens):
+    def generate(self, waveforms, prompts, max_new_tokens, on_tokens=None):
         self.calls.append([w.size / SAMPLE_RATE for w in waveforms])
-        return [self.answer(w.size / SAMPLE_RATE, n) for w, n in zip(waveforms, max_new_tokens, strict=True)]
+        answers = [self.answer(w.size / SAMPLE_RATE, n) for w, n in zip(waveforms, max_new_tokens, strict=True)]
+        for index, tokens in enumerate(answers):
+            for token in tokens if on_tokens is not None else []:
+                on_tokens(index, [token])
+        return answers
 
 
 class IdTokenizer:
+    """Token i is the word "ti" with a leading space; like byte-level BPE, decoding concatenates."""
+
     def decode(self, ids: list[int]) -> str:
-        return " ".join(f"t{i}" for i in ids)
+        return "".join(f" t{i}" for i in ids)
 
 
 DEFAULT_VAD = VadOptions()
 
 
-def decode(answer, vad: VadOptions | None = DEFAULT_VAD, audio: np.ndarray | None = None):
+def decode(answer, vad: VadOptions | None = DEFAULT_VAD, audio: np.ndarray | None = None, on_text=None):
     """Run the long-form decoder over a 6 s phrase (or ``audio``) with a scripted backend."""
     if audio is None:
         audio, _ = layout([0.5, phrases()[4], 0.5])  # the 5.7 s Mandarin phrase: one VAD segment
     backend = ScriptedBackend(answer)
-    settings = DecodeSettings(PromptIds([1], [2]), None, vad, None)
+    settings = DecodeSettings(PromptIds([1], [2]), None, vad, None, on_text=on_text)
     (decoded,) = SegmentDecoder(backend, IdTokenizer(), batch_size=4).run([audio], settings)
     return decoded, backend
 
@@ -113,13 +119,33 @@ def test_a_looping_segment_is_split_in_two_and_both_halves_decoded_again():
     assert all(s.tokens == SENTENCE for s in decoded.segments)
 
 
+def test_a_segment_whose_text_has_streamed_is_cut_rather_than_split():
+    """Sent text cannot be taken back, so streaming trades the split-and-retry for a cut."""
+    deltas: list[str] = []
+    decoded, backend = decode(loop_when_long, on_text=deltas.append)
+    assert len(backend.calls) == 1
+    (segment,) = decoded.segments
+    assert segment.tokens == [5, 6] and segment.flags == [REPETITION, TRUNCATED]
+    assert "".join(deltas) == segment.text.strip() == "t5 t6"
+
+
+def test_a_segment_that_has_sent_nothing_is_still_split_while_streaming():
+    # "Yes", then the long phrase: the long one decodes first but sends nothing while "Yes" is unfinished.
+    audio, _ = layout([0.5, phrases()[2], 3.0, phrases()[4], 0.5])
+    deltas: list[str] = []
+    decoded, backend = decode(loop_when_long, audio=audio, on_text=deltas.append)
+    assert len(backend.calls) == 2 and len(backend.calls[1]) == 2
+    assert [s.tokens for s in decoded.segments] == [SENTENCE] * 3 and all(not s.flags for s in decoded.segments)
+    assert "".join(deltas) == " ".join(["".join(f" t{i}" for i in SENTENCE).strip()] * 3)
+
+
 def test_a_loop_that_survives_the_split_is_cut_and_flagged():
     decoded, _ = decode(lambda seconds, budget: SENTENCE + [77] * budget)
     assert len(decoded.segments) == 2
     for segment in decoded.segments:
         assert segment.tokens == SENTENCE + [77]
         assert segment.flags == [REPETITION, TRUNCATED]
-        assert segment.text == " ".join(f"t{i}" for i in SENTENCE + [77])
+        assert segment.text == "".join(f" t{i}" for i in SENTENCE + [77])
 
 
 def test_output_that_stops_at_the_budget_is_retried_then_flagged_truncated():

@@ -34,9 +34,9 @@ class CountingBackend:
         self.batch_size = inner.batch_size
         self.calls: list[int] = []
 
-    def generate(self, waveforms, prompts, max_new_tokens):
+    def generate(self, waveforms, prompts, max_new_tokens, on_tokens=None):
         self.calls.append(len(waveforms))
-        return self.inner.generate(waveforms, prompts, max_new_tokens)
+        return self.inner.generate(waveforms, prompts, max_new_tokens, on_tokens)
 
 
 @pytest.fixture

@@ -183,6 +183,27 @@ def test_greedy_ids_match_official_and_torch_single_and_batched(mlx_model, torch
     assert torch_model.backend.generate(waveforms, ids, budgets) == expected
 
 
+def test_tokens_are_handed_over_one_step_at_a_time(mlx_model, clips, prompts):
+    waveforms = [clips[p["clip"]]["wav"].numpy() for p in prompts]
+    ids = [prompt_ids(mlx_model, p) for p in prompts]
+    budgets = [len(p["gen_ids"]) - i % 3 for i, p in enumerate(prompts)]
+    handed: list[list[int]] = [[] for _ in prompts]
+    calls = []
+
+    def sink(index: int, tokens: list[int]) -> None:
+        handed[index].extend(tokens)
+        calls.append(len(tokens))
+
+    backend = mlx_model.backend
+    backend.batch_size, original = 3, backend.batch_size  # several chunks: indices must map back
+    try:
+        result = backend.generate(waveforms, ids, budgets, sink)
+    finally:
+        backend.batch_size = original
+    assert handed == result == [p["gen_ids"].tolist()[:n] for p, n in zip(prompts, budgets, strict=True)]
+    assert set(calls) == {1}
+
+
 def test_stop_token_ends_a_sequence(mlx_model, clips, prompts):
     prompt = prompts[0]
     expected = prompt["gen_ids"].tolist()

@@ -167,15 +167,75 @@ def test_vtt_format(client, model, clips):
     assert re.search(r"\d\d:\d\d:\d\d\.\d{3} --> \d\d:\d\d:\d\d\.\d{3}", vtt)
 
 
-def test_streaming_deltas_add_up_to_the_text(client, model, clips):
+def test_streaming_sends_the_text_piece_by_piece(client, model, clips):
     stream = client.audio.transcriptions.create(model="m", file=("en.wav", clips["en"]), stream=True)
     events = list(stream)
-    expected = direct(model, clips["en"])
+    deltas: list[str] = []
+    expected = direct(model, clips["en"], on_text=deltas.append)
     assert [e.type for e in events[:-1]] == ["transcript.text.delta"] * (len(events) - 1)
     assert events[-1].type == "transcript.text.done"
-    assert events[-1].text == expected.text
-    assert "".join(e.delta for e in events[:-1]) == expected.text
-    assert len(events) - 1 == sum(1 for s in expected.segments if s.text.strip())
+    assert events[-1].text == expected.text == "".join(e.delta for e in events[:-1]) == "".join(deltas)
+    assert len(events) - 1 > sum(1 for s in expected.segments if s.text.strip())  # finer than segments
+
+
+class HeldBeforeLastToken:
+    """Decodes, hands all but each segment's last token to the stream, then waits until the test's client
+    has received text before handing over the rest: only a server that streams live gets past the wait."""
+
+    def __init__(self, inner: Any):
+        self.inner, self.name, self.device = inner, inner.name, inner.device
+        self.client_saw_text = threading.Event()
+        self.released_by_client: bool | None = None
+
+    def generate(self, waveforms, prompts, max_new_tokens, on_tokens=None):  # type: ignore[no-untyped-def]
+        result = self.inner.generate(waveforms, prompts, max_new_tokens)
+        if on_tokens is not None:
+            for index, tokens in enumerate(result):
+                on_tokens(index, tokens[:-1])
+            self.released_by_client = self.client_saw_text.wait(20)
+            for index, tokens in enumerate(result):
+                on_tokens(index, tokens[-1:])
+        return result
+
+
+def test_streamed_text_arrives_while_the_decode_runs_and_equals_the_plain_result(model, clips):
+    held = copy.copy(model)
+    held.backend = HeldBeforeLastToken(model.backend)
+    config = ServerConfig(max_new_tokens=12, vad=False, batch_window_s=0)
+    with running(held, config) as url:
+        client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=30)
+        events = []
+        for event in client.audio.transcriptions.create(model="m", file=("en.wav", clips["en"]), stream=True):
+            events.append(event)
+            held.backend.client_saw_text.set()
+    assert held.backend.released_by_client is True
+    plain = model.transcribe(clips["en"], vad=False, max_new_tokens=12)
+    assert events[-1].text == plain.text == "".join(e.delta for e in events[:-1])
+    assert len(events) == 3  # two handovers, two deltas, then the whole text
+
+
+class FailsMidway:
+    """Hands over a few tokens, then fails the way a lost device would."""
+
+    def __init__(self, inner: Any):
+        self.inner, self.name, self.device = inner, inner.name, inner.device
+
+    def generate(self, waveforms, prompts, max_new_tokens, on_tokens=None):  # type: ignore[no-untyped-def]
+        result = self.inner.generate(waveforms, prompts, max_new_tokens)
+        if on_tokens is not None:
+            on_tokens(0, result[0][:3])
+        raise RuntimeError("device lost")
+
+
+def test_a_failure_during_a_stream_is_an_error_event_and_frees_the_slot(model, clips):
+    failing = copy.copy(model)
+    failing.backend = FailsMidway(model.backend)
+    with running(failing, ServerConfig(max_new_tokens=12, vad=False, batch_window_s=0)) as url:
+        client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=30)
+        stream = client.audio.transcriptions.create(model="m", file=("en.wav", clips["en"]), stream=True)
+        with pytest.raises(openai.APIError, match="internal server error: RuntimeError"):
+            list(stream)
+        assert get_json(url + "/health")["requests_in_progress"] == 0
 
 
 def test_models_list(client):
@@ -270,8 +330,10 @@ def test_file_sent_as_text_field_is_400(base_url):
 
 
 @pytest.mark.parametrize("payload", [b"", b"this is not audio at all" * 10, b"RIFF\x00\x00\x00\x00WAVEfmt "])
-def test_bad_audio_is_400(base_url, payload):
-    assert_error(*post_transcription(base_url, file=payload), 400, code="invalid_audio", param="file")
+@pytest.mark.parametrize("stream", ["false", "true"])
+def test_bad_audio_is_400(base_url, payload, stream):
+    assert_error(*post_transcription(base_url, {"stream": stream}, file=payload), 400, code="invalid_audio",
+                 param="file")
 
 
 def test_unsupported_response_format_is_400(base_url, clips):
@@ -366,9 +428,9 @@ class GatedBackend:
         self.inner, self.name, self.device = inner, inner.name, inner.device
         self.gate = threading.Event()
 
-    def generate(self, waveforms, prompts, max_new_tokens):  # type: ignore[no-untyped-def]
+    def generate(self, waveforms, prompts, max_new_tokens, on_tokens=None):  # type: ignore[no-untyped-def]
         assert self.gate.wait(30)
-        return self.inner.generate(waveforms, prompts, max_new_tokens)
+        return self.inner.generate(waveforms, prompts, max_new_tokens, on_tokens)
 
 
 def test_queue_full_is_429(model, clips):

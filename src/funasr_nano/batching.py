@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .backends import Backend
+from .backends import Backend, TokenSink
 from .prompt import PromptIds
 
 
@@ -30,7 +30,20 @@ class _Job:
     waveforms: Sequence[np.ndarray]
     prompts: Sequence[PromptIds]
     max_new_tokens: Sequence[int]
+    on_tokens: TokenSink | None = None
     future: Future[list[list[int]]] = field(default_factory=Future)
+    streamed: bool = False  # its sink has been called: it cannot be decoded again
+    sink_error: BaseException | None = None
+
+    def send(self, index: int, tokens: list[int]) -> None:
+        """Pass tokens to the caller's sink; a sink that fails fails its own call only, not the batch."""
+        if self.on_tokens is None or self.sink_error is not None:
+            return
+        self.streamed = True
+        try:
+            self.on_tokens(index, tokens)
+        except Exception as exc:
+            self.sink_error = exc
 
 
 @dataclass
@@ -75,11 +88,16 @@ class BatchingBackend:
         self._worker.start()
 
     def generate(
-        self, waveforms: Sequence[np.ndarray], prompts: Sequence[PromptIds], max_new_tokens: Sequence[int]
+        self,
+        waveforms: Sequence[np.ndarray],
+        prompts: Sequence[PromptIds],
+        max_new_tokens: Sequence[int],
+        on_tokens: TokenSink | None = None,
     ) -> list[list[int]]:
+        """Blocks until this call's segments are decoded; ``on_tokens`` is called on the worker thread."""
         if not waveforms:
             return []
-        job = _Job(list(waveforms), list(prompts), list(max_new_tokens))
+        job = _Job(list(waveforms), list(prompts), list(max_new_tokens), on_tokens)
         with self._cond:
             if self._closing:
                 raise BatcherClosedError("the server is shutting down")
@@ -128,8 +146,12 @@ class BatchingBackend:
                 if len(jobs) == 1:
                     jobs[0].future.set_exception(exc)
                     continue
-                # One caller's segments broke the batch: decode each caller alone so the others succeed.
+                # One caller's segments broke the batch: decode each caller alone so the others succeed;
+                # a caller that was already sent tokens would get them twice, so it fails instead.
                 for job in jobs:
+                    if job.streamed:
+                        job.future.set_exception(exc)
+                        continue
                     try:
                         self._decode([job])
                     except Exception as single_exc:
@@ -142,9 +164,17 @@ class BatchingBackend:
         # Longest first across all callers, as each caller orders its own: the engine's continuous
         # batching then refills slots with ever shorter work and drains little at the end.
         order = sorted(range(len(waveforms)), key=lambda i: -waveforms[i].shape[-1])
+        owners = [(job, index) for job in jobs for index in range(len(job.waveforms))]
+
+        def sink(slot: int, tokens: list[int]) -> None:
+            job, index = owners[order[slot]]
+            job.send(index, tokens)
+
+        streaming = any(job.on_tokens is not None for job in jobs)
         started = time.perf_counter()
         generated = self.inner.generate(
-            [waveforms[i] for i in order], [prompts[i] for i in order], [budgets[i] for i in order]
+            [waveforms[i] for i in order], [prompts[i] for i in order], [budgets[i] for i in order],
+            sink if streaming else None,
         )
         self.stats.busy_s += time.perf_counter() - started
         self.stats.batches += 1
@@ -155,5 +185,8 @@ class BatchingBackend:
             tokens[index] = generated[slot]
         offset = 0
         for job in jobs:
-            job.future.set_result(tokens[offset : offset + len(job.waveforms)])
+            if job.sink_error is not None:
+                job.future.set_exception(job.sink_error)
+            else:
+                job.future.set_result(tokens[offset : offset + len(job.waveforms)])
             offset += len(job.waveforms)

@@ -80,3 +80,40 @@ def cut_repetition(tokens: Sequence[int], repetition: Repetition) -> list[int]:
 def is_truncated(tokens: Sequence[int], budget: int) -> bool:
     """The decoder stopped because it ran out of budget, not because the model ended the text."""
     return len(tokens) >= budget
+
+
+class LoopWatch:
+    """The leading tokens of a sequence still being decoded that no loop cut can change.
+
+    The finished sequence has its longest loop cut (:func:`find_repetition`, :func:`cut_repetition`):
+    the repeats of a run where each token equals the one ``period`` before are removed. While such a
+    run is the sequence's tail it may still grow into that loop, so its tokens are not final yet; once
+    a run qualifies as a loop, nothing after its first unit is final until the sequence ends, because
+    a longer loop later would be cut instead and this one's repeats would stay.
+    """
+
+    def __init__(self) -> None:
+        self._tokens: list[int] = []
+        # Per period: where the tail run starts (its first token equal to the one `period` before);
+        # the sequence length when the newest token starts none.
+        self._run_starts = [0] * (MAX_LOOP_PERIOD + 1)
+        self._loop_start: int | None = None  # first token after the first unit of the earliest loop
+
+    def extend(self, tokens: Sequence[int]) -> None:
+        for token in tokens:
+            index = len(self._tokens)
+            self._tokens.append(token)
+            for period in range(1, MAX_LOOP_PERIOD + 1):
+                if index < period or self._tokens[index - period] != token:
+                    self._run_starts[period] = index + 1
+                    continue
+                covered = index + 1 - self._run_starts[period] + period
+                if covered // period >= MIN_LOOP_COUNT and covered >= MIN_LOOP_TOKENS:
+                    start = self._run_starts[period]
+                    self._loop_start = start if self._loop_start is None else min(self._loop_start, start)
+
+    @property
+    def final_length(self) -> int:
+        """How many leading tokens every loop cut of the finished sequence keeps unchanged."""
+        final = min(self._run_starts[1:])
+        return final if self._loop_start is None else min(final, self._loop_start)

@@ -16,12 +16,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .audio import AudioInput, load_audio
-from .backends import Backend
+from .backends import Backend, TokenSink
 from .errors import FunASRNanoError
 from .features import SAMPLE_RATE
 from .guards import REPETITION, TRUNCATED, cut_repetition, find_repetition, is_truncated, token_budget
 from .prompt import PromptIds, PromptTokenizer, clean_text, strip_punctuation
 from .result import Segment
+from .streaming import TextCallback, TextStream
 from .vad import SpeechMap, VadOptions, add_context, find_speech, split_point
 
 ProgressCallback = Callable[[float], None]  # called with the seconds of audio just finished
@@ -37,6 +38,8 @@ class DecodeSettings:
     max_new_tokens: int | None  # None: from each segment's duration (guards.token_budget)
     vad: VadOptions | None  # None: the whole recording as one segment, unrepaired, as the official model
     sample_rate: int | None  # of array inputs
+    language: str | None = None  # the trained language name in the prompt, None for automatic
+    on_text: TextCallback | None = None  # each recording's text as it is decoded (see streaming.py)
 
 
 @dataclass
@@ -52,6 +55,7 @@ class _Recording:
     speech: SpeechMap | None
     started: float
     timings: dict[str, float]
+    stream: TextStream | None = None
     pending: int = 0
     segments: list[Segment] = field(default_factory=list)
 
@@ -61,7 +65,7 @@ class _Recording:
         return DecodedRecording(ordered, self.samples.size / SAMPLE_RATE, self.timings)
 
 
-@dataclass
+@dataclass(eq=False)  # a piece is itself, whatever its span: TextStream keys on it
 class _Piece:
     recording: _Recording
     begin: int  # the speech span the segment reports, in samples
@@ -135,6 +139,9 @@ class SegmentDecoder:
             heard = add_context(spans, settings.vad.pad, samples.size)
             pieces = [_Piece(recording, b, e, hb, he) for (b, e), (hb, he) in zip(spans, heard, strict=True)]
         recording.pending = len(pieces)
+        if settings.on_text is not None:
+            recording.stream = TextStream(self.tokenizer.decode, settings.on_text, cut_loops=settings.vad is not None)
+            recording.stream.start(pieces)
         waiting.extend(pieces)
         report(samples.size / SAMPLE_RATE - sum(p.audio_seconds for p in pieces))  # non-speech is done
         return recording
@@ -144,9 +151,11 @@ class SegmentDecoder:
         while pieces:
             budgets = [settings.max_new_tokens or token_budget(p.audio_seconds) for p in pieces]
             order = sorted(range(len(pieces)), key=lambda i: -pieces[i].audio_seconds)
+            ordered = [pieces[i] for i in order]
             started = time.perf_counter()
             generated = self.backend.generate(
-                [pieces[i].audio for i in order], [settings.prompt] * len(order), [budgets[i] for i in order]
+                [p.audio for p in ordered], [settings.prompt] * len(order), [budgets[i] for i in order],
+                _stream_sink(ordered),
             )
             elapsed = time.perf_counter() - started
             tokens: list[list[int]] = [[] for _ in pieces]
@@ -155,7 +164,9 @@ class SegmentDecoder:
             for recording in {id(p.recording): p.recording for p in pieces}.values():
                 recording.timings["decode"] += elapsed  # shared by every file in the call
             retries: list[_Piece] = []
-            for piece, ids, budget in zip(pieces, tokens, budgets, strict=True):
+            # Latest first: finishing a streamed recording's head sends the text of the pieces after it,
+            # which commits them, so those must have been settled (or split) already.
+            for piece, ids, budget in reversed(list(zip(pieces, tokens, budgets, strict=True))):
                 retries.extend(self._settle(piece, ids, budget, settings.vad is not None, report))
             pieces = retries
 
@@ -166,16 +177,21 @@ class SegmentDecoder:
         truncated = is_truncated(tokens, budget)
         repetition = find_repetition(tokens) if repair else None
         speech = piece.recording.speech
+        stream = piece.recording.stream
         if (
             repair and (truncated or repetition) and speech is not None and piece.splits < MAX_SPLITS
             and (piece.end - piece.begin) / SAMPLE_RATE >= MIN_SPLIT_SECONDS
+            and not (stream is not None and stream.is_committed(piece))
         ):
             cut = split_point(speech.score, piece.begin, piece.end)
             piece.recording.pending += 1
-            return [
+            halves = [
                 _Piece(piece.recording, piece.begin, cut, piece.audio_begin, cut, piece.splits + 1),
                 _Piece(piece.recording, cut, piece.end, cut, piece.audio_end, piece.splits + 1),
             ]
+            if stream is not None:
+                stream.split(piece, halves)
+            return halves
         flags = []
         if repetition is not None:
             tokens = cut_repetition(tokens, repetition)
@@ -186,6 +202,21 @@ class SegmentDecoder:
         start, end = piece.begin / SAMPLE_RATE, piece.end / SAMPLE_RATE
         segment = Segment(start, end, clean_text(raw), strip_punctuation(raw), tokens, flags)
         piece.recording.segments.append(segment)
+        if stream is not None:
+            stream.finish(piece, segment.text)
         piece.recording.pending -= 1
         report(piece.audio_seconds)
         return []
+
+
+def _stream_sink(pieces: list[_Piece]) -> TokenSink | None:
+    """Routes a generate call's tokens to the text streams of the pieces' recordings, if any streams."""
+    if all(p.recording.stream is None for p in pieces):
+        return None
+
+    def send(index: int, tokens: list[int]) -> None:
+        stream = pieces[index].recording.stream
+        if stream is not None:
+            stream.add_tokens(pieces[index], tokens)
+
+    return send

@@ -14,31 +14,9 @@ from .errors import FunASRNanoError, UsageError
 from .languages import resolve_language
 from .longform import DecodedRecording, DecodeSettings, ProgressCallback, SegmentDecoder
 from .prompt import PromptTokenizer, normalize_hotwords
-from .result import Transcription
+from .result import Transcription, join_texts
+from .streaming import TextCallback
 from .vad import VadOptions
-
-
-def join_texts(texts: Sequence[str]) -> str:
-    """Concatenate segment texts: no space between CJK neighbours, one space otherwise."""
-    joined = ""
-    for text in (t.strip() for t in texts):
-        if not text:
-            continue
-        if joined and not (_is_cjk(joined[-1]) or _is_cjk(text[0])):
-            joined += " "
-        joined += text
-    return joined
-
-
-def _is_cjk(char: str) -> bool:
-    code = ord(char)
-    return (
-        0x3000 <= code <= 0x303F  # CJK punctuation
-        or 0x3040 <= code <= 0x30FF  # kana
-        or 0x3400 <= code <= 0x9FFF
-        or 0xAC00 <= code <= 0xD7AF  # hangul
-        or 0xFF00 <= code <= 0xFFEF  # full-width forms
-    )
 
 
 class FunASRNano:
@@ -65,6 +43,7 @@ class FunASRNano:
         max_new_tokens: int | None = None,
         vad: bool | VadOptions = True,
         progress: ProgressCallback | None = None,
+        on_text: TextCallback | None = None,
     ) -> Transcription:
         """Transcribe one recording (path, bytes, or samples at ``sample_rate``, default 16 kHz).
 
@@ -73,12 +52,13 @@ class FunASRNano:
         loop that survives (flag "repetition"); a ``VadOptions`` tunes the cutting. False decodes the
         whole recording as ONE segment with nothing repaired, exactly as the official model does
         (long recordings then loop or stop early). progress: called with the seconds of audio each
-        finished piece covered.
+        finished piece covered. on_text: called with each new piece of the text as soon as it is decoded
+        and final, in order (the pieces add up to the returned ``text``); a segment whose text has begun
+        to stream is not split and decoded again, so a loop in it is cut and a token-budget overrun only
+        flagged.
         """
-        (result,) = self.transcribe_many(
-            [audio], language=language, hotwords=hotwords, itn=itn, sample_rate=sample_rate,
-            max_new_tokens=max_new_tokens, vad=vad, progress=progress,
-        )
+        settings = self._settings(language, hotwords, itn, sample_rate, max_new_tokens, vad, on_text)
+        (result,) = self._run([audio], settings, progress)
         if isinstance(result, FunASRNanoError):
             raise result
         return result
@@ -98,6 +78,19 @@ class FunASRNano:
         """Transcribe many recordings in shared batches; yields, in input order, each one's
         ``Transcription`` or the ``FunASRNanoError`` that input raised (unreadable audio), so one bad file
         does not stop the rest. Inputs are read lazily; options are those of :meth:`transcribe`."""
+        settings = self._settings(language, hotwords, itn, sample_rate, max_new_tokens, vad, None)
+        return self._run(audios, settings, progress)
+
+    def _settings(
+        self,
+        language: str | None,
+        hotwords: str | Sequence[str] | None,
+        itn: bool,
+        sample_rate: int | None,
+        max_new_tokens: int | None,
+        vad: bool | VadOptions,
+        on_text: TextCallback | None,
+    ) -> DecodeSettings:
         language_name = resolve_language(language, self.languages)
         prompt = self.tokenizer.prompt_ids(normalize_hotwords(hotwords), language_name, itn)
         if max_new_tokens is not None and max_new_tokens < 1:
@@ -105,10 +98,14 @@ class FunASRNano:
         if not isinstance(vad, (bool, VadOptions)):
             raise UsageError(f"vad must be True, False or a VadOptions, not {type(vad).__name__}")
         vad_options = VadOptions() if vad is True else vad or None
-        settings = DecodeSettings(prompt, max_new_tokens, vad_options, sample_rate)
+        return DecodeSettings(prompt, max_new_tokens, vad_options, sample_rate, language_name, on_text)
+
+    def _run(
+        self, audios: Iterable[AudioInput], settings: DecodeSettings, progress: ProgressCallback | None
+    ) -> Iterator[Transcription | FunASRNanoError]:
         decoder = SegmentDecoder(self.backend, self.tokenizer, getattr(self.backend, "batch_size", 32))
         return (
-            item if isinstance(item, FunASRNanoError) else _transcription(item, language_name)
+            item if isinstance(item, FunASRNanoError) else _transcription(item, settings.language)
             for item in decoder.run(audios, settings, progress)
         )
 

@@ -21,6 +21,7 @@ HOTWORD_PREAMBLE = (
 ASSISTANT_SUFFIX = "<|im_end|>\n<|im_start|>assistant\n"
 END_OF_TEXT = "<|endoftext|>"
 IM_END = "<|im_end|>"
+SILENCE_MARKER = "/sil"  # the model writes it for pauses; the official text turns it into a space
 
 
 def instruction(hotwords: list[str] | None, language: str | None, itn: bool) -> str:
@@ -74,7 +75,7 @@ _WHITESPACE = re.compile(r"\s+")
 
 def clean_text(raw: str) -> str:
     """The official ``text``: ``/sil`` markers to spaces, whitespace runs collapsed (not stripped)."""
-    return _WHITESPACE.sub(" ", raw.replace("/sil", " "))
+    return _WHITESPACE.sub(" ", raw.replace(SILENCE_MARKER, " "))
 
 
 def strip_punctuation(raw: str) -> str:

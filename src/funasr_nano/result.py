@@ -2,8 +2,34 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+
+def _is_cjk(char: str) -> bool:
+    code = ord(char)
+    return (
+        0x3000 <= code <= 0x303F  # CJK punctuation
+        or 0x3040 <= code <= 0x30FF  # kana
+        or 0x3400 <= code <= 0x9FFF
+        or 0xAC00 <= code <= 0xD7AF  # hangul
+        or 0xFF00 <= code <= 0xFFEF  # full-width forms
+    )
+
+
+def separator(before: str, after: str) -> str:
+    """What goes between two stripped, non-empty segment texts: nothing next to CJK, else a space."""
+    return "" if _is_cjk(before[-1]) or _is_cjk(after[0]) else " "
+
+
+def join_texts(texts: Sequence[str]) -> str:
+    """Concatenate segment texts, each stripped, empty ones skipped, joined by :func:`separator`."""
+    joined = ""
+    for text in (t.strip() for t in texts):
+        if text:
+            joined += separator(joined, text) + text if joined else text
+    return joined
 
 
 @dataclass

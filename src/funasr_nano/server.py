@@ -15,12 +15,13 @@ import io
 import logging
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -36,7 +37,8 @@ from .features import SAMPLE_RATE
 from .languages import resolve_language
 from .pipeline import FunASRNano
 from .result import Transcription
-from .server_responses import RESPONSE_FORMATS, render, sse_events
+from .server_responses import RESPONSE_FORMATS, APIError, render, sse_stream
+from .streaming import TextCallback
 
 log = logging.getLogger("funasr_nano.server")
 
@@ -55,19 +57,6 @@ class ServerConfig:
     batch_window_s: float = 0.01
     batch_segments: int = 32
     vad: bool = True  # False decodes each upload as one segment, as the official model does
-
-
-class APIError(Exception):
-    """An error response in OpenAI's shape."""
-
-    def __init__(self, status: int, message: str, type_: str = "invalid_request_error",
-                 code: str | None = None, param: str | None = None):
-        super().__init__(message)
-        self.status, self.message, self.type, self.code, self.param = status, message, type_, code, param
-
-    def response(self) -> JSONResponse:
-        body = {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
-        return JSONResponse(body, status_code=self.status)
 
 
 class UploadLimit:
@@ -196,26 +185,30 @@ class _Service:
             raise APIError(413, f"the audio lasts {duration:.1f} s, longer than the server's limit of "
                                 f"{self.config.max_audio_s:g} s", code="audio_too_long", param="file")
 
-    def transcribe(self, data: bytes, language: str | None, prompt: str | None) -> Transcription:
-        """Blocking; runs in a request thread."""
-        assert self.model is not None
+    def load(self, data: bytes) -> np.ndarray:
+        """The upload's samples, or a 413 for audio over the duration limit. Blocking (a request thread)."""
         declared = _declared_duration(data)
         if declared is not None:  # refuse before decoding: a small compressed upload can hold hours
             self._check_duration(declared)
         samples = load_audio(data)
         self._check_duration(samples.size / SAMPLE_RATE)
-        return self.model.transcribe(samples, language=language, hotwords=prompt,
+        return samples
+
+    def transcribe(self, samples: np.ndarray, language: str | None, prompt: str | None,
+                   on_text: TextCallback | None = None) -> Transcription:
+        """Blocking; runs in a request thread."""
+        assert self.model is not None
+        return self.model.transcribe(samples, language=language, hotwords=prompt, on_text=on_text,
                                      max_new_tokens=self.config.max_new_tokens, vad=self.config.vad)
 
-    async def admitted(self, work: Callable[[], Awaitable[Response]]) -> Response:
+    def admit(self) -> None:
         if self.active >= self.config.max_queue:
             raise APIError(429, f"the server is busy ({self.active} requests in progress): retry shortly",
                            type_="rate_limit_error", code="queue_full")
         self.active += 1
-        try:
-            return await work()
-        finally:
-            self.active -= 1
+
+    def release(self) -> None:
+        self.active -= 1
 
 
 async def _read_form(request: Request) -> tuple[bytes, dict[str, str | None]]:
@@ -255,18 +248,81 @@ async def _transcription(request: Request, service: _Service) -> Response:
         raise APIError(400, str(exc), param="language", code="unsupported_language") from exc
 
     loop = asyncio.get_running_loop()
-    try:
-        result = await loop.run_in_executor(service.pool, service.transcribe, data, language, prompt)
-    except AudioError as exc:
-        raise APIError(400, str(exc), param="file", code="invalid_audio") from exc
-    except UsageError as exc:
-        raise APIError(400, str(exc)) from exc
-    except BatcherClosedError as exc:
-        raise APIError(503, str(exc), type_="server_error", code="shutting_down") from exc
-    service.served += 1
+    with _user_errors():
+        samples = await loop.run_in_executor(service.pool, service.load, data)
     if stream:
-        return sse_events(result)
+        return _stream(service, samples, language, prompt)
+    with _user_errors():
+        result = await loop.run_in_executor(service.pool, service.transcribe, samples, language, prompt)
+    service.served += 1
     return render(result, response_format)
+
+
+def _as_api_error(exc: BaseException) -> APIError | None:
+    """The response for an error the pipeline raised about the user's input (or a shutdown), if it is one."""
+    if isinstance(exc, AudioError):
+        return APIError(400, str(exc), param="file", code="invalid_audio")
+    if isinstance(exc, UsageError):
+        return APIError(400, str(exc))
+    if isinstance(exc, BatcherClosedError):
+        return APIError(503, str(exc), type_="server_error", code="shutting_down")
+    return None
+
+
+@contextmanager
+def _user_errors() -> Iterator[None]:
+    """The pipeline's errors as OpenAI-shaped responses: the user's input is never a 500."""
+    try:
+        yield
+    except Exception as exc:
+        error = _as_api_error(exc)
+        if error is None:
+            raise
+        raise error from exc
+
+
+def _stream(service: _Service, samples: np.ndarray, language: str | None, prompt: str | None) -> Response:
+    """Server-sent events of the text as it is decoded: the decode runs in a request thread and hands
+    each new piece of text to the event loop, which sends it as a ``transcript.text.delta`` event.
+
+    The request keeps its admission slot until its decode ends, even if the client goes away first.
+    """
+    loop = asyncio.get_running_loop()
+    events: asyncio.Queue[str | Transcription | BaseException] = asyncio.Queue()
+
+    def put(item: str | Transcription | BaseException) -> None:
+        with suppress(RuntimeError):  # the event loop has closed: nobody is listening any more
+            loop.call_soon_threadsafe(events.put_nowait, item)
+
+    def decode() -> None:
+        try:
+            put(service.transcribe(samples, language, prompt, on_text=put))
+        except BaseException as exc:  # handed to the event loop, which reports it in the stream
+            put(exc)
+
+    service.active += 1  # a second hold on the request's slot, kept until the decode ends
+    decoding = loop.run_in_executor(service.pool, decode)
+    decoding.add_done_callback(lambda _: service.release())
+    return sse_stream(_stream_items(events, service))
+
+
+async def _stream_items(
+    events: asyncio.Queue[str | Transcription | BaseException], service: _Service
+) -> AsyncIterator[str | Transcription | APIError]:
+    while True:
+        item = await events.get()
+        if isinstance(item, BaseException):
+            error = _as_api_error(item)
+            if error is None:
+                log.error("streamed transcription failed", exc_info=item)
+                error = APIError(500, f"internal server error: {type(item).__name__}", type_="server_error")
+            yield error
+            return
+        if isinstance(item, Transcription):
+            service.served += 1
+        yield item
+        if isinstance(item, Transcription):
+            return
 
 
 def create_app(model: FunASRNano, config: ServerConfig | None = None) -> FastAPI:
@@ -307,7 +363,11 @@ def create_app(model: FunASRNano, config: ServerConfig | None = None) -> FastAPI
     @app.post("/v1/audio/transcriptions")
     async def transcriptions(request: Request) -> Response:
         _check_api_key(request, config.api_key)
-        return await service.admitted(lambda: _transcription(request, service))
+        service.admit()
+        try:
+            return await _transcription(request, service)
+        finally:
+            service.release()
 
     @app.get("/v1/models")
     async def models(request: Request) -> dict[str, Any]:

@@ -1,21 +1,35 @@
 """A ``Transcription`` in the shapes of OpenAI's transcription API: json, text, srt, vtt, verbose_json,
-and the server-sent events of ``stream=true``."""
+the server-sent events of ``stream=true``, and OpenAI's error shape."""
 
 from __future__ import annotations
 
 import json
 import zlib
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
 from .formats import to_srt, to_vtt
 from .languages import language_code
-from .pipeline import join_texts
 from .result import Transcription
 
 RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
+
+
+class APIError(Exception):
+    """An error response in OpenAI's shape."""
+
+    def __init__(self, status: int, message: str, type_: str = "invalid_request_error",
+                 code: str | None = None, param: str | None = None):
+        super().__init__(message)
+        self.status, self.message, self.type, self.code, self.param = status, message, type_, code, param
+
+    def body(self) -> dict[str, str | None]:
+        return {"message": self.message, "type": self.type, "param": self.param, "code": self.code}
+
+    def response(self) -> JSONResponse:
+        return JSONResponse({"error": self.body()}, status_code=self.status)
 
 
 def _compression_ratio(text: str) -> float:
@@ -72,33 +86,26 @@ def render(result: Transcription, response_format: str) -> Response:
     raise ValueError(f"unknown response format {response_format!r}")
 
 
-def text_deltas(result: Transcription) -> list[str]:
-    """Pieces that concatenate to ``result.text``, one per segment with text."""
-    deltas: list[str] = []
-    sent = ""
-    for segment in result.segments:
-        joined = join_texts([sent, segment.text])
-        if joined != sent:
-            deltas.append(joined[len(sent) :])
-            sent = joined
-    if sent != result.text:  # the pipeline joined the segments differently: send its text whole
-        return [result.text] if result.text else []
-    return deltas
-
-
 def _sse(event: dict[str, Any]) -> str:
     return f"data: {json.dumps(event, ensure_ascii=False)}\n\n"
 
 
-def sse_events(result: Transcription) -> StreamingResponse:
-    """``transcript.text.delta`` events, then ``transcript.text.done`` with the whole text."""
+def sse_stream(items: AsyncIterator[str | Transcription | APIError]) -> StreamingResponse:
+    """OpenAI's transcription events: a ``transcript.text.delta`` per new piece of text, then
+    ``transcript.text.done`` with the whole text, or an ``error`` event (which the openai client raises)."""
 
-    def events() -> Iterator[str]:
-        for delta in text_deltas(result):
-            yield _sse({"type": "transcript.text.delta", "delta": delta})
-        yield _sse({"type": "transcript.text.done", "text": result.text})
+    async def events() -> AsyncIterator[str]:
+        async for item in items:
+            if isinstance(item, str):
+                yield _sse({"type": "transcript.text.delta", "delta": item})
+            elif isinstance(item, Transcription):
+                yield _sse({"type": "transcript.text.done", "text": item.text})
+            else:
+                yield _sse({"type": "error", "error": item.body()})
 
-    return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+    # X-Accel-Buffering: proxies such as nginx would otherwise hold the events back
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
 
 
-__all__ = ["RESPONSE_FORMATS", "render", "sse_events", "text_deltas", "verbose_json"]
+__all__ = ["APIError", "RESPONSE_FORMATS", "render", "sse_stream", "verbose_json"]

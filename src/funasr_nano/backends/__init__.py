@@ -3,7 +3,7 @@ around that (audio I/O, prompts, segmentation, guards, formats) is shared and ba
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import numpy as np
@@ -24,12 +24,22 @@ def dtype_name(dtype: str) -> str:
     return name
 
 
+# Called while ``generate`` runs, on its thread, with an input's index and the token ids just decoded for
+# it (stop token excluded), in order: the calls for one input add up to its returned ids.
+TokenSink = Callable[[int, list[int]], None]
+
+
 class Backend(Protocol):
     name: str
     device: str
 
     def generate(
-        self, waveforms: Sequence[np.ndarray], prompts: Sequence[PromptIds], max_new_tokens: Sequence[int]
+        self,
+        waveforms: Sequence[np.ndarray],
+        prompts: Sequence[PromptIds],
+        max_new_tokens: Sequence[int],
+        on_tokens: TokenSink | None = None,
     ) -> list[list[int]]:
-        """Greedy new token ids (stop token excluded) for each 16 kHz mono segment and its prompt."""
+        """Greedy new token ids (stop token excluded) for each 16 kHz mono segment and its prompt;
+        ``on_tokens`` sees them as they are decoded."""
         ...

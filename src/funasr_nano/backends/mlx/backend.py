@@ -14,7 +14,7 @@ from ...checkpoint import MLX_WEIGHTS, ModelConfig, load_state_dict
 from ...errors import UsageError
 from ...features import extract_features
 from ...prompt import PromptIds
-from .. import dtype_name
+from .. import TokenSink, dtype_name
 from .convert import read_converted
 from .generate import greedy_generate
 from .model import FunASRNanoMLX, arrays_from_state_dict, check_array_shapes, load_arrays
@@ -98,7 +98,11 @@ class MLXBackend:
             return self.model.encode([f.numpy() for f in features])
 
     def generate(
-        self, waveforms: Sequence[np.ndarray], prompts: Sequence[PromptIds], max_new_tokens: Sequence[int]
+        self,
+        waveforms: Sequence[np.ndarray],
+        prompts: Sequence[PromptIds],
+        max_new_tokens: Sequence[int],
+        on_tokens: TokenSink | None = None,
     ) -> list[list[int]]:
         # Segments of similar length share a batch, which keeps left padding small.
         order = sorted(range(len(waveforms)), key=lambda i: waveforms[i].size)
@@ -111,8 +115,13 @@ class MLXBackend:
                     self.model.prompt_embeddings(prompts[i], a) for i, a in zip(chunk, audio, strict=True)
                 ]
                 budgets = [max_new_tokens[i] for i in chunk]
-                for index, tokens in zip(
-                    chunk, greedy_generate(self.model.llm, embeddings, budgets, self.stop_ids), strict=True
-                ):
+                row_sink = None if on_tokens is None else _chunk_sink(on_tokens, chunk)
+                generated = greedy_generate(self.model.llm, embeddings, budgets, self.stop_ids, row_sink)
+                for index, tokens in zip(chunk, generated, strict=True):
                     results[index] = tokens
         return results
+
+
+def _chunk_sink(on_tokens: TokenSink, chunk: list[int]) -> TokenSink:
+    """A sink for one decoded chunk that reports its rows under their indices in the whole call."""
+    return lambda row, tokens: on_tokens(chunk[row], tokens)

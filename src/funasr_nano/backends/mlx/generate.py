@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import mlx.core as mx
 
 from ...errors import UsageError
+from .. import TokenSink
 from .qwen3 import KVCache, Qwen3ForCausalLM
 
 
@@ -27,9 +28,14 @@ def attention_mask(pads: Sequence[int], start: int, steps: int) -> mx.array | st
 
 
 def greedy_generate(
-    llm: Qwen3ForCausalLM, prompts: Sequence[mx.array], budgets: Sequence[int], stop_ids: frozenset[int]
+    llm: Qwen3ForCausalLM,
+    prompts: Sequence[mx.array],
+    budgets: Sequence[int],
+    stop_ids: frozenset[int],
+    on_tokens: TokenSink | None = None,
 ) -> list[list[int]]:
-    """New token ids (stop token excluded) for each prompt [L_i, H], at most ``budgets[i]`` of them.
+    """New token ids (stop token excluded) for each prompt [L_i, H], at most ``budgets[i]`` of them;
+    ``on_tokens`` gets each row's token as soon as it is read back.
 
     Decoding is pipelined: step n+1 is queued before the ids of step n are read back, so the device
     never waits on Python between tokens.
@@ -70,6 +76,8 @@ def greedy_generate(
             else:
                 results[row].append(token)
                 done[row] = len(results[row]) >= budgets[row]
+                if on_tokens is not None:
+                    on_tokens(row, [token])
         if all(done) or upcoming is None:
             break
         tokens = upcoming

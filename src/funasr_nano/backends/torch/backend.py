@@ -10,7 +10,7 @@ import torch
 from ...checkpoint import ModelConfig
 from ...errors import UsageError
 from ...prompt import PromptIds
-from .. import dtype_name
+from .. import TokenSink, dtype_name
 from .engine import GenerationRequest, GreedyEngine
 from .model import FunASRNano
 from .quantize import quantize_llm_int8
@@ -63,7 +63,11 @@ class TorchBackend:
 
     @torch.inference_mode()
     def generate(
-        self, waveforms: Sequence[np.ndarray], prompts: Sequence[PromptIds], max_new_tokens: Sequence[int]
+        self,
+        waveforms: Sequence[np.ndarray],
+        prompts: Sequence[PromptIds],
+        max_new_tokens: Sequence[int],
+        on_tokens: TokenSink | None = None,
     ) -> list[list[int]]:
         # Encoder batches of similar lengths waste little on padding; the engine sees input order.
         order = sorted(range(len(waveforms)), key=lambda i: -len(waveforms[i]))
@@ -74,5 +78,6 @@ class TorchBackend:
             for index, audio in zip(chunk, encoded, strict=True):
                 embeddings[index] = self.model.prompt_embeddings(prompts[index], audio)
         return self.engine.generate(
-            [GenerationRequest(e, n) for e, n in zip(embeddings, max_new_tokens, strict=True) if e is not None]
+            [GenerationRequest(e, n) for e, n in zip(embeddings, max_new_tokens, strict=True) if e is not None],
+            on_tokens,
         )

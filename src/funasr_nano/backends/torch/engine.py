@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .. import TokenSink
 from .fused import TritonDecodeStep, supports_fused_decode
 from .qwen3 import KVCache, Qwen3ForCausalLM, attention_mask
 
@@ -38,6 +39,7 @@ class GenerationRequest:
 
 @dataclass
 class _Sequence:
+    index: int  # in the generate() call's requests
     budget: int
     prompt_length: int
     scheduled: int = 0  # tokens the device has been asked to produce so far
@@ -156,8 +158,11 @@ class GreedyEngine:
         self.cache = self._graphs = self._prefill_graphs = None
 
     @torch.inference_mode()
-    def generate(self, requests: Sequence[GenerationRequest]) -> list[list[int]]:
-        """Greedy new token ids per request, without the stop token."""
+    def generate(
+        self, requests: Sequence[GenerationRequest], on_tokens: TokenSink | None = None
+    ) -> list[list[int]]:
+        """Greedy new token ids per request, without the stop token; ``on_tokens`` gets them as the host
+        reads them (``lag`` steps behind the device)."""
         if not requests:
             return []
         needed = max(r.embeddings.shape[0] + r.max_new_tokens for r in requests)
@@ -168,12 +173,12 @@ class GreedyEngine:
             )
         self.reserve(min(self.max_batch, len(requests)), needed)
         assert self.cache is not None
-        sequences = [_Sequence(r.max_new_tokens, r.embeddings.shape[0]) for r in requests]
+        sequences = [_Sequence(i, r.max_new_tokens, r.embeddings.shape[0]) for i, r in enumerate(requests)]
         queue = deque(range(len(requests)))
         owner: list[_Sequence | None] = [None] * self.cache.slots
         reader = self._reader
         while True:
-            self._collect(reader.ready())
+            self._collect(reader.ready(), on_tokens)
             for slot, sequence in enumerate(owner):
                 if sequence is not None and not sequence.needs_steps:
                     owner[slot] = None
@@ -196,7 +201,7 @@ class GreedyEngine:
             for slot in busy:
                 owner[slot].scheduled += 1  # type: ignore[union-attr]
             reader.push(self.tokens[:batch], [(slot, owner[slot]) for slot in busy])  # type: ignore[misc]
-        self._collect(reader.ready(keep=0))
+        self._collect(reader.ready(keep=0), on_tokens)
         return [s.tokens for s in sequences]
 
     def decode_step(self, batch: int) -> None:
@@ -204,7 +209,10 @@ class GreedyEngine:
         assert self.cache is not None
         self._step(batch, self.cache.max_len)
 
-    def _collect(self, rows: Iterator[tuple[list[int], list[tuple[int, _Sequence]]]]) -> None:
+    def _collect(
+        self, rows: Iterator[tuple[list[int], list[tuple[int, _Sequence]]]], on_tokens: TokenSink | None
+    ) -> None:
+        fresh: dict[int, tuple[_Sequence, int]] = {}  # index -> sequence, how many tokens it had before
         for values, owners in rows:
             for row, sequence in owners:
                 if sequence.stopped:
@@ -213,7 +221,11 @@ class GreedyEngine:
                 if token in self.stop_ids:
                     sequence.stopped = True
                 else:
+                    fresh.setdefault(sequence.index, (sequence, len(sequence.tokens)))
                     sequence.tokens.append(token)
+        if on_tokens is not None:
+            for index, (sequence, before) in fresh.items():
+                on_tokens(index, sequence.tokens[before:])
 
     def _to_device(self, values: list[int]) -> torch.Tensor:
         tensor = torch.tensor(values, dtype=torch.long)
