@@ -214,6 +214,24 @@ def test_streamed_text_arrives_while_the_decode_runs_and_equals_the_plain_result
     assert len(events) == 3  # two handovers, two deltas, then the whole text
 
 
+def test_a_client_that_leaves_mid_stream_frees_its_slot_once_the_decode_ends(model, clips):
+    held = copy.copy(model)
+    held.backend = HeldBeforeLastToken(model.backend)
+    with running(held, ServerConfig(max_new_tokens=12, vad=False, batch_window_s=0)) as url:
+        body, content_type = multipart({"model": "m", "stream": "true"}, {"file": ("a.wav", clips["en"])})
+        connection = http.client.HTTPConnection("127.0.0.1", int(url.rsplit(":", 1)[1]), timeout=30)
+        connection.request("POST", "/v1/audio/transcriptions", body, {"Content-Type": content_type})
+        response = connection.getresponse()
+        assert response.status == 200 and response.readline().startswith(b"data: ")
+        connection.close()  # gone before the rest of the text
+        held.backend.client_saw_text.set()
+        deadline = time.monotonic() + 20
+        while get_json(url + "/health")["requests_in_progress"]:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert post_transcription(url, file=clips["yes"])[0] == 200  # the server carries on
+
+
 class FailsMidway:
     """Hands over a few tokens, then fails the way a lost device would."""
 
