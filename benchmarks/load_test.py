@@ -55,7 +55,7 @@ def multipart(audio: bytes, stream: bool) -> tuple[bytes, str]:
     boundary = uuid.uuid4().hex
     body = (
         f'--{boundary}\r\nContent-Disposition: form-data; name="model"\r\n\r\nfun-asr-nano\r\n'
-        f'--{boundary}\r\nContent-Disposition: form-data; name="response_format"\r\n\r\njson\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="response_format"\r\n\r\nverbose_json\r\n'
         f'--{boundary}\r\nContent-Disposition: form-data; name="stream"\r\n\r\n{str(stream).lower()}\r\n'
         f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="clip.wav"\r\n'
         "Content-Type: audio/wav\r\n\r\n"
@@ -70,8 +70,9 @@ class Client:
         self.port, self.timeout = port, timeout
         self.connection: HTTPConnection | None = None
 
-    def post(self, audio: bytes, stream: bool = False) -> tuple[int, str, float | None]:
-        """(status, final text or error body, seconds to the first streamed text or None)."""
+    def post(self, audio: bytes, stream: bool = False) -> tuple[int, str, float | None, list[int] | None]:
+        """(status, final text or error body, seconds to the first streamed text, token ids when not
+        streaming)."""
         body, content_type = multipart(audio, stream)
         for attempt in range(2):  # a keep-alive connection the server closed is reopened once
             if self.connection is None:
@@ -81,10 +82,12 @@ class Client:
                 started = time.perf_counter()
                 self.connection.request("POST", "/v1/audio/transcriptions", body, headers)
                 response = self.connection.getresponse()
-                if response.status != 200 or not stream:
-                    text = response.read().decode()
-                    return response.status, json.loads(text)["text"] if response.status == 200 else text, None
-                return (200, *read_events(response, started))
+                if response.status != 200:
+                    return response.status, response.read().decode(), None, None
+                if stream:
+                    return (200, *read_events(response, started), None)
+                reply = json.loads(response.read())
+                return 200, reply["text"], None, [t for segment in reply["segments"] for t in segment["tokens"]]
             except (ConnectionError, OSError):
                 self.connection.close()
                 self.connection = None
@@ -192,13 +195,22 @@ def percentile(values: list[float], q: float) -> float | None:
     return round(float(np.percentile(values, q)), 4) if values else None
 
 
-def run_load(port: int, clips: list[tuple[float, bytes]], references: list[str], args: argparse.Namespace
-             ) -> dict[str, Any]:
+def first_difference(ours: list[int] | None, reference: list[int] | None) -> int | None:
+    """Index of the first token that differs from the reference (None when unknown or equal)."""
+    if ours is None or reference is None or ours == reference:
+        return None
+    shorter = min(len(ours), len(reference))
+    return next((i for i in range(shorter) if ours[i] != reference[i]), shorter)
+
+
+def run_load(port: int, clips: list[tuple[float, bytes]], references: list[tuple[str, list[int] | None]],
+             args: argparse.Namespace) -> dict[str, Any]:
     latencies: list[float] = []
     first_text: list[float] = []
     audio_done = 0.0
     errors: list[str] = []
     mismatches = 0
+    divergence: list[int] = []  # where mismatching responses first differ, in tokens
     issued = 0
     lock = threading.Lock()
     stop_at = time.monotonic() + args.duration
@@ -216,7 +228,7 @@ def run_load(port: int, clips: list[tuple[float, bytes]], references: list[str],
             turn += 1
             started = time.perf_counter()
             try:
-                status, body, first = client.post(clips[index][1], args.stream)
+                status, body, first, tokens = client.post(clips[index][1], args.stream)
             except Exception as exc:  # any failure counts as an error; the report says which
                 with lock:
                     errors.append(f"{type(exc).__name__}: {exc}")
@@ -230,8 +242,10 @@ def run_load(port: int, clips: list[tuple[float, bytes]], references: list[str],
                 if first is not None:
                     first_text.append(first)
                 audio_done += clips[index][0]
-                if body != references[index]:
+                if body != references[index][0]:
                     mismatches += 1
+                    if (position := first_difference(tokens, references[index][1])) is not None:
+                        divergence.append(position)
 
     threads = [threading.Thread(target=client_loop, args=(i,)) for i in range(args.clients)]
     started = time.perf_counter()
@@ -246,6 +260,8 @@ def run_load(port: int, clips: list[tuple[float, bytes]], references: list[str],
         "errors": len(errors),
         "error_samples": errors[:5],
         "mismatches": mismatches,
+        **({"first_differing_token": {"min": min(divergence), "p50": percentile(divergence, 50),
+                                      "max": max(divergence)}} if divergence else {}),
         "requests_per_s": round(len(latencies) / wall, 3),
         "audio_s_per_wall_s": round(audio_done / wall, 2),
         "latency_s": {"p50": percentile(latencies, 50), "p95": percentile(latencies, 95),
@@ -283,11 +299,11 @@ def main() -> int:
         references, single = [], []
         for _, audio in clips:  # alone on an idle server: the single-request result and latency
             started = time.perf_counter()
-            status, body, _ = client.post(audio, args.stream)
+            status, body, _, tokens = client.post(audio, args.stream)
             single.append(time.perf_counter() - started)
             if status != 200:
                 sys.exit(f"reference request failed: HTTP {status}: {body[:300]}")
-            references.append(body)
+            references.append((body, tokens))
         health_before = client.get("/health")
         load = run_load(server.port, clips, references, args)
         health = client.get("/health")

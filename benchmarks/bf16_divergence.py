@@ -1,0 +1,93 @@
+"""Where and why bf16 results decoded in a batch differ from the same clips decoded alone (S1 mismatches).
+
+Decodes the S1 clips alone and all together in bf16, finds each clip's first differing token, then asks
+the fp32 model, fed the common prefix, how far apart the two competing tokens' logits are, next to the
+spacing of bf16 numbers at that logit size. Gaps below that spacing mean the choice is a rounding
+coin-flip that the batch size decides, not a batching bug.
+
+    python benchmarks/bf16_divergence.py --model DIR --output benchmarks/results/X.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import io
+import json
+import math
+import platform
+import sys
+from pathlib import Path
+
+import soundfile
+import torch
+from load_test import device_name, git_commit, make_clips
+
+import funasr_nano
+from funasr_nano.backends.torch.qwen3 import prompt_logits
+
+
+def bf16_spacing(value: float) -> float:
+    """Distance between neighbouring bf16 numbers around ``value`` (8 significant bits)."""
+    return 2.0 ** (math.floor(math.log2(abs(value))) - 7) if value else 0.0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--tokens", type=int, default=60)
+    parser.add_argument("--output", type=Path, default=None)
+    args = parser.parse_args()
+
+    half = funasr_nano.load_model(args.model, device=args.device, dtype="bfloat16")
+    full = funasr_nano.load_model(args.model, device=args.device, dtype="float32")
+    clips = [soundfile.read(io.BytesIO(audio), dtype="float32")[0] for _, audio in make_clips()]
+    prompt = half.tokenizer.prompt_ids([], None, True)
+    budgets = [args.tokens] * len(clips)
+    alone = [half.backend.generate([clip], [prompt], [args.tokens])[0] for clip in clips]
+    together = half.backend.generate(clips, [prompt] * len(clips), budgets)
+    cases = []
+    for clip, single, batched in zip(clips, alone, together, strict=True):
+        if single == batched:
+            cases.append({"audio_s": round(clip.size / 16000, 2), "first_difference": None})
+            continue
+        k = next(i for i in range(min(len(single), len(batched))) if single[i] != batched[i])
+        model = full.backend.model
+        with torch.inference_mode():
+            audio = model.encode_waveforms([torch.from_numpy(clip)])[0]
+            embeddings = model.prompt_embeddings(prompt, audio)
+            history = model.llm.embed(torch.tensor(single[:k], device=embeddings.device, dtype=torch.long))
+            logits = prompt_logits(model.llm, torch.cat([embeddings, history])).float().cpu()
+        top2 = torch.topk(logits, 2).values
+        gap = float(logits[single[k]] - logits[batched[k]])
+        cases.append({
+            "audio_s": round(clip.size / 16000, 2),
+            "first_difference": k,
+            "fp32_logit_of_alone_choice": round(float(logits[single[k]]), 5),
+            "fp32_logit_of_batched_choice": round(float(logits[batched[k]]), 5),
+            "fp32_gap_between_the_two": round(abs(gap), 6),
+            "fp32_top1_top2_gap": round(float(top2[0] - top2[1]), 6),
+            "bf16_spacing_at_that_logit": bf16_spacing(float(logits[single[k]])),
+            "fp32_picks": "alone" if gap > 0 else "batched" if gap < 0 else "tie",
+        })
+    result = {
+        "workload": "bf16 batched-vs-alone divergence (S1 clips)",
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "git_commit": git_commit(),
+        "device": device_name(args.device),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "tokens": args.tokens,
+        "clips": cases,
+    }
+    print(json.dumps(result, indent=1))
+    if args.output:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(json.dumps(result, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
