@@ -2,8 +2,9 @@
 
 Decodes the S1 clips alone and all together in bf16, finds each clip's first differing token, then asks
 the fp32 model, fed the common prefix, how far apart the two competing tokens' logits are, next to the
-spacing of bf16 numbers at that logit size. Gaps below that spacing mean the choice is a rounding
-coin-flip that the batch size decides, not a batching bug.
+spacing of bf16 numbers at that logit size and next to how far bf16 arithmetic moves those two logits
+(the same prefix through the bf16 model alone). Gaps within that error mean the choice is decided by
+rounding, which the batch size changes, not by a batching bug.
 
     python benchmarks/bf16_divergence.py --model DIR --output benchmarks/results/X.json
 """
@@ -32,6 +33,15 @@ def bf16_spacing(value: float) -> float:
     return 2.0 ** (math.floor(math.log2(abs(value))) - 7) if value else 0.0
 
 
+def teacher_forced(model, prompt, clip, history: list[int]) -> torch.Tensor:  # type: ignore[no-untyped-def]
+    """fp32 copy of the next-token logits after the prompt, the clip and ``history``, run alone."""
+    with torch.inference_mode():
+        audio = model.encode_waveforms([torch.from_numpy(clip)])[0]
+        embeddings = model.prompt_embeddings(prompt, audio)
+        previous = model.llm.embed(torch.tensor(history, device=embeddings.device, dtype=torch.long))
+        return prompt_logits(model.llm, torch.cat([embeddings, previous])).float().cpu()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True)
@@ -53,13 +63,9 @@ def main() -> int:
             cases.append({"audio_s": round(clip.size / 16000, 2), "first_difference": None})
             continue
         k = next(i for i in range(min(len(single), len(batched))) if single[i] != batched[i])
-        model = full.backend.model
-        with torch.inference_mode():
-            audio = model.encode_waveforms([torch.from_numpy(clip)])[0]
-            embeddings = model.prompt_embeddings(prompt, audio)
-            history = model.llm.embed(torch.tensor(single[:k], device=embeddings.device, dtype=torch.long))
-            logits = prompt_logits(model.llm, torch.cat([embeddings, history])).float().cpu()
+        logits, half_logits = (teacher_forced(m.backend.model, prompt, clip, single[:k]) for m in (full, half))
         top2 = torch.topk(logits, 2).values
+        errors = (half_logits - logits)[[single[k], batched[k]]].abs()
         gap = float(logits[single[k]] - logits[batched[k]])
         cases.append({
             "audio_s": round(clip.size / 16000, 2),
@@ -70,6 +76,8 @@ def main() -> int:
             "fp32_top1_top2_gap": round(float(top2[0] - top2[1]), 6),
             "bf16_spacing_at_that_logit": bf16_spacing(float(logits[single[k]])),
             "fp32_picks": "alone" if gap > 0 else "batched" if gap < 0 else "tie",
+            # the same prefix through the eager bf16 model, alone: how far bf16 moves these two logits
+            "bf16_error_on_the_two_logits": round(float(errors.max()), 6),
         })
     result = {
         "workload": "bf16 batched-vs-alone divergence (S1 clips)",
