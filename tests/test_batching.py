@@ -155,3 +155,90 @@ def test_callers_run_their_own_device_work_on_the_cpu_when_the_model_is_on_cuda(
     cpu_batcher = BatchingBackend(FakeBackend())
     assert cpu_batcher.device == "cpu"
     cpu_batcher.close()
+
+
+class RefillingFake:
+    """Decodes like an engine with ``slots`` slots: one token per step per segment (its id, ``budget``
+    times), takes more segments into free slots while it runs, and reports each one when it ends."""
+
+    name = "refilling"
+    device = "cpu"
+    accepts_refill = True
+
+    def __init__(self, slots: int = 4, step_s: float = 0.005, max_budget: int = 1000):
+        self.slots, self.step_s, self.max_budget = slots, step_s, max_budget
+        self.calls = 0
+
+    def generate(self, waveforms, prompts, max_new_tokens, on_tokens=None, refill=None, on_done=None):
+        self.calls += 1
+        work = [(int(w[0]), n) for w, n in zip(waveforms, max_new_tokens, strict=True)]
+        produced = [0] * len(work)
+        running: list[int] = []
+        queue = list(range(len(work)))
+        while True:
+            running = [i for i in running if produced[i] < work[i][1]]
+            if refill is not None and not queue and len(running) < self.slots:
+                fits = lambda w, p, n: n <= self.max_budget  # noqa: E731
+                for w, _, n in refill(self.slots - len(running), fits):
+                    queue.append(len(work))
+                    work.append((int(w[0]), n))
+                    produced.append(0)
+            while queue and len(running) < self.slots:
+                running.append(queue.pop(0))
+            if not running:
+                break
+            time.sleep(self.step_s)
+            for i in running:
+                produced[i] += 1
+                if on_tokens is not None:
+                    on_tokens(i, [work[i][0]])
+                if produced[i] == work[i][1] and on_done is not None:
+                    on_done(i, [work[i][0]] * work[i][1])
+        return [[ident] * budget for ident, budget in work]
+
+
+def test_a_call_joins_the_running_decode_and_is_answered_when_its_own_segments_end():
+    fake = RefillingFake()
+    batcher = BatchingBackend(fake, window_s=0.0)
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            long = pool.submit(batcher.generate, segments(1), [PROMPT], [60])  # 60 steps: ~0.3 s
+            time.sleep(0.05)
+            short = pool.submit(batcher.generate, segments(2, 3), [PROMPT] * 2, [3, 4])
+            assert short.result(timeout=10) == [[2] * 3, [3] * 4]
+            assert not long.done()  # answered while the long one still decodes
+            assert long.result(timeout=10) == [[1] * 60]
+    finally:
+        batcher.close()
+    assert fake.calls == 1 and batcher.stats.batches == 1 and batcher.stats.segments == 3
+
+
+def test_a_call_that_does_not_fit_waits_for_the_next_batch_and_nothing_overtakes_it():
+    fake = RefillingFake(slots=2, max_budget=50)
+    batcher = BatchingBackend(fake, window_s=0.0)
+    try:
+        with ThreadPoolExecutor(3) as pool:
+            first = pool.submit(batcher.generate, segments(1), [PROMPT], [40])
+            time.sleep(0.03)
+            too_long = pool.submit(batcher.generate, segments(2), [PROMPT], [80])  # more than the cache holds
+            time.sleep(0.03)
+            small = pool.submit(batcher.generate, segments(3), [PROMPT], [2])
+            assert first.result(timeout=10) == [[1] * 40]
+            assert too_long.result(timeout=10) == [[2] * 80] and small.result(timeout=10) == [[3] * 2]
+    finally:
+        batcher.close()
+    assert fake.calls == 2  # the first batch drained; the long call and the small one behind it went next
+
+
+def test_the_torch_backend_knows_whether_a_segment_fits_without_encoding_it(official_tiny):
+    from funasr_nano import load_model
+
+    model = load_model(official_tiny.model_dir, device="cpu")
+    prompt = model.tokenizer.prompt_ids(["Fun-ASR"], "英文", True)
+    backend = model.backend
+    for seconds in (0.05, 0.4, 1.0, 3.3, 7.91, 29.99):
+        waveform = np.zeros(int(seconds * 16000), np.float32)
+        (embeddings,) = backend._prompt_embeddings([waveform], [prompt])
+        length = embeddings.shape[0]
+        assert backend.fits(length + 10)(waveform, prompt, 10)
+        assert not backend.fits(length + 9)(waveform, prompt, 10)

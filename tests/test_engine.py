@@ -92,6 +92,25 @@ def test_tokens_are_handed_over_as_they_are_read(llm, singles, lag):
     assert sink.calls >= sum(len(r) for r in result) // 3  # step by step, not all at the end
 
 
+def test_requests_that_join_a_running_call_give_the_same_ids_and_finish_early(llm, singles):
+    waiting = requests()[2:]
+    asked: list[tuple[int, int]] = []
+
+    def refill(free: int, max_positions: int) -> list[GenerationRequest]:
+        asked.append((free, max_positions))
+        return [waiting.pop(0)] if waiting else []  # one at a time, as calls arrive
+
+    finished: list[int] = []
+    sink = Collected(len(SHAPES))
+    done = GreedyEngine(llm, [], max_batch=3)
+    result = done.generate(requests()[:2], sink, refill, lambda index, tokens: finished.append(index))
+    assert result == singles == sink.tokens
+    assert sorted(finished) == list(range(len(SHAPES)))  # each reported once, when finished
+    assert finished.index(5) < finished.index(2)  # 5 (1 new token) joined after 2 (15) and finished first
+    assert all(free >= 1 for free, _ in asked) and all(limit >= 79 for _, limit in asked)
+    assert done.cache is not None and done.cache.slots == 3  # sized for joiners from the start
+
+
 def test_stop_token_first_ends_with_no_tokens(llm, singles):
     first = singles[1][0]
     result = GreedyEngine(llm, [first], max_batch=3).generate(requests())

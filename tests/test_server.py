@@ -283,6 +283,52 @@ def test_concurrent_requests_decode_together(base_url, client, model, clips):
     assert after["batches"] - before["batches"] < calls  # requests shared batches
 
 
+def test_requests_join_a_running_decode_with_unchanged_results(model, clips):
+    """With a backend that takes work while it decodes (the CUDA default, forced on here), requests that
+    arrive mid-decode join it: fewer backend calls than requests, same texts, streams included."""
+    refilling = copy.copy(model)
+    refilling.backend = CountingRefills(model.backend)
+    names = ["en", "zh", "yes", "en", "zh", "yes"]
+    with running(refilling, ServerConfig(max_new_tokens=12, batch_window_s=0)) as url:
+        client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=30)
+
+        def ask(index: int) -> str:
+            time.sleep(0.05 * index)  # staggered: most arrive while an earlier request decodes
+            name = names[index]
+            if index % 2:
+                stream = client.audio.transcriptions.create(model="m", file=(f"{name}.wav", clips[name]), stream=True)
+                return list(stream)[-1].text
+            return client.audio.transcriptions.create(model="m", file=(f"{name}.wav", clips[name])).text
+
+        with ThreadPoolExecutor(len(names)) as pool:
+            texts = list(pool.map(ask, range(len(names))))
+        batching = get_json(url + "/health")["batching"]
+    expected = [model.transcribe(clips[n], max_new_tokens=12, on_text=(lambda d: None) if i % 2 else None).text
+                for i, n in enumerate(names)]
+    assert texts == expected
+    assert batching["batches"] < batching["calls"]
+    assert refilling.backend.joined > 0  # segments that joined a decode already running
+
+
+class CountingRefills:
+    """The torch backend with refills on (CPU), counting the segments taken in mid-decode."""
+
+    accepts_refill = True
+
+    def __init__(self, inner: Any):
+        self.inner, self.name, self.device, self.batch_size = inner, inner.name, inner.device, inner.batch_size
+        self.joined = 0
+
+    def generate(self, waveforms, prompts, max_new_tokens, on_tokens=None, refill=None, on_done=None):  # type: ignore[no-untyped-def]
+        def counted(free, fits):  # type: ignore[no-untyped-def]
+            work = refill(free, fits)
+            self.joined += len(work)
+            return work
+
+        return self.inner.generate(waveforms, prompts, max_new_tokens, on_tokens, counted if refill else None,
+                                   on_done)
+
+
 # --- raw HTTP: every error is JSON in OpenAI's shape, never a 500 --------------------------------------
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .backends import Backend, TokenSink
+from .backends import Backend, SegmentFits, SegmentWork, TokenSink
 from .prompt import PromptIds
 
 
@@ -34,6 +34,23 @@ class _Job:
     future: Future[list[list[int]]] = field(default_factory=Future)
     streamed: bool = False  # its sink has been called: it cannot be decoded again
     sink_error: BaseException | None = None
+    results: list[list[int] | None] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.results = [None] * len(self.waveforms)
+
+    def finish(self, index: int, tokens: list[int]) -> None:
+        """One segment's ids; the caller gets its answer as soon as its last segment is in."""
+        self.results[index] = list(tokens)
+        if self.future.done() or any(r is None for r in self.results):
+            return
+        if self.sink_error is not None:
+            self.future.set_exception(self.sink_error)
+        else:
+            self.future.set_result([r for r in self.results if r is not None])
+
+    def segments(self) -> list[tuple[np.ndarray, PromptIds, int]]:
+        return list(zip(self.waveforms, self.prompts, self.max_new_tokens, strict=True))
 
     def send(self, index: int, tokens: list[int]) -> None:
         """Pass tokens to the caller's sink; a sink that fails fails its own call only, not the batch."""
@@ -141,52 +158,69 @@ class BatchingBackend:
     def _run(self) -> None:
         while (jobs := self._take_batch()) is not None:
             try:
-                self._decode(jobs)
+                self._decode(jobs)  # appends the jobs it took in while decoding
             except Exception as exc:
-                if len(jobs) == 1:
-                    jobs[0].future.set_exception(exc)
+                unfinished = [job for job in jobs if not job.future.done()]
+                if len(unfinished) == 1:
+                    unfinished[0].future.set_exception(exc)
                     continue
                 # One caller's segments broke the batch: decode each caller alone so the others succeed;
                 # a caller that was already sent tokens would get them twice, so it fails instead.
-                for job in jobs:
+                for job in unfinished:
                     if job.streamed:
                         job.future.set_exception(exc)
                         continue
                     try:
-                        self._decode([job])
+                        self._decode([job], refill=False)
                     except Exception as single_exc:
                         job.future.set_exception(single_exc)
 
-    def _decode(self, jobs: list[_Job]) -> None:
-        waveforms = [w for job in jobs for w in job.waveforms]
-        prompts = [p for job in jobs for p in job.prompts]
-        budgets = [n for job in jobs for n in job.max_new_tokens]
+    def _decode(self, jobs: list[_Job], refill: bool = True) -> None:
+        """Decode ``jobs`` in one backend call; a backend that takes more work while it decodes gets the
+        calls that queue up meanwhile too (appended to ``jobs``), each answered as soon as it is done."""
         # Longest first across all callers, as each caller orders its own: the engine's continuous
         # batching then refills slots with ever shorter work and drains little at the end.
-        order = sorted(range(len(waveforms)), key=lambda i: -waveforms[i].shape[-1])
-        owners = [(job, index) for job in jobs for index in range(len(job.waveforms))]
+        slots = sorted(((job, i) for job in jobs for i in range(len(job.waveforms))),
+                       key=lambda owner: -owner[0].waveforms[owner[1]].shape[-1])
+        segments = [(job.waveforms[i], job.prompts[i], job.max_new_tokens[i]) for job, i in slots]
 
         def sink(slot: int, tokens: list[int]) -> None:
-            job, index = owners[order[slot]]
+            job, index = slots[slot]
             job.send(index, tokens)
+
+        def done(slot: int, tokens: list[int]) -> None:
+            job, index = slots[slot]
+            job.finish(index, tokens)
+
+        def take_more(free: int, fits: SegmentFits) -> list[SegmentWork]:
+            taken = self._take_fitting(free, fits)
+            jobs.extend(taken)
+            slots.extend((job, i) for job in taken for i in range(len(job.waveforms)))
+            return [segment for job in taken for segment in job.segments()]
 
         streaming = any(job.on_tokens is not None for job in jobs)
         started = time.perf_counter()
-        generated = self.inner.generate(
-            [waveforms[i] for i in order], [prompts[i] for i in order], [budgets[i] for i in order],
-            sink if streaming else None,
-        )
+        waveforms, prompts, budgets = ([segment[k] for segment in segments] for k in range(3))
+        if refill and getattr(self.inner, "accepts_refill", False):
+            # The sink must be there from the start: a streaming call may join later.
+            generated = self.inner.generate(waveforms, prompts, budgets, sink, refill=take_more, on_done=done)
+        else:
+            generated = self.inner.generate(waveforms, prompts, budgets, sink if streaming else None)
         self.stats.busy_s += time.perf_counter() - started
         self.stats.batches += 1
-        self.stats.segments += len(waveforms)
-        self.stats.largest_batch = max(self.stats.largest_batch, len(waveforms))
-        tokens: list[list[int]] = [[] for _ in waveforms]
-        for slot, index in enumerate(order):
-            tokens[index] = generated[slot]
-        offset = 0
-        for job in jobs:
-            if job.sink_error is not None:
-                job.future.set_exception(job.sink_error)
-            else:
-                job.future.set_result(tokens[offset : offset + len(job.waveforms)])
-            offset += len(job.waveforms)
+        self.stats.segments += len(slots)
+        self.stats.largest_batch = max(self.stats.largest_batch, len(slots))
+        for slot, tokens in enumerate(generated):
+            done(slot, tokens)
+
+    def _take_fitting(self, free: int, fits: SegmentFits) -> list[_Job]:
+        """Queued calls, oldest first, while their segments fit the free slots and the running decode."""
+        taken: list[_Job] = []
+        with self._cond:
+            while self._queue:
+                job = self._queue[0]
+                if len(job.waveforms) > free or not all(fits(*segment) for segment in job.segments()):
+                    break  # oldest first: it goes into the next batch, and nothing overtakes it
+                taken.append(self._queue.popleft())
+                free -= len(job.waveforms)
+        return taken

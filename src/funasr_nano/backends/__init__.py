@@ -29,6 +29,15 @@ def dtype_name(dtype: str) -> str:
 TokenSink = Callable[[int, list[int]], None]
 
 
+# A segment to decode: 16 kHz mono samples, the prompt around them, the new-token budget.
+SegmentWork = tuple[np.ndarray, PromptIds, int]
+# Whether a segment fits a running generate() call (its cache length).
+SegmentFits = Callable[[np.ndarray, PromptIds, int], bool]
+# Asked by a running generate() call, with its free slots, for segments to decode alongside; the ones
+# returned take the next indices (after every input) in the call's token callbacks.
+SegmentRefill = Callable[[int, SegmentFits], list[SegmentWork]]
+
+
 class Backend(Protocol):
     name: str
     device: str
@@ -43,3 +52,20 @@ class Backend(Protocol):
         """Greedy new token ids (stop token excluded) for each 16 kHz mono segment and its prompt;
         ``on_tokens`` sees them as they are decoded."""
         ...
+
+
+class RefillingBackend(Backend, Protocol):
+    """A backend whose running ``generate`` takes more segments as slots free up (continuous batching
+    across calls), reporting each finished segment's ids to ``on_done`` at once."""
+
+    accepts_refill: bool
+
+    def generate(
+        self,
+        waveforms: Sequence[np.ndarray],
+        prompts: Sequence[PromptIds],
+        max_new_tokens: Sequence[int],
+        on_tokens: TokenSink | None = None,
+        refill: SegmentRefill | None = None,
+        on_done: TokenSink | None = None,
+    ) -> list[list[int]]: ...

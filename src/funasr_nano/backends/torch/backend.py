@@ -9,9 +9,10 @@ import torch
 
 from ...checkpoint import ModelConfig
 from ...errors import UsageError
-from ...prompt import PromptIds
-from .. import TokenSink, dtype_name
-from .engine import GenerationRequest, GreedyEngine
+from ...features import num_samples_to_lfr_frames
+from ...prompt import PromptIds, num_audio_tokens
+from .. import SegmentFits, SegmentRefill, TokenSink, dtype_name
+from .engine import GenerationRequest, GreedyEngine, Refill
 from .model import FunASRNano
 from .quantize import quantize_llm_int8
 
@@ -60,6 +61,18 @@ class TorchBackend:
             quantize_llm_int8(self.model.llm)
         self.engine = GreedyEngine(self.model.llm, stop_ids, max_batch=batch_size)
         self.batch_size = batch_size
+        # Taking segments into a running decode needs a cache sized for a full batch from the start:
+        # cheap on a GPU, but gigabytes of fp32 on a CPU, where it stays off.
+        self.accepts_refill = self.torch_device.type == "cuda"
+
+    def fits(self, max_positions: int) -> SegmentFits:
+        """Whether a segment's prompt, audio and budget fit in ``max_positions`` (without encoding it)."""
+
+        def fit(waveform: np.ndarray, prompt: PromptIds, budget: int) -> bool:
+            audio_tokens = num_audio_tokens(num_samples_to_lfr_frames(len(waveform)))
+            return prompt.total_length(audio_tokens) + budget <= max_positions
+
+        return fit
 
     @torch.inference_mode()
     def generate(
@@ -68,16 +81,28 @@ class TorchBackend:
         prompts: Sequence[PromptIds],
         max_new_tokens: Sequence[int],
         on_tokens: TokenSink | None = None,
+        refill: SegmentRefill | None = None,
+        on_done: TokenSink | None = None,
     ) -> list[list[int]]:
-        # Encoder batches of similar lengths waste little on padding; the engine sees input order.
+        engine_refill: Refill | None = None
+        if refill is not None:
+
+            def engine_refill(free: int, max_positions: int) -> list[GenerationRequest]:
+                work = refill(free, self.fits(max_positions))
+                embeddings = self._prompt_embeddings([w for w, _, _ in work], [p for _, p, _ in work])
+                return [GenerationRequest(e, n) for e, (_, _, n) in zip(embeddings, work, strict=True)]
+
+        embeddings = self._prompt_embeddings(waveforms, prompts)
+        requests = [GenerationRequest(e, n) for e, n in zip(embeddings, max_new_tokens, strict=True)]
+        return self.engine.generate(requests, on_tokens, engine_refill, on_done)
+
+    def _prompt_embeddings(self, waveforms: Sequence[np.ndarray], prompts: Sequence[PromptIds]) -> list[torch.Tensor]:
+        # Encoder batches of similar lengths waste little on padding; the result is in input order.
         order = sorted(range(len(waveforms)), key=lambda i: -len(waveforms[i]))
-        embeddings: list[torch.Tensor | None] = [None] * len(waveforms)
+        embeddings: list[torch.Tensor] = [torch.empty(0)] * len(waveforms)
         for start in range(0, len(order), self.batch_size):
             chunk = order[start : start + self.batch_size]
             encoded = self.model.encode_waveforms([torch.from_numpy(waveforms[i]) for i in chunk])
             for index, audio in zip(chunk, encoded, strict=True):
                 embeddings[index] = self.model.prompt_embeddings(prompts[index], audio)
-        return self.engine.generate(
-            [GenerationRequest(e, n) for e, n in zip(embeddings, max_new_tokens, strict=True) if e is not None],
-            on_tokens,
-        )
+        return embeddings

@@ -14,7 +14,7 @@ is the eager reference model. On CUDA the prefill is replayed from a CUDA graph 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -49,6 +49,10 @@ class _Sequence:
     @property
     def needs_steps(self) -> bool:
         return not self.stopped and self.scheduled < self.budget
+
+
+# (free slots, most positions a request may take) -> requests to add to a running generate() call
+Refill = Callable[[int, int], list[GenerationRequest]]
 
 
 def _round_up(value: int, multiple: int) -> int:
@@ -159,10 +163,21 @@ class GreedyEngine:
 
     @torch.inference_mode()
     def generate(
-        self, requests: Sequence[GenerationRequest], on_tokens: TokenSink | None = None
+        self,
+        requests: Sequence[GenerationRequest],
+        on_tokens: TokenSink | None = None,
+        refill: Refill | None = None,
+        on_done: TokenSink | None = None,
     ) -> list[list[int]]:
         """Greedy new token ids per request, without the stop token; ``on_tokens`` gets them as the host
-        reads them (``lag`` steps behind the device)."""
+        reads them (``lag`` steps behind the device), ``on_done`` each request's ids once it is finished.
+
+        refill: asked for more requests whenever slots are free and nothing is queued, with the number of
+        free slots and the most positions (prompt plus new tokens) a request may take; the requests it
+        returns join the running batch and are numbered after those before them. The call returns when
+        no slot is busy and ``refill`` has nothing more.
+        """
+        requests = list(requests)
         if not requests:
             return []
         needed = max(r.embeddings.shape[0] + r.max_new_tokens for r in requests)
@@ -171,18 +186,24 @@ class GreedyEngine:
                 f"prompt plus max_new_tokens needs {needed} positions, more than the {self.max_positions} "
                 "supported; use shorter segments (VAD) or a smaller max_new_tokens"
             )
-        self.reserve(min(self.max_batch, len(requests)), needed)
+        # Requests that may join later need slots of their own.
+        self.reserve(self.max_batch if refill is not None else min(self.max_batch, len(requests)), needed)
         assert self.cache is not None
         sequences = [_Sequence(i, r.max_new_tokens, r.embeddings.shape[0]) for i, r in enumerate(requests)]
         queue = deque(range(len(requests)))
         owner: list[_Sequence | None] = [None] * self.cache.slots
         reader = self._reader
         while True:
-            self._collect(reader.ready(), on_tokens)
+            self._collect(reader.ready(), on_tokens, on_done)
             for slot, sequence in enumerate(owner):
                 if sequence is not None and not sequence.needs_steps:
                     owner[slot] = None
             free = [slot for slot, sequence in enumerate(owner) if sequence is None]
+            if refill is not None and free and not queue:
+                for request in refill(len(free), self.cache.max_len):
+                    queue.append(len(requests))
+                    sequences.append(_Sequence(len(requests), request.max_new_tokens, request.embeddings.shape[0]))
+                    requests.append(request)
             if queue and free:
                 admitted = free[: len(queue)]
                 indices = [queue.popleft() for _ in admitted]
@@ -201,7 +222,7 @@ class GreedyEngine:
             for slot in busy:
                 owner[slot].scheduled += 1  # type: ignore[union-attr]
             reader.push(self.tokens[:batch], [(slot, owner[slot]) for slot in busy])  # type: ignore[misc]
-        self._collect(reader.ready(keep=0), on_tokens)
+        self._collect(reader.ready(keep=0), on_tokens, on_done)
         return [s.tokens for s in sequences]
 
     def decode_step(self, batch: int) -> None:
@@ -210,22 +231,27 @@ class GreedyEngine:
         self._step(batch, self.cache.max_len)
 
     def _collect(
-        self, rows: Iterator[tuple[list[int], list[tuple[int, _Sequence]]]], on_tokens: TokenSink | None
+        self,
+        rows: Iterator[tuple[list[int], list[tuple[int, _Sequence]]]],
+        on_tokens: TokenSink | None,
+        on_done: TokenSink | None,
     ) -> None:
         fresh: dict[int, tuple[_Sequence, int]] = {}  # index -> sequence, how many tokens it had before
         for values, owners in rows:
             for row, sequence in owners:
                 if sequence.stopped:
                     continue  # steps queued before the stop token was seen
+                fresh.setdefault(sequence.index, (sequence, len(sequence.tokens)))
                 token = values[row]
                 if token in self.stop_ids:
                     sequence.stopped = True
                 else:
-                    fresh.setdefault(sequence.index, (sequence, len(sequence.tokens)))
                     sequence.tokens.append(token)
-        if on_tokens is not None:
-            for index, (sequence, before) in fresh.items():
+        for index, (sequence, before) in fresh.items():
+            if on_tokens is not None and len(sequence.tokens) > before:
                 on_tokens(index, sequence.tokens[before:])
+            if on_done is not None and (sequence.stopped or len(sequence.tokens) >= sequence.budget):
+                on_done(index, sequence.tokens)
 
     def _to_device(self, values: list[int]) -> torch.Tensor:
         tensor = torch.tensor(values, dtype=torch.long)
