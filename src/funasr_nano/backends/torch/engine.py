@@ -155,7 +155,8 @@ class GreedyEngine:
         if self.prefill_graphs:
             from .cuda_graphs import ShapeGraphs
 
-            self._prefill_graphs = ShapeGraphs(self._prefill_device)
+            # power-of-two prompt counts up to the slot count, times padded lengths of up to ~1000 tokens
+            self._prefill_graphs = ShapeGraphs(self._prefill_device, capacity=128)
 
     def release(self) -> None:
         """Drop the cache (and its graphs); the next call allocates again."""
@@ -270,6 +271,10 @@ class GreedyEngine:
             while stop < len(prompts) and max(longest, prompts[stop].shape[0]) * (stop + 1 - start) <= _PREFILL_TOKENS:
                 longest = max(longest, prompts[stop].shape[0])
                 stop += 1
+            if self._prefill_graphs is not None:
+                # Graphs are kept per shape: groups of power-of-two sizes keep the shapes few, however
+                # many prompts arrive at once (requests joining a running decode come in any number).
+                stop = start + (1 << ((stop - start).bit_length() - 1))
             firsts.append(self._prefill_group(prompts[start:stop], slots[start:stop]))
             start = stop
         return torch.cat(firsts)
