@@ -536,13 +536,19 @@ def test_serve_cli_finishes_in_flight_requests_on_sigterm(official_tiny, model, 
                 port = int(match.group(1))
         url = f"http://127.0.0.1:{port}"
         headers = {"Authorization": f"Bearer {API_KEY}"}
-        with ThreadPoolExecutor(1) as pool:
+        with ThreadPoolExecutor(2) as pool:
             in_flight = pool.submit(post_transcription, url, None, clips["yes"], headers)
-            time.sleep(0.5)  # the request now waits in the 1.5 s batch window
+            streaming = pool.submit(post_transcription, url, {"stream": "true"}, clips["yes"], headers)
+            time.sleep(0.5)  # the requests now wait in the 1.5 s batch window
             process.send_signal(signal.SIGTERM)
             status, body = in_flight.result(timeout=30)
-        assert status == 200
-        assert json.loads(body)["text"] == direct(model, clips["yes"]).text
+            stream_status, events = streaming.result(timeout=30)
+        expected = direct(model, clips["yes"]).text
+        assert status == 200 and json.loads(body)["text"] == expected
+        assert stream_status == 200  # the stream, too, runs to its end
+        done = json.loads(events.decode().strip().split("\n\n")[-1].removeprefix("data: "))
+        streamed = direct(model, clips["yes"], on_text=lambda piece: None)
+        assert done == {"type": "transcript.text.done", "text": streamed.text}
         # uvicorn re-raises the signal once it has shut down cleanly, as process supervisors expect
         assert process.wait(timeout=30) in (0, -signal.SIGTERM)
         log.append(process.stderr.read())
