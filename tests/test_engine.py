@@ -173,6 +173,9 @@ def test_int8_linears_keep_the_model_close():
 
 
 @pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton not installed")
+# Once a real kernel has been compiled in the process the interpreter switch has no effect any more;
+# on a GPU the kernels run for real instead (tests/test_cuda.py).
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the Triton interpreter check is for CPU-only machines")
 @pytest.mark.parametrize("small_batch_gemv", [True, False])
 def test_triton_decode_step_matches_the_reference_step(monkeypatch, small_batch_gemv):
     # The Triton interpreter runs the kernels on CPU tensors (fp16: its bf16 emulation is unreliable).
