@@ -320,9 +320,9 @@ async def _stream_items(
             return
         if isinstance(item, Transcription):
             service.served += 1
-        yield item
-        if isinstance(item, Transcription):
+            yield item
             return
+        yield item
 
 
 def create_app(model: FunASRNano, config: ServerConfig | None = None) -> FastAPI:
