@@ -12,17 +12,14 @@ rounding, which the batch size changes, not by a batching bug.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import io
 import json
 import math
-import platform
-import sys
 from pathlib import Path
 
 import soundfile
 import torch
-from load_test import device_name, git_commit, make_clips
+from load_test import make_clips, provenance
 
 import funasr_nano
 from funasr_nano.backends.torch.qwen3 import prompt_logits
@@ -80,13 +77,7 @@ def main() -> int:
             "bf16_error_on_the_two_logits": round(float(errors.max()), 6),
         })
     result = {
-        "workload": "bf16 batched-vs-alone divergence (S1 clips)",
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "git_commit": git_commit(),
-        "device": device_name(args.device),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
+        **provenance("bf16 batched-vs-alone divergence (S1 clips)", args.device),
         "tokens": args.tokens,
         "clips": cases,
     }

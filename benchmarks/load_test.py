@@ -191,6 +191,22 @@ def git_commit() -> str:
         return "unknown"
 
 
+def provenance(workload: str, device: str) -> dict[str, Any]:
+    """What every result file records: the workload, when, how it was run, on what."""
+    import torch
+
+    return {
+        "workload": workload,
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "git_commit": git_commit(),
+        "device": device_name(device),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "python": platform.python_version(),
+    }
+
+
 def percentile(values: list[float], q: float) -> float | None:
     return round(float(np.percentile(values, q)), 4) if values else None
 
@@ -312,20 +328,10 @@ def main() -> int:
 
     before, after = health_before["batching"], health["batching"]
     batches = after["batches"] - before["batches"]
-    import torch
-
-    device = device_name(args.device)
     result = {
-        "workload": "S1",
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        **provenance("S1", args.device),
         "server_command": " ".join(server.command[1:]),
-        "git_commit": git_commit(),
-        "device": device,
         "server_device": health["device"],
-        "torch": torch.__version__,
-        "cuda": torch.version.cuda,
-        "python": platform.python_version(),
         "model": args.model,
         "clients": args.clients,
         "duration_s": args.duration,
@@ -344,7 +350,7 @@ def main() -> int:
         "server_shutdown_clean": clean_shutdown,
     }
     print(json.dumps(result, indent=1, ensure_ascii=False))
-    slug = re.sub(r"[^a-z0-9]+", "-", device.lower()).strip("-")[:40]
+    slug = re.sub(r"[^a-z0-9]+", "-", result["device"].lower()).strip("-")[:40]
     name = f"{dt.date.today().isoformat()}-{slug}-S1{'-stream' if args.stream else ''}.json"
     output = args.output or ROOT / "benchmarks" / "results" / name
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -8,17 +8,14 @@ without VAD, that streaming gives exactly the plain result.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
-import platform
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import soundfile
 import torch
-from load_test import device_name, git_commit
+from load_test import provenance
 
 import funasr_nano
 
@@ -88,14 +85,8 @@ def main() -> int:
         measure(model, speech, True, None, args.repeats),  # the whole fixture, VAD segments, default budgets
     ]
     result = {
-        "workload": "stream latency (one request, idle model)",
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "git_commit": git_commit(),
-        "device": device_name(args.device),
+        **provenance("stream latency (one request, idle model)", args.device),
         "model_device": model.backend.device,
-        "torch": torch.__version__,
-        "python": platform.python_version(),
         "cases": cases,
     }
     print(json.dumps(result, indent=1, ensure_ascii=False))
