@@ -19,7 +19,8 @@ from pathlib import Path
 
 import soundfile
 import torch
-from load_test import make_clips, provenance
+from common import provenance
+from load_test import make_clips
 
 import funasr_nano
 from funasr_nano.backends.torch.qwen3 import prompt_logits

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import importlib.metadata
+import os
 import platform
 import resource
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -94,9 +97,40 @@ def versions() -> dict[str, str | None]:
 
 
 def device_name(device: str | torch.device) -> str:
-    if torch.device(device).type == "cuda":
-        return torch.cuda.get_device_name()
-    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+    """The GPU's name, or the CPU's model and core count."""
+    device = str(device)
+    if device != "cpu" and torch.cuda.is_available():
+        return torch.cuda.get_device_name(torch.device("cuda" if device == "auto" else device))
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
+    model = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")),
+                 platform.processor() or platform.machine())
+    return f"CPU {model} ({os.cpu_count()} cores)"
+
+
+def _git(*words: str) -> str:
+    return subprocess.run(["git", *words], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+
+
+def git_commit() -> str:
+    try:
+        return _git("rev-parse", "HEAD").strip() + ("-dirty" if _git("status", "--porcelain").strip() else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def provenance(workload: str, device: str) -> dict[str, str | None]:
+    """What a result file records first: the workload, when, how it was run, on what."""
+    return {
+        "workload": workload,
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "git_commit": git_commit(),
+        "device": device_name(device),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "python": platform.python_version(),
+    }
 
 
 def agreement(ours: list[int], theirs: list[int]) -> dict[str, float | int]:

@@ -17,7 +17,6 @@ import datetime as dt
 import io
 import json
 import os
-import platform
 import re
 import signal
 import subprocess
@@ -31,6 +30,7 @@ from typing import Any
 
 import numpy as np
 import soundfile
+from common import agreement, provenance
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEECH = ROOT / "tests" / "data" / "speech.ogg"
@@ -168,55 +168,8 @@ class Server:
         return code in (0, -signal.SIGTERM) and any("Application shutdown complete" in x for x in self.log)
 
 
-def device_name(device: str) -> str:
-    import torch
-
-    if device != "cpu" and torch.cuda.is_available():
-        return torch.cuda.get_device_name(torch.device("cuda" if device == "auto" else device))
-    cpuinfo = Path("/proc/cpuinfo")
-    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
-    model = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")),
-                 platform.processor())
-    return f"CPU {model} ({os.cpu_count()} cores)"
-
-
-def _git(*words: str) -> str:
-    return subprocess.run(["git", *words], cwd=ROOT, capture_output=True, text=True, check=True).stdout
-
-
-def git_commit() -> str:
-    try:
-        return _git("rev-parse", "HEAD").strip() + ("-dirty" if _git("status", "--porcelain").strip() else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-def provenance(workload: str, device: str) -> dict[str, Any]:
-    """What every result file records: the workload, when, how it was run, on what."""
-    import torch
-
-    return {
-        "workload": workload,
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "git_commit": git_commit(),
-        "device": device_name(device),
-        "torch": torch.__version__,
-        "cuda": torch.version.cuda,
-        "python": platform.python_version(),
-    }
-
-
 def percentile(values: list[float], q: float) -> float | None:
     return round(float(np.percentile(values, q)), 4) if values else None
-
-
-def first_difference(ours: list[int] | None, reference: list[int] | None) -> int | None:
-    """Index of the first token that differs from the reference (None when unknown or equal)."""
-    if ours is None or reference is None or ours == reference:
-        return None
-    shorter = min(len(ours), len(reference))
-    return next((i for i in range(shorter) if ours[i] != reference[i]), shorter)
 
 
 def run_load(port: int, clips: list[tuple[float, bytes]], references: list[tuple[str, list[int] | None]],
@@ -260,8 +213,8 @@ def run_load(port: int, clips: list[tuple[float, bytes]], references: list[tuple
                 audio_done += clips[index][0]
                 if body != references[index][0]:
                     mismatches += 1
-                    if (position := first_difference(tokens, references[index][1])) is not None:
-                        divergence.append(position)
+                    if tokens is not None and references[index][1] is not None:
+                        divergence.append(agreement(tokens, references[index][1])["common_prefix"])
 
     threads = [threading.Thread(target=client_loop, args=(i,)) for i in range(args.clients)]
     started = time.perf_counter()

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import soundfile
 import torch
-from load_test import provenance
+from common import provenance
 
 import funasr_nano
 
