@@ -2,11 +2,13 @@
 
 Requests are prompt embeddings. Up to ``max_batch`` of them occupy cache slots; newly admitted prompts
 are prefilled together, each step decodes every slot below the smallest batch bucket that covers the
-busy ones, and a slot whose sequence is done is refilled from the queue straight away.
+busy ones, and a slot whose sequence is done is refilled from the queue straight away, or, once the
+queue is empty, with requests the caller hands in while the call runs (other callers' work).
 
 The decode state (each slot's newest token and its position) lives on the device and the step
 updates it itself, so steps queue up without the host looking at tokens. The host reads tokens
-``lag`` steps behind through pinned buffers, only to notice stop tokens; budgets it counts itself.
+``lag`` steps behind through pinned buffers, to notice stop tokens and to hand tokens to callers
+(streaming); budgets it counts itself.
 On CUDA with bf16/fp16 the step is the fused Triton step, replayed from CUDA graphs; elsewhere it
 is the eager reference model. On CUDA the prefill is replayed from a CUDA graph per prompt shape too.
 """
