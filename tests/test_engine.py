@@ -92,6 +92,18 @@ def test_tokens_are_handed_over_as_they_are_read(llm, singles, lag):
     assert sink.calls >= sum(len(r) for r in result) // 3  # step by step, not all at the end
 
 
+def test_a_call_after_one_that_raised_mid_decode_sees_only_its_own_tokens(llm, singles):
+    engine = GreedyEngine(llm, [], max_batch=3, lag=2)  # rows are still pending when the callback raises
+
+    def broken(index: int, tokens: list[int]) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        engine.generate(requests(), broken)
+    sink = Collected(len(SHAPES))
+    assert engine.generate(requests(), sink) == singles == sink.tokens
+
+
 def test_requests_that_join_a_running_call_give_the_same_ids_and_finish_early(llm, singles):
     waiting = requests()[2:]
     asked: list[tuple[int, int]] = []

@@ -88,6 +88,10 @@ class _TokenReader:
             self._events[index].record()
         self._pending.append((index, count, owners))
 
+    def discard(self) -> None:
+        """Forget rows still pending, from a call that ended early (an exception in a callback)."""
+        self._pending.clear()
+
     def ready(self, keep: int | None = None) -> Iterator[tuple[list[int], list[tuple[int, _Sequence]]]]:
         """Rows whose copy is done, oldest first; waits for those beyond the newest ``keep``."""
         keep = self.lag if keep is None else keep
@@ -196,6 +200,7 @@ class GreedyEngine:
         queue = deque(range(len(requests)))
         owner: list[_Sequence | None] = [None] * self.cache.slots
         reader = self._reader
+        reader.discard()  # rows of a call that raised belong to sequences that no longer exist
         while True:
             self._collect(reader.ready(), on_tokens, on_done)
             for slot, sequence in enumerate(owner):
