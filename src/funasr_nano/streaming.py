@@ -30,6 +30,7 @@ class StreamDivergedError(RuntimeError):
 @dataclass(eq=False)
 class _Part:
     watch: LoopWatch | None  # None: no loop is cut, every token is final
+    watched: int = 0  # tokens the watch has seen: it only catches up when the part is the head
     tokens: list[int] = field(default_factory=list)
     text: str | None = None  # the finished segment's text
     committed: bool = False
@@ -39,9 +40,13 @@ class _Part:
     decoded: int = 0
     decoded_text: str = ""
 
-    @property
     def final_length(self) -> int:
-        return len(self.tokens) if self.watch is None else self.watch.final_length
+        """How many leading tokens are final; only the head asks, so only its tokens are watched."""
+        if self.watch is None:
+            return len(self.tokens)
+        self.watch.extend(self.tokens[self.watched :])
+        self.watched = len(self.tokens)
+        return self.watch.final_length
 
 
 def sendable(text: str) -> str:
@@ -80,8 +85,6 @@ class TextStream:
     def add_tokens(self, key: Hashable, tokens: Sequence[int]) -> None:
         part = self._parts[key]
         part.tokens.extend(tokens)
-        if part.watch is not None:
-            part.watch.extend(tokens)
         if self._order[self._head] is key:
             self._send_head()
 
@@ -133,7 +136,7 @@ class TextStream:
             self._on_text(delta)
 
     def _partial_text(self, part: _Part) -> str:
-        end = part.final_length
+        end = part.final_length()
         if end <= part.decoded:
             return sendable(clean_text(part.decoded_text))
         new_text = self._decode(part.tokens[part.decoded : end])
