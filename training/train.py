@@ -1,0 +1,191 @@
+"""Train the demo Fun-ASR-Nano on the synthetic pool (GPU), resumable, then export the hub directory.
+
+    python training/train.py --corpus C.jsonl --base BASE_DIR --pool POOL_DIR --work WORK_DIR \
+        --steps 6000 --time-limit 520 [--export OUT_DIR]
+
+BASE_DIR holds the tokenizers (``Qwen3-0.6B/tokenizer.json``, ``multilingual.tiktoken``) made by
+``prepare.py``. WORK_DIR/state.pt is the resumable training state (weights, optimiser, step, RNG);
+a run stops at ``--steps`` or after ``--time-limit`` seconds and a later run continues from it.
+Loss: next-token cross-entropy on the transcript (after the official prompt and ceil(T/8) audio
+tokens) plus CTC on the CTC head (weight 1, as the official config's ``ctc_weight``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import math
+import random
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from data import BatchMaker, ClipPool, load_corpus  # noqa: E402
+from model import DemoModel, demo_sizes  # noqa: E402
+
+from funasr_nano.prompt import IM_END, PromptTokenizer  # noqa: E402
+
+GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+CTC_SPECIALS = 1679  # SenseVoiceTokenizer's specials, appended after the ranks; blank = last id
+
+
+def ctc_encoder(path: Path):
+    import tiktoken
+
+    ranks = {base64.b64decode(t): int(r) for t, r in (line.split() for line in path.read_text().splitlines())}
+    encoding = tiktoken.Encoding("demo-ctc", pat_str=GPT2_PATTERN, mergeable_ranks=ranks, special_tokens={})
+    return encoding.encode_ordinary, len(ranks)
+
+
+def splice(model: DemoModel, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    encoded, key_mask = model.encode(batch.features, batch.lengths)
+    adapted = model.audio_adaptor(encoded, key_mask)
+    embeddings = model.llm.embed(batch.input_ids)
+    rows = torch.arange(embeddings.shape[0], device=embeddings.device)
+    width = int(batch.audio_tokens.max())
+    offsets = torch.arange(width, device=embeddings.device)
+    valid = offsets[None, :] < batch.audio_tokens[:, None]
+    target_rows = rows[:, None].expand(-1, width)[valid]
+    target_cols = (batch.audio_start[:, None] + offsets[None, :])[valid]
+    embeddings = embeddings.index_put((target_rows, target_cols), adapted[:, :width][valid].to(embeddings.dtype))
+    return embeddings, encoded, key_mask
+
+
+def losses(model: DemoModel, batch, blank: int) -> tuple[torch.Tensor, torch.Tensor]:
+    embeddings, encoded, key_mask = splice(model, batch)
+    hidden = model.llm_hidden(embeddings)
+    picked = batch.labels != -100
+    logits = model.llm.lm_head(hidden[picked]).float()
+    ce = F.cross_entropy(logits, batch.labels[picked])
+    log_probs = model.ctc_log_probs(encoded, key_mask)
+    ctc = F.ctc_loss(
+        log_probs.transpose(0, 1),
+        batch.ctc_targets,
+        batch.lengths,
+        batch.ctc_lengths,
+        blank=blank,
+        reduction="mean",
+        zero_infinity=True,
+    )
+    return ce, ctc
+
+
+def lr_at(step: int, steps: int, peak: float, warmup: int) -> float:
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, steps - warmup)
+    return peak * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--corpus", type=Path, required=True)
+    parser.add_argument("--base", type=Path, required=True)
+    parser.add_argument("--pool", type=Path, required=True)
+    parser.add_argument("--work", type=Path, required=True)
+    parser.add_argument("--steps", type=int, default=6000)
+    parser.add_argument("--batch", type=int, default=192)
+    parser.add_argument("--lr", type=float, default=1.5e-3)
+    parser.add_argument("--warmup", type=int, default=400)
+    parser.add_argument("--time-limit", type=float, default=520.0)
+    parser.add_argument("--min-clips", type=int, default=4000)
+    parser.add_argument("--seed", type=int, default=2512)
+    parser.add_argument("--export", type=Path)
+    parser.add_argument("--snapshot", type=Path, help="also write the weights here (bf16, three files)")
+    args = parser.parse_args()
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.manual_seed(args.seed)
+    corpus = load_corpus(args.corpus)
+    tokenizer = PromptTokenizer(args.base / "Qwen3-0.6B" / "tokenizer.json")
+    eos_id = tokenizer._tokenizer.token_to_id(IM_END)
+    encode_ctc, ranks = ctc_encoder(args.base / "multilingual.tiktoken")
+    vocab = tokenizer._tokenizer.get_vocab_size()
+    sizes = demo_sizes(llm_vocab=-(-vocab // 64) * 64, ctc_vocab=ranks + CTC_SPECIALS)
+    blank = sizes.ctc_vocab - 1
+    model = DemoModel(sizes).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.98), weight_decay=0.01)
+    args.work.mkdir(parents=True, exist_ok=True)
+    state_path = args.work / "state.pt"
+    step = 0
+    maker = BatchMaker(corpus, tokenizer, encode_ctc, eos_id, args.seed)
+    if state_path.exists():
+        state = torch.load(state_path, map_location=device, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        step = state["step"]
+        maker.rng = random.Random(f"{args.seed}-{step}")
+        print(f"resumed at step {step}", flush=True)
+    elif args.snapshot and (args.snapshot / "weights-0.pt").exists():
+        # A fresh machine: continue from the carried snapshot (weights only, a new optimiser).
+        parts = [torch.load(p, map_location=device) for p in sorted(args.snapshot.glob("weights-*.pt"))]
+        model.load_state_dict({k: v.float() for part in parts for k, v in part.items() if k != "step"})
+        step = int(parts[0]["step"])
+        maker.rng = random.Random(f"{args.seed}-{step}")
+        print(f"continued from the snapshot at step {step}", flush=True)
+    print(f"parameters: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M", flush=True)
+
+    pool = ClipPool(args.pool, device)
+    while len(pool.items) < args.min_clips:
+        time.sleep(2)
+        pool.refresh()
+    started = time.time()
+    model.train()
+    log: list[dict] = []
+    while step < args.steps and time.time() - started < args.time_limit:
+        if step % 200 == 0:
+            pool.refresh()
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, args.steps, args.lr, args.warmup)
+        batch = maker.make(pool, args.batch)
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            ce, ctc = losses(model, batch, blank)
+        loss = ce + ctc
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        step += 1
+        if step % 100 == 0:
+            entry = {
+                "step": step,
+                "ce": round(ce.item(), 4),
+                "ctc": round(ctc.item(), 4),
+                "lr": optimizer.param_groups[0]["lr"],
+                "clips": len(pool.items),
+                "elapsed": round(time.time() - started, 1),
+            }
+            log.append(entry)
+            print(json.dumps(entry), flush=True)
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step}, state_path)
+    with (args.work / "log.jsonl").open("a") as f:
+        for entry in log:
+            f.write(json.dumps(entry) + "\n")
+    print(f"saved step {step} to {state_path}", flush=True)
+    if args.snapshot:
+        args.snapshot.mkdir(parents=True, exist_ok=True)
+        weights = {k: v.to(torch.bfloat16) for k, v in model.state_dict().items()}
+        # Files of at most ~10 MB: the device returns files up to 16 MB.
+        parts: list[list[str]] = [[] for _ in range(3)]
+        sizes = [0, 0, 0]
+        for key in sorted(weights, key=lambda k: -weights[k].numel()):
+            smallest = sizes.index(min(sizes))
+            parts[smallest].append(key)
+            sizes[smallest] += weights[key].numel()
+        for i, part in enumerate(parts):
+            torch.save({**{k: weights[k] for k in part}, "step": torch.tensor(step)}, args.snapshot / f"weights-{i}.pt")
+    if args.export and step >= args.steps:
+        from export import export
+
+        export(model, sizes, args.base, args.export, {"steps": step, "batch": args.batch, "clips": len(pool.items)})
+        print(f"exported to {args.export}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
