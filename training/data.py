@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from funasr_nano.features import FEATURE_DIM, FRAME_LENGTH_SAMPLES, FRAME_SHIFT_SAMPLES, LFR_M, LFR_N, _frame_energies
 from funasr_nano.prompt import PromptTokenizer, num_audio_tokens
@@ -46,11 +45,10 @@ class ClipPool:
         return len(self.items)
 
 
-def lfr_features(waveforms: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Batched fbank + LFR, identical per row to ``funasr_nano.features.extract_features``."""
-    lengths = torch.tensor([w.numel() for w in waveforms], device=waveforms[0].device)
-    padded = torch.nn.utils.rnn.pad_sequence(waveforms, batch_first=True) * 32768.0
-    frames = padded.unfold(1, FRAME_LENGTH_SAMPLES, FRAME_SHIFT_SAMPLES)
+def lfr_features(padded: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Batched fbank + LFR of padded waveforms [B, N] in [-1, 1], identical per row to
+    ``funasr_nano.features.extract_features`` of the row's first ``lengths`` samples."""
+    frames = (padded * 32768.0).unfold(1, FRAME_LENGTH_SAMPLES, FRAME_SHIFT_SAMPLES)
     batch, count, _ = frames.shape
     energies = _frame_energies(frames.reshape(-1, FRAME_LENGTH_SAMPLES)).view(batch, count, -1)
     fbank_frames = 1 + (lengths - FRAME_LENGTH_SAMPLES) // FRAME_SHIFT_SAMPLES
@@ -65,34 +63,58 @@ def lfr_features(waveforms: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Ten
     return features * valid[:, :, None], lfr_lengths
 
 
-def augment(clip: torch.Tensor, rng: random.Random) -> torch.Tensor:
-    """Speed 0.9-1.1, gain, leading/trailing silence, noise at 5-30 dB SNR, sometimes a simple reverb."""
-    x = clip.float() / 32768.0
-    speed = rng.uniform(0.9, 1.1)
-    if abs(speed - 1.0) > 0.01:
-        x = F.interpolate(x[None, None], size=int(x.numel() / speed), mode="linear", align_corners=False)[0, 0]
-    if rng.random() < 0.3:
-        rt = rng.uniform(0.05, 0.35)
-        taps = int(rt * SAMPLE_RATE)
-        t = torch.arange(taps, device=x.device) / SAMPLE_RATE
-        response = torch.randn(taps, device=x.device) * torch.exp(-6.9 * t / rt)
-        response[0] = 1.0
-        response = response / response.norm()
-        size = x.numel() + taps
-        wet = torch.fft.irfft(torch.fft.rfft(x, size) * torch.fft.rfft(response, size), size)[: x.numel()]
-        x = 0.4 * x + wet
-    lead, tail = (int(rng.uniform(0.0, 0.6) * SAMPLE_RATE) for _ in range(2))
-    x = F.pad(x, (lead, tail))
-    x = x / x.abs().max().clamp(min=1e-4) * rng.uniform(0.05, 0.95)
-    if rng.random() < 0.8:
-        noise = torch.randn_like(x)
-        if rng.random() < 0.5:  # brown-ish noise: more energy at low frequencies
-            noise = torch.cumsum(noise, 0)
-            noise = noise - torch.linspace(0, 1, noise.numel(), device=x.device) * noise[-1]
-        snr = rng.uniform(5.0, 30.0)
-        scale = x.pow(2).mean().sqrt() / noise.pow(2).mean().sqrt().clamp(min=1e-8) / (10 ** (snr / 20))
-        x = x + noise * scale
-    return x.clamp(-1.0, 1.0)
+def _uniform(rng: random.Random, size: int, low: float, high: float, device: torch.device) -> torch.Tensor:
+    return torch.tensor([rng.uniform(low, high) for _ in range(size)], device=device)
+
+
+def augment(clips: list[torch.Tensor], rng: random.Random) -> tuple[torch.Tensor, torch.Tensor]:
+    """A whole batch at once (a few dozen kernels, one FFT size): speed 0.9-1.1, sometimes a simple
+    reverb, 0-0.6 s of leading and trailing silence, gain, white or brown noise at 5-30 dB SNR.
+    Returns padded audio [B, N] and lengths [B]."""
+    device = clips[0].device
+    size = len(clips)
+    lengths = torch.tensor([c.numel() for c in clips], device=device)
+    x = torch.nn.utils.rnn.pad_sequence(clips, batch_first=True).float() / 32768.0
+    # speed: output sample j reads the input at j * speed (linear interpolation)
+    speed = _uniform(rng, size, 0.9, 1.1, device)
+    out_lengths = (lengths / speed).long()
+    source = torch.arange(int(out_lengths.max()), device=device)[None, :] * speed[:, None]
+    left = source.floor().long().clamp(max=x.shape[1] - 2)
+    frac = (source - left).clamp(0, 1)
+    x = torch.gather(x, 1, left) * (1 - frac) + torch.gather(x, 1, left + 1) * frac
+    x = x * (torch.arange(x.shape[1], device=device)[None, :] < out_lengths[:, None])
+    # reverb: an exponentially decaying noise response of 0.05-0.35 s, mixed with the dry signal
+    taps = int(0.35 * SAMPLE_RATE)
+    decay = _uniform(rng, size, 0.05, 0.35, device)
+    t = torch.arange(taps, device=device)[None, :] / SAMPLE_RATE
+    response = torch.randn(size, taps, device=device) * torch.exp(-6.9 * t / decay[:, None])
+    response[:, 0] = 1.0
+    response = response / response.norm(dim=1, keepdim=True)
+    n_fft = 1 << (x.shape[1] + taps - 1).bit_length()
+    wet = torch.fft.irfft(torch.fft.rfft(x, n_fft) * torch.fft.rfft(response, n_fft), n_fft)[:, : x.shape[1]]
+    reverb = torch.tensor([rng.random() < 0.3 for _ in range(size)], device=device)[:, None]
+    x = torch.where(reverb, 0.4 * x + wet, x)
+    # silence around the speech
+    lead = torch.tensor([int(rng.uniform(0.0, 0.6) * SAMPLE_RATE) for _ in range(size)], device=device)
+    tail = torch.tensor([int(rng.uniform(0.0, 0.6) * SAMPLE_RATE) for _ in range(size)], device=device)
+    total = lead + out_lengths + tail
+    position = torch.arange(int(total.max()), device=device)[None, :] - lead[:, None]
+    inside = (position >= 0) & (position < out_lengths[:, None])
+    x = torch.gather(x, 1, position.clamp(0, x.shape[1] - 1)) * inside
+    # gain, then noise relative to the speech level
+    x = x / x.abs().amax(dim=1, keepdim=True).clamp(min=1e-4) * _uniform(rng, size, 0.05, 0.95, device)[:, None]
+    white = torch.randn_like(x)
+    brown = torch.cumsum(torch.randn_like(x), dim=1)
+    brown = brown - brown.mean(dim=1, keepdim=True)
+    use_brown = torch.tensor([rng.random() < 0.5 for _ in range(size)], device=device)[:, None]
+    noise = torch.where(use_brown, brown, white)
+    valid = torch.arange(x.shape[1], device=device)[None, :] < total[:, None]
+    speech_rms = (x.pow(2).sum(1) / out_lengths).sqrt()
+    noise_rms = ((noise * valid).pow(2).sum(1) / total).sqrt().clamp(min=1e-8)
+    snr = _uniform(rng, size, 5.0, 30.0, device)
+    noisy = torch.tensor([rng.random() < 0.8 for _ in range(size)], device=device)
+    scale = torch.where(noisy, speech_rms / noise_rms / 10 ** (snr / 20), torch.zeros_like(snr))
+    return ((x + noise * scale[:, None]) * valid).clamp(-1.0, 1.0), total
 
 
 def _hotwords(rng: random.Random, text: str, lang: str, others: list[str]) -> list[str]:
@@ -144,8 +166,13 @@ class BatchMaker:
     def make(self, pool: ClipPool, size: int, train: bool = True) -> Batch:
         rng = self.rng
         picks = [rng.randrange(len(pool.items)) for _ in range(size)]
-        waveforms = [augment(pool.audio[p], rng) if train else pool.audio[p].float() / 32768.0 for p in picks]
-        features, lengths = lfr_features(waveforms)
+        clips = [pool.audio[p] for p in picks]
+        if train:
+            audio, samples = augment(clips, rng)
+        else:
+            audio = torch.nn.utils.rnn.pad_sequence(clips, batch_first=True).float() / 32768.0
+            samples = torch.tensor([c.numel() for c in clips], device=audio.device)
+        features, lengths = lfr_features(audio, samples)
         rows, labels, starts, counts, ctc = [], [], [], [], []
         for pick, frames in zip(picks, lengths.tolist(), strict=True):
             item = self.corpus[pool.items[pick]]

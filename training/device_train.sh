@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # One training call on the GPU machine (see training/README.md). Carries: .whl .cache/espeak
-# .cache/demo/base .cache/demo/corpus.jsonl.xz [.cache/snapshot]. Usage: device_train.sh STEPS SECONDS [export]
+# .cache/demo/base .cache/demo/corpus.jsonl.xz [.cache/snapshot]. Usage: device_train.sh TOTAL_SECONDS CALL_SECONDS [export]
 set -euo pipefail
-steps=$1; seconds=$2; export_dir=${3:-}
+total=$1; seconds=$2; export_dir=${3:-}
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
 export PYTHONPATH=/tmp/site:$PWD/src PYTHONUNBUFFERED=1
 export LD_LIBRARY_PATH=$PWD/.cache/espeak/lib ESPEAK=$PWD/.cache/espeak/espeak-ng ESPEAK_DATA_PATH=$PWD/.cache/espeak
@@ -11,9 +11,9 @@ mkdir -p .cache/pool
 # The pool keeps growing across calls while the machine stays warm (a new session outlives this command).
 if ! pgrep -f training/pool.py >/dev/null; then
   setsid nohup python3 training/pool.py .cache/demo/corpus.jsonl .cache/pool --clips 150000 --shard 4000 \
-    --processes 14 > .cache/pool.log 2>&1 < /dev/null &
+    --processes 11 > .cache/pool.log 2>&1 < /dev/null &
 fi
 python3 training/train.py --corpus .cache/demo/corpus.jsonl --base .cache/demo/base --pool .cache/pool \
-  --work .cache/work --snapshot .cache/snapshot --steps "$steps" --time-limit "$seconds" ${export_dir:+--export "$export_dir"}
+  --work .cache/work --snapshot .cache/snapshot --seconds "$total" --time-limit "$seconds" ${export_dir:+--export "$export_dir"}
 cp .cache/snapshot/weights-*.pt .cache/work/log.jsonl "$OUT"/ ; cp .cache/pool.log "$OUT"/
 nvidia-smi --query-gpu=name,memory.used --format=csv

@@ -54,6 +54,8 @@ class DemoModel(nn.Module):
         self.audio_encoder = SenseVoiceEncoder(sizes.encoder)
         self.audio_adaptor = AudioAdaptor(sizes.adaptor)
         self.llm = Qwen3ForCausalLM(sizes.llm, max_positions=2048)
+        # Qwen's initialisation (std 0.02): torch's default N(0, 1) makes the tied head's logits huge.
+        nn.init.normal_(self.llm.model.embed_tokens.weight, std=0.02)
         self.llm.tie_weights()
         self.ctc_decoder = AudioAdaptor(sizes.ctc_decoder)
         self.ctc = CTCHead(sizes.ctc_decoder.llm_dim, sizes.ctc_vocab)

@@ -1,11 +1,12 @@
 """Train the demo Fun-ASR-Nano on the synthetic pool (GPU), resumable, then export the hub directory.
 
     python training/train.py --corpus C.jsonl --base BASE_DIR --pool POOL_DIR --work WORK_DIR \
-        --steps 6000 --time-limit 520 [--export OUT_DIR]
+        --seconds 900 --time-limit 520 [--export OUT_DIR]
 
 BASE_DIR holds the tokenizers (``Qwen3-0.6B/tokenizer.json``, ``multilingual.tiktoken``) made by
 ``prepare.py``. WORK_DIR/state.pt is the resumable training state (weights, optimiser, step, RNG);
-a run stops at ``--steps`` or after ``--time-limit`` seconds and a later run continues from it.
+a run stops once ``--seconds`` of training are done in all, or after ``--time-limit`` seconds, and a
+later run continues from it (the learning-rate schedule follows the training time).
 Loss: next-token cross-entropy on the transcript (after the official prompt and ceil(T/8) audio
 tokens) plus CTC on the CTC head (weight 1, as the official config's ``ctc_weight``).
 """
@@ -75,10 +76,10 @@ def losses(model: DemoModel, batch, blank: int) -> tuple[torch.Tensor, torch.Ten
     return ce, ctc
 
 
-def lr_at(step: int, steps: int, peak: float, warmup: int) -> float:
+def lr_at(step: int, progress: float, peak: float, warmup: int) -> float:
+    """Linear warm-up over steps, then a cosine to 5 % over the fraction of the training time spent."""
     if step < warmup:
         return peak * (step + 1) / warmup
-    progress = (step - warmup) / max(1, steps - warmup)
     return peak * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
@@ -88,11 +89,11 @@ def main() -> None:
     parser.add_argument("--base", type=Path, required=True)
     parser.add_argument("--pool", type=Path, required=True)
     parser.add_argument("--work", type=Path, required=True)
-    parser.add_argument("--steps", type=int, default=6000)
+    parser.add_argument("--seconds", type=float, default=900.0, help="training time in all, across calls")
     parser.add_argument("--batch", type=int, default=192)
     parser.add_argument("--lr", type=float, default=1.5e-3)
     parser.add_argument("--warmup", type=int, default=400)
-    parser.add_argument("--time-limit", type=float, default=520.0)
+    parser.add_argument("--time-limit", type=float, default=520.0, help="seconds for this call")
     parser.add_argument("--min-clips", type=int, default=4000)
     parser.add_argument("--seed", type=int, default=2512)
     parser.add_argument("--export", type=Path)
@@ -113,20 +114,20 @@ def main() -> None:
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.98), weight_decay=0.01)
     args.work.mkdir(parents=True, exist_ok=True)
     state_path = args.work / "state.pt"
-    step = 0
+    step, trained = 0, 0.0
     maker = BatchMaker(corpus, tokenizer, encode_ctc, eos_id, args.seed)
     if state_path.exists():
         state = torch.load(state_path, map_location=device, weights_only=False)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        step = state["step"]
+        step, trained = state["step"], state["trained"]
         maker.rng = random.Random(f"{args.seed}-{step}")
         print(f"resumed at step {step}", flush=True)
     elif args.snapshot and (args.snapshot / "weights-0.pt").exists():
         # A fresh machine: continue from the carried snapshot (weights only, a new optimiser).
         parts = [torch.load(p, map_location=device) for p in sorted(args.snapshot.glob("weights-*.pt"))]
-        model.load_state_dict({k: v.float() for part in parts for k, v in part.items() if k != "step"})
-        step = int(parts[0]["step"])
+        model.load_state_dict({k: v.float() for part in parts for k, v in part.items() if k not in ("step", "trained")})
+        step, trained = int(parts[0]["step"]), float(parts[0]["trained"])
         maker.rng = random.Random(f"{args.seed}-{step}")
         print(f"continued from the snapshot at step {step}", flush=True)
     print(f"parameters: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M", flush=True)
@@ -138,11 +139,12 @@ def main() -> None:
     started = time.time()
     model.train()
     log: list[dict] = []
-    while step < args.steps and time.time() - started < args.time_limit:
-        if step % 200 == 0:
+    previous = trained
+    while trained < args.seconds and time.time() - started < args.time_limit:
+        if step % 50 == 0:
             pool.refresh()
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, args.steps, args.lr, args.warmup)
+            group["lr"] = lr_at(step, trained / args.seconds, args.lr, args.warmup)
         batch = maker.make(pool, args.batch)
         with torch.autocast(device.type, dtype=torch.bfloat16):
             ce, ctc = losses(model, batch, blank)
@@ -152,6 +154,7 @@ def main() -> None:
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         step += 1
+        trained = previous + time.time() - started
         if step % 100 == 0:
             entry = {
                 "step": step,
@@ -163,7 +166,10 @@ def main() -> None:
             }
             log.append(entry)
             print(json.dumps(entry), flush=True)
-    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step}, state_path)
+    torch.save(
+        {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "trained": trained},
+        state_path,
+    )
     with (args.work / "log.jsonl").open("a") as f:
         for entry in log:
             f.write(json.dumps(entry) + "\n")
@@ -173,17 +179,26 @@ def main() -> None:
         weights = {k: v.to(torch.bfloat16) for k, v in model.state_dict().items()}
         # Files of at most ~10 MB: the device returns files up to 16 MB.
         parts: list[list[str]] = [[] for _ in range(3)]
-        sizes = [0, 0, 0]
+        totals = [0, 0, 0]
         for key in sorted(weights, key=lambda k: -weights[k].numel()):
-            smallest = sizes.index(min(sizes))
+            smallest = totals.index(min(totals))
             parts[smallest].append(key)
-            sizes[smallest] += weights[key].numel()
+            totals[smallest] += weights[key].numel()
         for i, part in enumerate(parts):
-            torch.save({**{k: weights[k] for k in part}, "step": torch.tensor(step)}, args.snapshot / f"weights-{i}.pt")
-    if args.export and step >= args.steps:
+            torch.save(
+                {**{k: weights[k] for k in part}, "step": torch.tensor(step), "trained": torch.tensor(trained)},
+                args.snapshot / f"weights-{i}.pt",
+            )
+    if args.export and trained >= args.seconds:
         from export import export
 
-        export(model, sizes, args.base, args.export, {"steps": step, "batch": args.batch, "clips": len(pool.items)})
+        export(
+            model,
+            sizes,
+            args.base,
+            args.export,
+            {"steps": step, "seconds": round(trained), "batch": args.batch, "clips": len(pool.items)},
+        )
         print(f"exported to {args.export}", flush=True)
 
 
