@@ -19,6 +19,7 @@ import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "oracle"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 from build_official import hub_config, qwen3_config  # noqa: E402
 
 CARD = """# funasr-nano demo model (synthetic speech only)
@@ -110,3 +111,33 @@ def export(model, sizes, base: Path, out: Path, meta: dict) -> None:
             clips=meta["clips"],
         )
     )
+
+
+def main() -> None:
+    """Export a weights snapshot (``train.py --snapshot``) without the training machine."""
+    import argparse
+
+    from model import DemoModel, demo_sizes
+    from train import CTC_SPECIALS, ctc_encoder
+
+    from funasr_nano.prompt import PromptTokenizer
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("snapshot", type=Path)
+    parser.add_argument("base", type=Path)
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--clips", type=int, default=150_000)
+    args = parser.parse_args()
+    parts = [torch.load(p, map_location="cpu") for p in sorted(args.snapshot.glob("weights-*.pt"))]
+    vocab = PromptTokenizer(args.base / "Qwen3-0.6B" / "tokenizer.json")._tokenizer.get_vocab_size()
+    _, ranks = ctc_encoder(args.base / "multilingual.tiktoken")
+    sizes = demo_sizes(llm_vocab=-(-vocab // 64) * 64, ctc_vocab=ranks + CTC_SPECIALS)
+    model = DemoModel(sizes)
+    meta = {"steps": int(parts[0]["step"]), "seconds": round(float(parts[0]["trained"])), "clips": args.clips}
+    model.load_state_dict({k: v.float() for part in parts for k, v in part.items() if k not in ("step", "trained")})
+    export(model, sizes, args.base, args.out, meta)
+    print(f"exported step {meta['steps']} to {args.out}")
+
+
+if __name__ == "__main__":
+    main()

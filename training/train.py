@@ -91,7 +91,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, required=True)
     parser.add_argument("--seconds", type=float, default=900.0, help="training time in all, across calls")
     parser.add_argument("--batch", type=int, default=192)
-    parser.add_argument("--lr", type=float, default=1.5e-3)
+    parser.add_argument("--lr", type=float, default=8e-4)
     parser.add_argument("--warmup", type=int, default=400)
     parser.add_argument("--time-limit", type=float, default=520.0, help="seconds for this call")
     parser.add_argument("--min-clips", type=int, default=4000)
@@ -146,12 +146,14 @@ def main() -> None:
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, trained / args.seconds, args.lr, args.warmup)
         batch = maker.make(pool, args.batch)
-        with torch.autocast(device.type, dtype=torch.bfloat16):
-            ce, ctc = losses(model, batch, blank)
+        # fp32 with TF32 matmuls: a bf16 run of this recipe diverged to NaN after ~1000 steps.
+        ce, ctc = losses(model, batch, blank)
         loss = ce + ctc
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        if not torch.isfinite(norm):  # skip a step with a non-finite loss or gradient
+            continue
         optimizer.step()
         step += 1
         trained = previous + time.time() - started

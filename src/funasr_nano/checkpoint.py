@@ -17,6 +17,8 @@ import torch
 import yaml
 
 from .backends import DTYPE_ALIASES
+from .demo import MODEL_DIR as DEMO_MODEL_DIR
+from .demo import MODEL_NAME as DEMO_MODEL_NAME
 from .errors import ModelLoadError
 from .features import FEATURE_DIM
 from .languages import MLT_LANGUAGES, NANO_LANGUAGES
@@ -118,7 +120,10 @@ def _download(repo_id: str, hub: str) -> Path:
 
 
 def resolve_model_dir(model: str | os.PathLike[str], hub: str = "hf") -> Path:
-    """A local directory as given, or a hub id (``FunAudioLLM/Fun-ASR-Nano-2512``) downloaded to the cache."""
+    """``demo`` (the bundled model), a local directory as given, or a hub id
+    (``FunAudioLLM/Fun-ASR-Nano-2512``, aliases ``nano``/``mlt``) downloaded to the cache."""
+    if str(model).lower() == DEMO_MODEL_NAME:
+        return DEMO_MODEL_DIR
     path = Path(model).expanduser()
     if path.is_dir():
         return path
