@@ -3,6 +3,7 @@ path (batched, streamed, long-form VAD, MLX, the server) gives the text of a pla
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -98,3 +99,75 @@ def test_mlx_fp32_gives_the_torch_text(samples):
     mlx_model = funasr_nano.load_model("demo", backend="mlx", device="cpu", dtype="float32")
     for lang in LANGUAGES:
         assert mlx_model.transcribe(samples[lang], vad=False).text == demo.sample_text(lang)
+
+
+# --- the held-out subset bundled for CI (tests/data/demo: 8 held-out sentences per language spoken by
+# training voices, 4 by held-out voices) -------------------------------------------------------------------
+
+SUBSET = Path(__file__).parent / "data" / "demo"
+# Error rates measured on this subset (benchmarks/results/*-accuracy-demo-*.json has the full test splits)
+# plus a margin; the demo model does not reach the targets (en 5 %, zh 5 %, ja 10 %) yet.
+CEILINGS = {"en": 0.75, "zh": 0.45, "ja": 0.50}
+
+
+def _accuracy_module():
+    spec = importlib.util.spec_from_file_location("accuracy", Path(__file__).parents[1] / "benchmarks" / "accuracy.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def subset() -> list[dict]:
+    return [json.loads(line) for line in (SUBSET / "manifest.jsonl").read_text(encoding="utf-8").splitlines()]
+
+
+@pytest.fixture(scope="module")
+def subset_results(model, subset) -> list[funasr_nano.Transcription]:
+    return list(model.transcribe_many([str(SUBSET / row["path"]) for row in subset], vad=False))
+
+
+def test_subset_error_rates_stay_at_the_measured_level(subset, subset_results):
+    rates = _accuracy_module().error_rates(
+        (row["lang"], row["text"], result.text) for row, result in zip(subset, subset_results, strict=True)
+    )
+    for lang, ceiling in CEILINGS.items():
+        assert rates[lang]["error_rate"] < ceiling, (lang, rates[lang])
+    assert all(not s.flags for result in subset_results for s in result.segments)
+
+
+def test_subset_batched_equals_single(model, subset, subset_results):
+    for row, batched in list(zip(subset, subset_results, strict=True))[::4]:
+        assert model.transcribe(str(SUBSET / row["path"]), vad=False).text == batched.text
+
+
+def test_official_funasr_agrees_on_the_subset(subset, subset_results, tmp_path):
+    pytest.importorskip("funasr")
+    out = tmp_path / "official.json"
+    files = [str(SUBSET / row["path"]) for row in subset]
+    proc = subprocess.run([sys.executable, str(ORACLE), str(demo.MODEL_DIR), str(out), *files],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(out.read_text(encoding="utf-8"))["texts"] == [r.text for r in subset_results]
+
+
+def test_server_json_and_stream_give_the_direct_text(model, subset, subset_results):
+    pytest.importorskip("fastapi")
+    openai = pytest.importorskip("openai")
+    from test_server import running
+
+    from funasr_nano.server import ServerConfig
+
+    with running(model, ServerConfig(model_name="demo")) as url:
+        client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=60)
+        for row, expected in list(zip(subset, subset_results, strict=True))[::6]:
+            audio = (SUBSET / row["path"]).read_bytes()
+            plain = client.audio.transcriptions.create(model="demo", file=(row["path"], audio))
+            assert plain.text == expected.text
+            deltas, done = [], None
+            for event in client.audio.transcriptions.create(model="demo", file=(row["path"], audio), stream=True):
+                if event.type == "transcript.text.delta":
+                    deltas.append(event.delta)
+                elif event.type == "transcript.text.done":
+                    done = event.text
+            assert "".join(deltas) == done == expected.text
