@@ -28,10 +28,10 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from data import BatchMaker, ClipPool, load_corpus  # noqa: E402
 from model import DemoModel, demo_sizes  # noqa: E402
+from tokenizers_build import GPT2_PATTERN  # noqa: E402
 
 from funasr_nano.prompt import IM_END, PromptTokenizer  # noqa: E402
 
-GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 CTC_SPECIALS = 1679  # SenseVoiceTokenizer's specials, appended after the ranks; blank = last id
 
 
