@@ -6,7 +6,7 @@ import os
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
-from .audio import AudioInput
+from .audio import AudioInput, check_resampler, check_sample_rate
 from .backends import Backend, dtype_name
 from .backends.selection import choose_backend
 from .checkpoint import LLM_SUBDIR, ModelConfig, load_state_dict, model_name, read_config, resolve_model_dir
@@ -44,6 +44,7 @@ class FunASRNano:
         vad: bool | VadOptions = True,
         progress: ProgressCallback | None = None,
         on_text: TextCallback | None = None,
+        resampler: str = "torchaudio",
     ) -> Transcription:
         """Transcribe one recording (path, bytes, or samples at ``sample_rate``, default 16 kHz).
 
@@ -55,9 +56,11 @@ class FunASRNano:
         finished piece covered. on_text: called with each new piece of the text as soon as it is decoded
         and final, in order (the pieces add up to the returned ``text``); a segment whose text has begun
         to stream is not split and decoded again, so a loop in it is cut and a token-budget overrun only
-        flagged.
+        flagged. resampler: how audio at other rates is brought to 16 kHz: "torchaudio" (default: the
+        filter the official toolkit uses where torchaudio is installed, computed without torchaudio) or
+        "soxr" (librosa's, which the official toolkit uses otherwise).
         """
-        settings = self._settings(language, hotwords, itn, sample_rate, max_new_tokens, vad, on_text)
+        settings = self._settings(language, hotwords, itn, sample_rate, max_new_tokens, vad, on_text, resampler)
         (result,) = self._run([audio], settings, progress)
         if isinstance(result, FunASRNanoError):
             raise result
@@ -74,11 +77,12 @@ class FunASRNano:
         max_new_tokens: int | None = None,
         vad: bool | VadOptions = True,
         progress: ProgressCallback | None = None,
+        resampler: str = "torchaudio",
     ) -> Iterator[Transcription | FunASRNanoError]:
         """Transcribe many recordings in shared batches; yields, in input order, each one's
         ``Transcription`` or the ``FunASRNanoError`` that input raised (unreadable audio), so one bad file
         does not stop the rest. Inputs are read lazily; options are those of :meth:`transcribe`."""
-        settings = self._settings(language, hotwords, itn, sample_rate, max_new_tokens, vad, None)
+        settings = self._settings(language, hotwords, itn, sample_rate, max_new_tokens, vad, None, resampler)
         return self._run(audios, settings, progress)
 
     def _settings(
@@ -90,15 +94,19 @@ class FunASRNano:
         max_new_tokens: int | None,
         vad: bool | VadOptions,
         on_text: TextCallback | None,
+        resampler: str,
     ) -> DecodeSettings:
         language_name = resolve_language(language, self.languages)
+        if sample_rate is not None:
+            sample_rate = check_sample_rate(sample_rate)
         prompt = self.tokenizer.prompt_ids(normalize_hotwords(hotwords), language_name, itn)
         if max_new_tokens is not None and max_new_tokens < 1:
             raise UsageError(f"{option('max_new_tokens')} must be at least 1")
         if not isinstance(vad, (bool, VadOptions)):
             raise UsageError(f"vad must be True, False or a VadOptions, not {type(vad).__name__}")
         vad_options = VadOptions() if vad is True else vad or None
-        return DecodeSettings(prompt, max_new_tokens, vad_options, sample_rate, language_name, on_text)
+        return DecodeSettings(prompt, max_new_tokens, vad_options, sample_rate, check_resampler(resampler),
+                              language_name, on_text)
 
     def _run(
         self, audios: Iterable[AudioInput], settings: DecodeSettings, progress: ProgressCallback | None
