@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import fractions
 import io
+import tempfile
 
 import numpy as np
 import pytest
@@ -227,8 +228,15 @@ def test_mp3_decodes_through_pyav_not_libsndfile(tmp_path, monkeypatch):
 
 
 def test_file_objects_are_read_from_their_start(tmp_path):
-    path = tmp_path / "a.flac"
-    soundfile.write(path, tone(), RATE)
-    with path.open("rb") as handle:
-        handle.read(100)
-        np.testing.assert_array_equal(load_audio(handle), load_audio(path))
+    pytest.importorskip("av")
+    flac, m4a = tmp_path / "a.flac", tmp_path / "a.m4a"
+    soundfile.write(flac, tone(), RATE)
+    encode(m4a, "mp4", "aac", tone(48000, channels=1)[:, 0], 48000)
+    for path in (flac, m4a):
+        with path.open("rb") as handle:
+            handle.read(100)
+            np.testing.assert_array_equal(load_audio(handle), load_audio(path))
+        for max_size in (1, 0):  # a server upload: rolled to disk, or still in memory ("w+b", as PyAV sees it)
+            with tempfile.SpooledTemporaryFile(max_size=max_size) as spooled:
+                spooled.write(path.read_bytes())
+                np.testing.assert_array_equal(load_audio(spooled), load_audio(path))

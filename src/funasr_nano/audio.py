@@ -123,7 +123,7 @@ def _collect(chunks: Iterator[np.ndarray], limit: _Limit) -> np.ndarray:
 def _decode_av(source: str | IO[bytes], max_seconds: float | None) -> tuple[np.ndarray, int]:
     import av  # m4a/aac/webm/mp4/mp3 and anything ffmpeg reads
 
-    with av.open(source) as container:
+    with av.open(source, mode="r") as container:
         if not container.streams.audio:
             raise AudioError("the file has no audio stream")
         stream = container.streams.audio[0]
