@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import fractions
+import io
+import tempfile
 
 import numpy as np
 import pytest
@@ -10,7 +13,7 @@ import soundfile
 import torch
 
 from funasr_nano.audio import load_audio
-from funasr_nano.errors import AudioError
+from funasr_nano.errors import AudioError, AudioTooLongError, UsageError
 
 RATE = 44100
 SECONDS = 1.5
@@ -61,10 +64,16 @@ def test_soundfile_formats(tmp_path, suffix, fmt, subtype):
     ],
 )
 def test_ffmpeg_formats_through_pyav(tmp_path, suffix, container, codec):
-    av = pytest.importorskip("av")
+    pytest.importorskip("av")
     path = tmp_path / f"a{suffix}"
-    rate = 48000
-    samples = tone(rate, channels=1)[:, 0]
+    encode(path, container, codec, tone(48000, channels=1)[:, 0], 48000)
+    check_decoded(load_audio(path), tolerance_s=0.1)
+    check_decoded(load_audio(path.read_bytes()), tolerance_s=0.1)
+
+
+def encode(path, container: str, codec: str, samples: np.ndarray, rate: int) -> None:
+    import av
+
     with av.open(str(path), "w", format=container) as out:
         stream = out.add_stream(codec, rate=rate, layout="mono")
         frame_size = 960
@@ -78,8 +87,59 @@ def test_ffmpeg_formats_through_pyav(tmp_path, suffix, container, codec):
                 out.mux(packet)
         for packet in stream.encode(None):
             out.mux(packet)
-    check_decoded(load_audio(path), tolerance_s=0.1)
-    check_decoded(load_audio(path.read_bytes()), tolerance_s=0.1)
+
+
+def quiet(seconds: float, rate: int) -> np.ndarray:
+    return (0.01 * np.sin(np.arange(int(seconds * rate)) * 0.05)).astype(np.float32)
+
+
+@pytest.mark.parametrize(("suffix", "container", "codec"), [(".wav", None, None), (".webm", "webm", "libopus"),
+                                                            (".m4a", "mp4", "aac")])
+def test_a_declared_duration_over_the_limit_is_refused_before_decoding(tmp_path, monkeypatch, suffix, container,
+                                                                       codec):
+    import funasr_nano.audio as audio
+
+    path = tmp_path / f"long{suffix}"
+    if container is None:
+        soundfile.write(path, quiet(30, 16000), 16000)
+    else:
+        encode(path, container, codec, quiet(30, 48000), 48000)
+    monkeypatch.setattr(audio, "_av_chunks", lambda *a: pytest.fail("decoded although the header says 30 s"))
+    with pytest.raises(AudioTooLongError, match=r"lasts 30\.\d s, longer than the limit of 5 s") as info:
+        load_audio(path, max_seconds=5)
+    assert info.value.seconds == pytest.approx(30, abs=0.1)
+
+
+def test_without_a_declared_duration_decoding_stops_at_the_limit(tmp_path, monkeypatch):
+    import funasr_nano.audio as audio
+
+    path = tmp_path / "long.aac"  # raw ADTS: FFmpeg only guesses its duration, so decoding decides
+    encode(path, "adts", "aac", quiet(60, 48000), 48000)
+    pulled = []
+    real_chunks = audio._av_chunks
+
+    def counted(container, stream):  # type: ignore[no-untyped-def]
+        for chunk in real_chunks(container, stream):
+            pulled.append(chunk.size)
+            yield chunk
+
+    monkeypatch.setattr(audio, "_av_chunks", counted)
+    with pytest.raises(AudioTooLongError, match="more than the limit of 2 s"):
+        load_audio(path, max_seconds=2)
+    assert sum(pulled) < 3 * 48000  # stopped a frame past 2 s, not after the 60 s
+    pulled.clear()
+    assert load_audio(path, max_seconds=61).size == pytest.approx(60 * 16000, abs=2000)
+    assert sum(pulled) >= 60 * 48000
+
+
+def test_audio_of_exactly_the_limit_passes_and_arrays_are_limited_too(tmp_path):
+    path = tmp_path / "five.flac"
+    soundfile.write(path, quiet(5, 16000), 16000)
+    assert load_audio(path, max_seconds=5).size == 5 * 16000
+    with pytest.raises(AudioTooLongError):
+        load_audio(path, max_seconds=4.99)
+    with pytest.raises(AudioTooLongError):
+        load_audio(quiet(3, 8000), sample_rate=8000, max_seconds=2)
 
 
 def test_arrays_any_rate_and_layout():
@@ -106,12 +166,77 @@ def test_errors_are_one_clear_line(tmp_path):
         (tmp_path / "missing.wav", "not found"),
         (corrupt, "cannot decode"),
         (b"\x00\x01garbage", "cannot decode"),
+        (io.BytesIO(b"\x00\x01garbage"), "cannot decode"),
         (np.zeros(0, np.float32), "empty"),
+        (np.zeros((2, 0), np.float32), "empty"),
+        (np.zeros((0, 2), np.int16), "empty"),
+        (torch.zeros(2, 0), "empty"),
         (np.array([0.0, np.nan], np.float32), "NaN"),
+        (np.array([0.0, np.inf], np.float64), "NaN or infinite"),
         (np.zeros((2, 2, 2), np.float32), "1-D or 2-D"),
+        (np.array([0.1, "x"], dtype=object), "float or integer samples, not object"),
+        (np.array([[0.1], [None]], dtype=object), "not object"),
+        (np.array(["a", "b"]), "float or integer samples"),
+        (np.zeros(4, np.complex64), "not complex64"),
+        (np.zeros(4, bool), "not bool"),
+        (torch.zeros(4, dtype=torch.complex64), "not complex64"),
         ({"not": "audio"}, "unsupported audio input"),
     ]
     for source, fragment in cases:
         with pytest.raises(AudioError) as info:
             load_audio(source)
         assert fragment in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("rate", [0, -16000, 16000.5, "16000", True, 2_000_000])
+def test_a_bad_sample_rate_is_a_usage_error(rate):
+    with pytest.raises(UsageError, match="sample_rate must be a whole number of Hz") as info:
+        load_audio(np.zeros(1600, np.float32), sample_rate=rate)
+    assert "\n" not in str(info.value)
+
+
+def test_sample_rates_numpy_integers_and_int_tensors():
+    assert load_audio(np.zeros(800, np.float32), sample_rate=np.int64(8000)).size == 1600
+    int16 = torch.full((16000,), 16384, dtype=torch.int16)  # keeps its integer scale: 0.5, not 16384
+    assert load_audio(int16).max() == pytest.approx(0.5)
+
+
+def test_a_corrupt_mp3_prints_nothing_on_the_terminal(tmp_path, capfd):
+    path = tmp_path / "a.mp3"
+    soundfile.write(path, tone(), RATE, format="MP3")
+    data = bytearray(path.read_bytes())
+    rng = np.random.default_rng(0)
+    for start in range(2000, len(data) - 400, 1500):  # damage frames all through the file
+        data[start : start + 300] = rng.integers(0, 256, 300, dtype=np.uint8).tobytes()
+    path.write_bytes(bytes(data))
+    capfd.readouterr()
+    for source in (path, bytes(data), b"ID3" + bytes(data[3:800]), b"\xff\xfb" + bytes(1000)):
+        with contextlib.suppress(AudioError):
+            load_audio(source)
+    out, err = capfd.readouterr()  # the file descriptors themselves, where libmpg123 writes
+    assert out == "" and err == ""
+
+
+def test_mp3_decodes_through_pyav_not_libsndfile(tmp_path, monkeypatch):
+    import funasr_nano.audio as audio
+
+    path = tmp_path / "a.mp3"
+    soundfile.write(path, tone(), RATE, format="MP3")
+    monkeypatch.setattr(audio, "_decode_soundfile", lambda *a: pytest.fail("libsndfile got the mp3"))
+    check_decoded(load_audio(path))
+    check_decoded(load_audio(io.BytesIO(path.read_bytes())))
+
+
+def test_file_objects_are_read_from_their_start(tmp_path):
+    pytest.importorskip("av")
+    flac, m4a = tmp_path / "a.flac", tmp_path / "a.m4a"
+    soundfile.write(flac, tone(), RATE)
+    encode(m4a, "mp4", "aac", tone(48000, channels=1)[:, 0], 48000)
+    for path in (flac, m4a):
+        with path.open("rb") as handle:
+            handle.read(100)
+            np.testing.assert_array_equal(load_audio(handle), load_audio(path))
+        for max_size in (1, 0):  # a server upload: rolled to disk, or still in memory ("w+b", as PyAV sees it)
+            with tempfile.SpooledTemporaryFile(max_size=max_size) as spooled:
+                spooled.write(path.read_bytes())
+                np.testing.assert_array_equal(load_audio(spooled), load_audio(path))

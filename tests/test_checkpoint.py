@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import warnings
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 import funasr_nano
 from funasr_nano.checkpoint import load_state_dict, read_config, resolve_model_dir
@@ -162,3 +165,181 @@ def test_hub_id_downloads_through_huggingface_hub(monkeypatch, official_tiny):
     assert [c[0] for c in calls] == ["FunAudioLLM/Fun-ASR-Nano-2512"] * 2 + [
         "FunAudioLLM/Fun-ASR-MLT-Nano-2512"
     ] * 2
+
+
+# --- every broken model directory is one ModelLoadError line (and `error:` + exit 2 from the CLI) ------
+
+
+def _write(relative: str, data: bytes | str) -> object:
+    def corrupt(model_dir: Path) -> None:
+        path = model_dir / relative
+        if isinstance(data, bytes):
+            path.write_bytes(data)
+        else:
+            path.write_text(data, encoding="utf-8")
+
+    return corrupt
+
+
+def _edit_json(**changes: object) -> object:
+    def corrupt(model_dir: Path) -> None:
+        path = model_dir / "Qwen3-0.6B" / "config.json"
+        config = json.loads(path.read_text(encoding="utf-8"))
+        for key, value in changes.items():
+            if value is _DROP:
+                config.pop(key, None)
+            else:
+                config[key] = value
+        path.write_text(json.dumps(config), encoding="utf-8")
+
+    return corrupt
+
+
+def _edit_yaml(section: str, **changes: object) -> object:
+    def corrupt(model_dir: Path) -> None:
+        path = model_dir / "config.yaml"
+        config = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if changes:
+            config[section].update(changes)
+        else:
+            config[section] = "not a mapping"
+        path.write_text(yaml.safe_dump(config), encoding="utf-8")
+
+    return corrupt
+
+
+_DROP = object()
+RANDOM_BYTES = bytes(range(256)) * 8  # not UTF-8, not YAML, not JSON
+
+
+@pytest.mark.parametrize(("corrupt", "fragments"), [
+    (_write("config.yaml", RANDOM_BYTES), ["config.yaml", "not UTF-8"]),
+    (_write("config.yaml", "just a scalar\n"), ["config.yaml", "must be a mapping", "str"]),
+    (_write("config.yaml", "a: [unclosed\n"), ["config.yaml", "not valid YAML"]),
+    (_edit_yaml("audio_encoder_conf"), ["audio_encoder_conf must be a mapping"]),
+    (_edit_yaml("audio_encoder_conf", output_size="big"), ["audio_encoder_conf", "output_size", "positive integer"]),
+    (_edit_yaml("audio_adaptor_conf", n_layer=-1), ["audio_adaptor_conf", "n_layer", "-1"]),
+    (_edit_yaml("audio_adaptor_conf", attention_heads=True), ["attention_heads", "True"]),
+    (_write("Qwen3-0.6B/config.json", RANDOM_BYTES), ["config.json", "not UTF-8"]),
+    (_write("Qwen3-0.6B/config.json", "[1, 2, 3]"), ["config.json", "JSON object", "list"]),
+    (_write("Qwen3-0.6B/config.json", '{"hidden_size": '), ["config.json", "not valid JSON"]),
+    (_edit_json(hidden_size="abc"), ["config.json", "hidden_size must be a positive integer", "'abc'"]),
+    (_edit_json(hidden_size=64.0), ["hidden_size must be a positive integer", "64.0"]),
+    (_edit_json(num_attention_heads=0, head_dim=_DROP), ["num_attention_heads must be a positive integer", "0"]),
+    (_edit_json(num_attention_heads=-4), ["num_attention_heads", "-4"]),
+    (_edit_json(num_key_value_heads=3), ["num_attention_heads", "multiple of num_key_value_heads"]),
+    (_edit_json(hidden_size=2, head_dim=_DROP), ["hidden_size (2) is smaller than num_attention_heads"]),
+    (_edit_json(head_dim=0), ["head_dim must be a positive integer"]),
+    (_edit_json(vocab_size=None), ["vocab_size must be a positive integer", "None"]),
+    (_edit_json(rms_norm_eps="tiny"), ["rms_norm_eps must be a positive number"]),
+    (_edit_json(rope_theta=-1.0), ["rope_theta must be a positive number"]),
+    (_edit_json(tie_word_embeddings="yes"), ["tie_word_embeddings must be true or false"]),
+    (_edit_json(eos_token_id=10**9), ["eos_token_id must be a token id"]),
+    (_edit_json(eos_token_id=[]), ["eos_token_id must be a token id"]),
+    (_write("Qwen3-0.6B/tokenizer.json", RANDOM_BYTES), ["tokenizer.json", "not UTF-8"]),
+    (_write("Qwen3-0.6B/tokenizer.json", '{"version": "1.0", "model": 3}'), ["tokenizer.json",
+                                                                           "not a valid tokenizer.json"]),
+])
+def test_a_damaged_config_is_one_line_naming_the_file_and_key(official_tiny, tmp_path, corrupt, fragments):
+    model_dir = copy_model_dir(official_tiny.model_dir, tmp_path / "m")
+    corrupt(model_dir)
+    expect_load_error(model_dir, *fragments)
+
+
+def test_missing_config_yaml_is_named(official_tiny, tmp_path):
+    model_dir = copy_model_dir(official_tiny.model_dir, tmp_path / "m")
+    (model_dir / "config.yaml").unlink()
+    message = expect_load_error(model_dir, "no config.yaml")
+    assert "lacks" not in message
+
+
+def test_damaged_files_from_the_cli_are_one_error_line_and_status_2(official_tiny, tmp_path, capsys):
+    from funasr_nano.cli import main
+
+    model_dir = copy_model_dir(official_tiny.model_dir, tmp_path / "m")
+    audio = tmp_path / "a.wav"
+    audio.write_bytes(b"")
+    for relative in ("config.yaml", "Qwen3-0.6B/config.json", "Qwen3-0.6B/tokenizer.json"):
+        original = (model_dir / relative).read_bytes()
+        (model_dir / relative).write_bytes(RANDOM_BYTES)
+        status = main(["transcribe", str(audio), "-m", str(model_dir), "--device", "cpu", "-q"])
+        err = capsys.readouterr().err
+        assert status == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+        assert relative.split("/")[-1] in err
+        (model_dir / relative).write_bytes(original)
+
+
+def _deny(monkeypatch: pytest.MonkeyPatch, denied: Path) -> None:
+    """Reading ``denied`` (a file, or anything under a directory) fails as it does for a user without the
+    permission: the tests may run as root, whom chmod does not stop."""
+    read_bytes, access = Path.read_bytes, os.access
+
+    def guarded_read(path: Path) -> bytes:
+        if path == denied or denied in path.parents:
+            raise PermissionError(13, "Permission denied", str(path))
+        return read_bytes(path)
+
+    monkeypatch.setattr(Path, "read_bytes", guarded_read)
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: Path(path) != denied and access(path, mode, **kw))
+
+
+@pytest.mark.parametrize("denied", ["", "Qwen3-0.6B", "config.yaml", "Qwen3-0.6B/config.json",
+                                    "Qwen3-0.6B/tokenizer.json"])
+def test_unreadable_files_and_directories_say_permission_denied(official_tiny, tmp_path, monkeypatch, denied):
+    model_dir = copy_model_dir(official_tiny.model_dir, tmp_path / "m")
+    _deny(monkeypatch, model_dir / denied if denied else model_dir)
+    message = expect_load_error(model_dir, "permission denied")
+    assert "JSON" not in message and "YAML" not in message
+
+
+def test_unreadable_model_pt_says_permission_denied(official_tiny, tmp_path, monkeypatch):
+    model_dir = copy_model_dir(official_tiny.model_dir, tmp_path / "m")
+    real_load = torch.load
+
+    def denied_load(path, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if Path(path) == model_dir / "model.pt":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_load(path, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", denied_load)
+    message = expect_load_error(model_dir, "permission denied", "model.pt")
+    assert "truncated" not in message
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="chmod does not stop root")
+def test_a_directory_without_read_permission(official_tiny, tmp_path):
+    model_dir = copy_model_dir(official_tiny.model_dir, tmp_path / "m")
+    (model_dir / "Qwen3-0.6B").chmod(0)
+    try:
+        expect_load_error(model_dir, "permission denied")
+    finally:
+        (model_dir / "Qwen3-0.6B").chmod(0o755)
+
+
+# --- variant and stop tokens ----------------------------------------------------------------------------
+
+
+def test_the_variant_is_guessed_from_the_directory_name_as_given(official_tiny, tmp_path):
+    under_mlt_folder = copy_model_dir(official_tiny.model_dir, tmp_path / "pmlt" / "Fun-ASR-Nano-2512")
+    assert funasr_nano.load_model(under_mlt_folder, device="cpu").config.variant == "nano"
+    link = tmp_path / "Fun-ASR-MLT-Nano-link"
+    link.symlink_to(under_mlt_folder, target_is_directory=True)
+    assert funasr_nano.load_model(link, device="cpu").config.variant == "mlt"
+    assert funasr_nano.load_model(link, device="cpu", variant="nano").config.variant == "nano"
+    with pytest.raises(funasr_nano.UsageError, match="variant"):
+        funasr_nano.load_model(link, device="cpu", variant="31")
+
+
+def test_generation_stops_only_on_the_configs_eos_token(official_tiny, tmp_path):
+    model = funasr_nano.load_model(official_tiny.model_dir, device="cpu")
+    assert model.backend.engine.stop_ids == {151645}  # <|im_end|>; <|endoftext|> 151643 is not a stop
+    model_dir = copy_model_dir(official_tiny.model_dir, tmp_path / "m")
+    _edit_json(eos_token_id=[151643, 151645])(model_dir)
+    assert funasr_nano.load_model(model_dir, device="cpu").backend.engine.stop_ids == {151643, 151645}
+    _edit_json(eos_token_id=_DROP)(model_dir)
+    assert funasr_nano.load_model(model_dir, device="cpu").backend.engine.stop_ids == {151645}
+
+
+def test_an_unknown_hub_is_a_usage_error():
+    with pytest.raises(funasr_nano.UsageError, match="hub"):
+        resolve_model_dir("FunAudioLLM/Fun-ASR-Nano-2512", hub="github")

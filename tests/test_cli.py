@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -74,7 +75,7 @@ def test_text_goes_to_stdout_with_progress_and_missing_inputs_are_reported(recor
     assert f"error: {recordings / 'missing.wav'}: no such file or directory" in captured.err
     assert f"error: {recordings / '*.mp3'}: no files match this pattern" in captured.err
     assert "audio [" in captured.err and "x realtime" in captured.err  # the progress bar
-    assert "transcribed 2 of 2 files" in captured.err and "2 errors" in captured.err
+    assert "transcribed 2 of 4 files" in captured.err and "2 errors" in captured.err  # the missing ones count
 
 
 def test_one_file_as_srt_on_stdout(recordings, official_tiny, capsys):
@@ -108,13 +109,20 @@ def test_inputs_expand_directories_recursively_and_names_never_collide(tmp_path)
     inputs, errors = expand_inputs([str(tmp_path / "a"), str(tmp_path / "b" / "*"), str(tmp_path / "x.wav"),
                                     str(tmp_path / "a" / "x.wav")])
     assert errors == []
+    # Outputs mirror the inputs' folders below the one they share (tmp_path), so the three x.* stay apart.
     assert [(str(i.path.relative_to(tmp_path)), i.name) for i in inputs] == [
-        ("a/deeper/y.mp3", "deeper/y"),
-        ("a/x.wav", "x.wav"),  # three inputs would write x.*: each keeps its own suffix, then a number
-        ("b/readme.md", "readme"),  # a glob takes what it matches; only directories filter by suffix
-        ("b/x.flac", "x.flac"),
-        ("x.wav", "x.wav-2"),
+        ("a/deeper/y.mp3", "a/deeper/y"),
+        ("a/x.wav", "a/x"),
+        ("b/readme.md", "b/readme"),  # a glob takes what it matches; only directories filter by suffix
+        ("b/x.flac", "b/x"),
+        ("x.wav", "x"),
     ]
+    alone, _ = expand_inputs([str(tmp_path / "a")])  # one directory: its own tree
+    assert [i.name for i in alone] == ["deeper/y", "x"]
+    (tmp_path / "a" / "x.mp3").write_bytes(b"")
+    (tmp_path / "a" / "X.wav").write_bytes(b"")
+    same_stem, _ = expand_inputs([str(tmp_path / "a" / n) for n in ("x.wav", "x.mp3", "X.wav")])
+    assert [i.name for i in same_stem] == ["x.wav", "x.mp3", "X.wav-2"]  # A.srt and a.srt: one file on macOS
 
 
 def test_hotwords_come_from_the_option_and_the_file(tmp_path):
@@ -124,3 +132,160 @@ def test_hotwords_come_from_the_option_and_the_file(tmp_path):
     assert read_hotwords(None, None) == []
     with pytest.raises(UsageError):
         read_hotwords(None, str(tmp_path / "missing.txt"))
+
+
+# --- output directories: mirrored folders, overwrites said, --skip-existing / --overwrite ----------------
+
+
+def test_same_named_files_from_different_folders_keep_their_folders(tmp_path, official_tiny, capsys):
+    first, second = write_speech(tmp_path / "day1" / "pangrama.wav", 0), write_speech(
+        tmp_path / "day2" / "pangrama.wav", 1)
+    out = tmp_path / "out"
+    arguments = ["transcribe", str(first), str(second), "-m", str(official_tiny.model_dir), *FAST, "-o", str(out),
+                 "-f", "txt"]
+    assert main(arguments) == 0
+    assert "replaced" not in capsys.readouterr().err
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*.txt")) == ["day1/pangrama.txt", "day2/pangrama.txt"]
+    assert not list(out.rglob("*.partial"))
+
+    assert main(arguments) == 0  # the same run again: it says what it replaced
+    err = capsys.readouterr().err
+    assert f"replaced {out / 'day1' / 'pangrama.txt'}" in err and f"replaced {out / 'day2' / 'pangrama.txt'}" in err
+    assert main([*arguments, "--overwrite"]) == 0
+    assert "replaced" not in capsys.readouterr().err
+
+
+def test_skip_existing_leaves_out_finished_inputs_without_loading_the_model(tmp_path, official_tiny, capsys):
+    audio = [write_speech(tmp_path / "in" / f"{name}.wav", 0) for name in ("a", "b")]
+    out = tmp_path / "out"
+    (out / "a.txt").parent.mkdir(parents=True)
+    (out / "a.txt").write_text("done before\n", encoding="utf-8")
+    (out / "b.txt").write_text("done before\n", encoding="utf-8")
+    status = main(["transcribe", *map(str, audio), "-m", "/no/such/model", "-o", str(out), "-f", "txt",
+                   "--skip-existing"])
+    err = capsys.readouterr().err
+    assert status == 0 and "transcribed 0 of 2 files" in err and "2 skipped (outputs exist)" in err
+    (out / "b.txt").unlink()
+    status = main(["transcribe", *map(str, audio), "-m", str(official_tiny.model_dir), *FAST, "-o", str(out),
+                   "-f", "txt", "--skip-existing"])
+    err = capsys.readouterr().err
+    assert status == 0 and "transcribed 1 of 2 files" in err and "1 skipped (outputs exist)" in err
+    assert (out / "a.txt").read_text(encoding="utf-8") == "done before\n" and (out / "b.txt").is_file()
+    with pytest.raises(SystemExit):
+        main(["transcribe", str(audio[0]), "-o", str(out), "--skip-existing", "--overwrite"])
+    assert main(["transcribe", str(audio[0]), "--skip-existing", "-m", "/no/such/model"]) == 2
+    assert "give --output-dir" in capsys.readouterr().err
+
+
+# --- stdout lines, the summary, closed pipes -------------------------------------------------------------
+
+
+def test_file_names_with_newlines_and_tabs_cannot_break_stdout_lines(tmp_path, official_tiny, capsys):
+    odd = write_speech(tmp_path / "two\nlines\tand tab.wav", 0)
+    plain = write_speech(tmp_path / "plain.wav", 1)
+    missing = tmp_path / "gone\n.wav"
+    status = main(["transcribe", str(odd), str(plain), str(missing), "-m", str(official_tiny.model_dir), *FAST])
+    captured = capsys.readouterr()
+    assert status == 1
+    lines = captured.out.splitlines()
+    assert [line.split("\t")[0] for line in lines] == [str(tmp_path / "two\\nlines\\tand tab.wav"), str(plain)]
+    assert all(line.count("\t") == 1 for line in lines)
+    assert f"error: {tmp_path}/gone\\n.wav: no such file or directory" in captured.err.splitlines()
+    assert "transcribed 2 of 3 files" in captured.err
+
+
+class ClosedPipe:
+    """A stdout whose reader has gone."""
+
+    def write(self, text: str) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    def flush(self) -> None:
+        """Nothing buffered: nothing to fail on."""
+
+    def fileno(self) -> int:
+        raise io.UnsupportedOperation("fileno")
+
+
+def test_a_closed_stdout_stops_the_decode_quietly(recordings, official_tiny, monkeypatch, capsys):
+    import funasr_nano.pipeline as pipeline
+
+    pulled: list[object] = []
+    transcribe_many = pipeline.FunASRNano.transcribe_many
+
+    def counting(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        for result in transcribe_many(self, *args, **kwargs):
+            pulled.append(result)
+            yield result
+
+    monkeypatch.setattr(pipeline.FunASRNano, "transcribe_many", counting)
+    files = [str(write_speech(recordings / f"more{i}.wav", i)) for i in range(3)]
+    monkeypatch.setattr("sys.stdout", ClosedPipe())
+    status = main(["transcribe", *files, "-m", str(official_tiny.model_dir), *FAST, "--batch-size", "1", "-q"])
+    assert status == 141  # as a program killed by SIGPIPE
+    assert capsys.readouterr().err == ""  # no "cannot write output" lines
+    assert len(pulled) == 1  # it stopped at the first line it could not write
+
+
+# --- options: CLI words, early refusals, --variant, --hub, --resampler ----------------------------------
+
+
+@pytest.mark.parametrize(("arguments", "message"), [
+    (["--dtype", "float16"], "error: --dtype float16 is not supported: Fun-ASR-Nano's adaptor overflows in float16"),
+    (["--dtype", "fp16"], "error: --dtype fp16 is not supported"),
+    (["--dtype", "half"], "error: unknown dtype 'half': use --dtype auto or --dtype float32 or --dtype bfloat16"),
+    (["--max-new-tokens", "0"], "error: --max-new-tokens must be at least 1"),
+    (["--threads", "0"], "error: --threads must be at least 1"),
+])
+def test_option_errors_use_the_command_lines_words_before_any_model_is_read(recordings, arguments, message,
+                                                                           capsys):
+    status = main(["transcribe", str(recordings / "alpha.wav"), "-m", "/nonexistent/model", *arguments])
+    err = capsys.readouterr().err
+    assert status == 2 and err.startswith(message) and err.count("\n") == 1, err
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+def test_a_missing_gpu_is_reported_in_cli_words(recordings, official_tiny, capsys):
+    status = main(["transcribe", str(recordings / "alpha.wav"), "-m", str(official_tiny.model_dir),
+                   "--device", "cuda"])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert err == ("error: --device cuda requested but no CUDA GPU is available: use --device cpu or "
+                   "--device auto\n")
+    with pytest.raises(UsageError, match=r"use device='cpu' or device='auto'"):  # Python keeps Python's words
+        __import__("funasr_nano").load_model(official_tiny.model_dir, device="cuda")
+
+
+def test_variant_and_hub_flags_reach_the_loader(recordings, official_tiny, monkeypatch, capsys):
+    import funasr_nano.checkpoint as checkpoint
+
+    downloads: list[tuple[str, str]] = []
+
+    def fake_download(repo_id: str, hub: str) -> Path:
+        downloads.append((repo_id, hub))
+        return official_tiny.model_dir
+
+    monkeypatch.setattr(checkpoint, "_download", fake_download)
+    base = ["transcribe", str(recordings / "alpha.wav"), "-m", "someone/Fun-ASR-Nano-copy", *FAST, "-q",
+            "--language", "ko"]
+    assert main([*base, "--hub", "modelscope"]) == 2  # Korean is an MLT language; the name says Nano
+    assert "unknown language 'ko'" in capsys.readouterr().err
+    assert main([*base, "--hub", "modelscope", "--variant", "mlt"]) == 0
+    assert downloads == [("someone/Fun-ASR-Nano-copy", "modelscope")] * 2
+
+
+def test_the_resampler_flag_reaches_the_audio_loader(recordings, official_tiny, monkeypatch, capsys):
+    import funasr_nano.longform as longform
+
+    seen: list[str] = []
+    load_audio = longform.load_audio
+
+    def recording_load(source, sample_rate=None, *, resampler="torchaudio", **kwargs):  # type: ignore[no-untyped-def]
+        seen.append(resampler)
+        return load_audio(source, sample_rate, resampler=resampler, **kwargs)
+
+    monkeypatch.setattr(longform, "load_audio", recording_load)
+    for flag in ([], ["--resampler", "soxr"]):
+        assert main(["transcribe", str(recordings / "alpha.wav"), "-m", str(official_tiny.model_dir), *FAST, "-q",
+                     *flag]) == 0
+    assert seen == ["torchaudio", "soxr"]

@@ -37,9 +37,17 @@ def samples() -> dict[str, np.ndarray]:
 
 
 def test_demo_is_the_bundled_hub_directory():
-    assert funasr_nano.checkpoint.resolve_model_dir("demo") == demo.MODEL_DIR
-    for name in ("model.pt", "config.yaml", "multilingual.tiktoken", "Qwen3-0.6B/config.json",
-                 "Qwen3-0.6B/tokenizer.json", "README.md"):
+    from funasr_nano.checkpoint import resolve_model_dir
+
+    assert resolve_model_dir("demo") == demo.MODEL_DIR
+    for name in (
+        "model.pt",
+        "config.yaml",
+        "multilingual.tiktoken",
+        "Qwen3-0.6B/config.json",
+        "Qwen3-0.6B/tokenizer.json",
+        "README.md",
+    ):
         assert (demo.MODEL_DIR / name).is_file(), name
     assert sum(p.stat().st_size for p in demo.MODEL_DIR.rglob("*") if p.is_file()) < 30e6
 
@@ -80,14 +88,38 @@ def test_long_recording_through_vad_equals_the_utterances_joined(model, samples)
     assert all(not segment.flags for segment in result.segments)
 
 
+def test_the_command_defaults_to_the_demo_model_and_says_so():
+    proc = subprocess.run(
+        [sys.executable, "-m", "funasr_nano", "transcribe", str(demo.sample("zh")), "--device", "cpu"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == demo.sample_text("zh")
+    assert "demo model" in proc.stderr and "--model nano" in proc.stderr
+    explicit = subprocess.run(
+        [sys.executable, "-m", "funasr_nano", "transcribe", str(demo.sample("en")), "--model", "demo", "-q"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert explicit.returncode == 0 and explicit.stdout.strip() == demo.sample_text("en")
+    assert explicit.stderr == ""
+
+
 def test_official_funasr_loads_the_demo_unchanged_and_gives_our_text(model, tmp_path):
     """The official FunASRNano reads the bundled directory as it is (text path; its CTC timestamps need
     torchaudio, absent here) and decodes every sample to the text we produce."""
     pytest.importorskip("funasr")
     files = [str(demo.sample(lang)) for lang in LANGUAGES]
     out = tmp_path / "official.json"
-    proc = subprocess.run([sys.executable, str(ORACLE), str(demo.MODEL_DIR), str(out), *files],
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, str(ORACLE), str(demo.MODEL_DIR), str(out), *files],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     official = json.loads(out.read_text(encoding="utf-8"))["texts"]
     ours = [model.transcribe(path, vad=False).text for path in files]
@@ -145,8 +177,12 @@ def test_official_funasr_agrees_on_the_subset(subset, subset_results, tmp_path):
     pytest.importorskip("funasr")
     out = tmp_path / "official.json"
     files = [str(SUBSET / row["path"]) for row in subset]
-    proc = subprocess.run([sys.executable, str(ORACLE), str(demo.MODEL_DIR), str(out), *files],
-                          capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [sys.executable, str(ORACLE), str(demo.MODEL_DIR), str(out), *files],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads(out.read_text(encoding="utf-8"))["texts"] == [r.text for r in subset_results]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import json
 import re
+from pathlib import Path
 
 import pytest
 from subtitles import Cues, parse_srt, parse_vtt
@@ -135,3 +136,15 @@ def test_write_outputs_writes_every_format_in_utf8(tmp_path):
 def test_unknown_format_is_one_clear_error():
     with pytest.raises(UsageError, match="unknown output format 'docx'"):
         render(transcription(), "docx")
+
+
+def test_the_readme_subtitle_example_is_what_the_writer_writes():
+    """README.md shows the official demo clips' text (0.52-3.14 s and 3.90-7.41 s) as ``-f srt`` lays it out at
+    the default limits; the example must be exactly that."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    example = re.search(r"```\n(1\n00:00:00,520 --> .*?)```", readme, re.S)
+    assert example is not None
+    segments = [Segment(0.52, 3.14, "开饭时间早上九点至下午五点。"),
+                Segment(3.90, 7.41, "The tribal chieftain called for the boy, and presented him with fifty "
+                                    "pieces of gold.")]
+    assert example.group(1) == to_srt(Transcription("", segments, None, 7.41))

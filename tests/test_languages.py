@@ -4,7 +4,7 @@ import pytest
 
 from funasr_nano.errors import UsageError
 from funasr_nano.languages import MLT_LANGUAGES, NANO_LANGUAGES, language_code, resolve_language
-from funasr_nano.prompt import normalize_hotwords
+from funasr_nano.prompt import instruction, normalize_hotwords
 
 
 @pytest.mark.parametrize(
@@ -49,7 +49,16 @@ def test_unknown_language_lists_the_valid_ones():
 
 def test_hotwords_accept_lists_and_comma_strings():
     assert normalize_hotwords("开放时间, 北京，Fun-ASR") == ["开放时间", "北京", "Fun-ASR"]
-    assert normalize_hotwords(["a", " ", "b "]) == ["a", "b"]
     assert normalize_hotwords(None) == []
     with pytest.raises(UsageError):
         normalize_hotwords([1, 2])  # type: ignore[list-item]
+    with pytest.raises(UsageError):
+        normalize_hotwords({"a": 1})  # type: ignore[arg-type]
+
+
+def test_hotword_lists_are_kept_verbatim_as_the_official_joins_them():
+    words = [" a ", "", "b", " "]
+    assert normalize_hotwords(words) == words and normalize_hotwords(tuple(words)) == words
+    # funasr 1.4.16 FunASRNano.get_prompt(hotwords=[" a ", "", "b", " "]) gives exactly this block
+    assert "热词列表：[ a , , b,  ]\n语音转写：" in instruction(normalize_hotwords(words), None, True)
+    assert "热词列表" in instruction(normalize_hotwords([""]), None, True)  # a non-empty list, as official

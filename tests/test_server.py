@@ -32,11 +32,9 @@ import soundfile
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 openai = pytest.importorskip("openai")
-import uvicorn  # noqa: E402
-
 from funasr_nano import load_model  # noqa: E402
 from funasr_nano.pipeline import FunASRNano  # noqa: E402
-from funasr_nano.server import ServerConfig, create_app  # noqa: E402
+from funasr_nano.server import ServerConfig, create_app, is_loopback, server_for  # noqa: E402
 
 SPEECH = Path(__file__).parent / "data" / "speech.ogg"
 MAX_NEW_TOKENS = 4  # random weights never stop on their own; keep every decode short
@@ -76,7 +74,7 @@ def running(model: FunASRNano, config: ServerConfig) -> Iterator[str]:
     """Serve on 127.0.0.1 at a free port (the socket is bound here, so no port race); yields the base URL."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(create_app(model, config), log_level="warning"))
+    server = server_for(create_app(model, config), log_level="warning")
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
@@ -507,11 +505,154 @@ def test_queue_full_is_429(model, clips):
         while get_json(url + "/health")["requests_in_progress"] < 2:
             assert time.monotonic() < deadline
             time.sleep(0.02)
-        error = assert_error(*post_transcription(url, file=clips["yes"]), 429, code="queue_full")
-        assert error["type"] == "rate_limit_error"
+        body, content_type = multipart({"model": "m"}, {"file": ("a.wav", clips["yes"])})
+        connection = http.client.HTTPConnection("127.0.0.1", int(url.rsplit(":", 1)[1]), timeout=30)
+        connection.request("POST", "/v1/audio/transcriptions", body, {"Content-Type": content_type})
+        response = connection.getresponse()
+        error = assert_error(response.status, response.read(), 429, code="queue_full")
+        assert error["type"] == "rate_limit_error" and response.getheader("Retry-After") == "1"
+        connection.close()
         gated.backend.gate.set()
         assert [f.result()[0] for f in held] == [200, 200]
         assert post_transcription(url, file=clips["yes"])[0] == 200
+
+
+# --- slow and hostile uploads -------------------------------------------------------------------------------
+
+
+PART_HEAD = b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\n'
+
+
+def start_upload(port: int, sent: bytes, declared_length: int = 100_000, key: str | None = None) -> socket.socket:
+    """A raw upload whose headers promise ``declared_length`` bytes of body, of which ``sent`` are sent."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+    auth = f"Authorization: Bearer {key}\r\n" if key else ""
+    head = (f"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: test\r\nContent-Length: {declared_length}\r\n"
+            f"{auth}Content-Type: multipart/form-data; boundary=b\r\n\r\n")
+    sock.sendall(head.encode() + sent)
+    return sock
+
+
+def answer(sock: socket.socket) -> tuple[int, bytes]:
+    """The status and headers the server sends back; the socket is closed after."""
+    data = b""
+    with contextlib.suppress(ConnectionResetError):
+        while b"\r\n\r\n" not in data and (chunk := sock.recv(65536)):
+            data += chunk
+    sock.close()
+    head = data.partition(b"\r\n\r\n")[0]
+    return int(head.split(b" ", 2)[1]), head
+
+
+def wait_for(url: str, key: str, value: int) -> None:
+    deadline = time.monotonic() + 20
+    while get_json(url + "/health")[key] != value:
+        assert time.monotonic() < deadline, (key, value)
+        time.sleep(0.02)
+
+
+def test_slow_uploads_hold_no_queue_place_and_are_dropped(model, clips):
+    config = ServerConfig(max_queue=1, max_uploads=3, read_timeout_s=1.0, min_upload_bytes_per_s=2000,
+                          max_new_tokens=MAX_NEW_TOKENS, batch_window_s=0)
+    with running(model, config) as url:
+        port = int(url.rsplit(":", 1)[1])
+        started = time.monotonic()
+        stalled = start_upload(port, PART_HEAD)  # then nothing
+        trickling = start_upload(port, PART_HEAD)
+        wait_for(url, "uploads_in_progress", 2)
+
+        def trickle() -> None:  # a byte every 0.2 s: never silent for a read timeout, far below 2000 B/s
+            with contextlib.suppress(OSError):
+                for _ in range(40):
+                    time.sleep(0.2)
+                    trickling.sendall(b"\x00")
+
+        threading.Thread(target=trickle, daemon=True).start()
+        # With --max-queue 1 both would have taken the only place; now a whole request still gets in.
+        assert post_transcription(url, file=clips["yes"])[0] == 200
+        assert answer(stalled)[0] == 408
+        assert answer(trickling)[0] == 408
+        assert time.monotonic() - started < 6
+        health = get_json(url + "/health")
+        assert health["uploads_in_progress"] == 0 and health["requests_in_progress"] == 0
+
+
+def test_too_many_uploads_at_once_is_429_with_retry_after(model, clips):
+    config = ServerConfig(max_uploads=2, read_timeout_s=20, max_new_tokens=MAX_NEW_TOKENS, batch_window_s=0)
+    with running(model, config) as url:
+        port = int(url.rsplit(":", 1)[1])
+        held = [start_upload(port, PART_HEAD) for _ in range(2)]
+        wait_for(url, "uploads_in_progress", 2)
+        status, body = post_transcription(url, file=clips["yes"])
+        assert assert_error(status, body, 429, code="too_many_uploads")["type"] == "rate_limit_error"
+        body, content_type = multipart({"model": "m"}, {"file": ("a.wav", clips["yes"])})
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        connection.request("POST", "/v1/audio/transcriptions", body, {"Content-Type": content_type})
+        response = connection.getresponse()
+        assert response.status == 429 and response.getheader("Retry-After") == "1"
+        connection.close()
+        assert get_json(url + "/health")["status"] == "ok"  # requests without a body are not uploads
+        for sock in held:
+            sock.close()
+        wait_for(url, "uploads_in_progress", 0)
+        assert post_transcription(url, file=clips["yes"])[0] == 200
+
+
+def test_large_uploads_are_spooled_to_a_temporary_file_removed_afterwards(base_url, speech, monkeypatch):
+    import funasr_nano.server as server
+
+    seen: list[Any] = []
+    load_audio = server.load_audio
+
+    def recording(source, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append((source, getattr(source, "_rolled", None), isinstance(source, (bytes, bytearray))))
+        return load_audio(source, **kwargs)
+
+    monkeypatch.setattr(server, "load_audio", recording)
+    clip = speech[: 8 * 16000]
+    stereo_48k = np.repeat(np.stack([clip, 0.5 * clip], axis=1), 3, axis=0)  # 8 s, 1.5 MB as 16-bit WAV
+    buffer = io.BytesIO()
+    soundfile.write(buffer, stereo_48k, 48000, format="WAV", subtype="PCM_16")
+    assert buffer.tell() > 1_400_000
+    assert post_transcription(base_url, file=buffer.getvalue())[0] == 200
+    (source, rolled, as_bytes), = seen
+    assert rolled is True and not as_bytes  # on disk, not held in memory
+    assert source.closed  # and gone once the request ended
+
+
+def test_compressed_uploads_over_the_duration_limit_are_refused_quickly(base_url, speech, tmp_path):
+    pytest.importorskip("av")
+    from test_audio import encode
+
+    minute = np.tile(speech[: 16000 * 10], 6) * 0.5
+    for container, codec in (("webm", "libopus"), ("adts", "aac")):  # adts declares no duration
+        path = tmp_path / f"long.{container}"
+        encode(path, container, codec, np.repeat(minute, 3) if codec == "libopus" else minute,
+               48000 if codec == "libopus" else 16000)
+        started = time.monotonic()
+        status, body = post_transcription(base_url, file=path.read_bytes())
+        assert_error(status, body, 413, code="audio_too_long", param="file")  # the server allows 20 s
+        assert time.monotonic() - started < 10
+
+
+@pytest.mark.parametrize(("host", "loopback"), [("127.0.0.1", True), ("127.0.0.2", True), ("127.255.0.9", True),
+                                                ("localhost", True), ("::1", True), ("[::1]", True),
+                                                ("::ffff:127.0.0.1", True), ("0.0.0.0", False),
+                                                ("192.168.1.5", False), ("::", False), ("example.com", False)])
+def test_loopback_hosts(host, loopback):
+    assert is_loopback(host) is loopback
+
+
+def test_serving_on_127_0_0_2_without_a_key_gives_no_public_warning(model, monkeypatch, capsys):
+    import funasr_nano.pipeline as pipeline
+    import funasr_nano.server as server
+    from funasr_nano.cli import parser
+
+    monkeypatch.setattr(pipeline, "load_model", lambda *a, **k: model)
+    monkeypatch.setattr(server, "run_server", lambda *a, **k: None)
+    for host, warned in (("127.0.0.2", False), ("0.0.0.0", True)):
+        assert server.serve_main(parser().parse_args(["serve", "--host", host])) == 0
+        assert ("warning: serving on" in capsys.readouterr().err) is warned
 
 
 # --- the CLI: funasr-nano serve, graceful shutdown ---------------------------------------------------------
@@ -520,7 +661,7 @@ def test_queue_full_is_429(model, clips):
 def test_serve_cli_finishes_in_flight_requests_on_sigterm(official_tiny, model, clips):
     command = [sys.executable, "-m", "funasr_nano.cli", "serve", "--model", str(official_tiny.model_dir),
                "--device", "cpu", "--port", "0", "--max-new-tokens", str(MAX_NEW_TOKENS),
-               "--batch-window-ms", "1500", "--api-key", API_KEY]
+               "--batch-window-ms", "1500", "--api-key", API_KEY, "--read-timeout-s", "120"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
     try:
@@ -536,13 +677,16 @@ def test_serve_cli_finishes_in_flight_requests_on_sigterm(official_tiny, model, 
                 port = int(match.group(1))
         url = f"http://127.0.0.1:{port}"
         headers = {"Authorization": f"Bearer {API_KEY}"}
+        stalled = start_upload(port, PART_HEAD, key=API_KEY)  # it would hold the shutdown for 120 s
         with ThreadPoolExecutor(2) as pool:
             in_flight = pool.submit(post_transcription, url, None, clips["yes"], headers)
             streaming = pool.submit(post_transcription, url, {"stream": "true"}, clips["yes"], headers)
             time.sleep(0.5)  # the requests now wait in the 1.5 s batch window
             process.send_signal(signal.SIGTERM)
+            signalled = time.monotonic()
             status, body = in_flight.result(timeout=30)
             stream_status, events = streaming.result(timeout=30)
+        assert answer(stalled)[0] == 503  # cut off at once: it had not been admitted
         expected = direct(model, clips["yes"]).text
         assert status == 200 and json.loads(body)["text"] == expected
         assert stream_status == 200  # the stream, too, runs to its end
@@ -551,6 +695,7 @@ def test_serve_cli_finishes_in_flight_requests_on_sigterm(official_tiny, model, 
         assert done == {"type": "transcript.text.done", "text": streamed.text}
         # uvicorn re-raises the signal once it has shut down cleanly, as process supervisors expect
         assert process.wait(timeout=30) in (0, -signal.SIGTERM)
+        assert time.monotonic() - signalled < 15  # bounded by the decodes, not by the slow upload
         log.append(process.stderr.read())
         assert "Application shutdown complete" in "".join(log), "".join(log)
     finally:

@@ -1,12 +1,46 @@
-"""funasr-nano: fast, faithful inference for the Fun-ASR-Nano speech recognisers."""
+"""funasr-nano: fast, faithful inference for the Fun-ASR-Nano speech recognisers.
 
-from .audio import load_audio
+The public names are imported on first use (PEP 562), so ``funasr-nano --help`` and the error
+classes do not pay for importing torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .errors import AudioError, FunASRNanoError, ModelLoadError, UsageError
-from .pipeline import FunASRNano, load_model
-from .result import Segment, Transcription
-from .vad import VadOptions
 
 __version__ = "0.1.0"
+
+_LAZY = {
+    "load_audio": "audio",
+    "FunASRNano": "pipeline",
+    "load_model": "pipeline",
+    "Segment": "result",
+    "Transcription": "result",
+    "VadOptions": "vad",
+}
+
+if TYPE_CHECKING:
+    from .audio import load_audio
+    from .pipeline import FunASRNano, load_model
+    from .result import Segment, Transcription
+    from .vad import VadOptions
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + list(_LAZY))
+
 
 __all__ = [
     "AudioError",

@@ -1,22 +1,76 @@
-"""Audio input: files of any common format, bytes, numpy or torch arrays -> 16 kHz mono float32."""
+"""Audio input: files of any common format, bytes, file objects, numpy or torch arrays -> 16 kHz mono
+float32.
+
+Files are decoded at their own rate, their channels averaged, then resampled to 16 kHz as the official
+toolkit does (``resample.py``: torchaudio's filter by default, or soxr as librosa uses it). MP3 goes
+to PyAV (FFmpeg's decoder, as torchaudio uses) and never to libsndfile, whose mpg123 prints notes about
+damaged frames straight to the terminal. With ``max_seconds`` a file is refused from its header's
+duration when it states one, and otherwise as soon as decoding passes the limit, so a small compressed
+upload cannot make the caller decode hours of audio.
+"""
 
 from __future__ import annotations
 
 import io
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
-from .errors import AudioError
-from .features import SAMPLE_RATE
+from .errors import AudioError, AudioTooLongError, UsageError, option
+from .resample import RESAMPLERS, TARGET_RATE, resample
 
 # Any: a torch.Tensor, accepted without importing torch here.
-AudioInput = str | os.PathLike | bytes | np.ndarray | Any
+AudioInput = str | os.PathLike | bytes | IO[bytes] | np.ndarray | Any
+# Rates beyond this are not audio a person records, and their resampling filters grow with the rate.
+MAX_SAMPLE_RATE = 1_000_000
+# Raw elementary streams: FFmpeg guesses their duration from the bitrate, so it is no reason to refuse.
+_GUESSED_DURATION_FORMATS = frozenset({"mp3", "mp2", "aac", "ac3", "eac3", "dts"})
+
+
+def check_sample_rate(rate: object, error: type[Exception] = UsageError) -> int:
+    """``rate`` as an int of Hz, or one line saying it cannot be a sample rate."""
+    if isinstance(rate, bool) or not isinstance(rate, (int, np.integer)) or not 0 < rate <= MAX_SAMPLE_RATE:
+        what = option("sample_rate") if error is UsageError else "the file's sample rate"
+        raise error(f"{what} must be a whole number of Hz from 1 to {MAX_SAMPLE_RATE}, not {rate!r}")
+    return int(rate)
+
+
+def check_resampler(resampler: str) -> str:
+    if resampler not in RESAMPLERS:
+        choices = " or ".join(option("resampler", r) for r in RESAMPLERS)
+        raise UsageError(f"unknown resampler {resampler!r}: use {choices}")
+    return resampler
+
+
+class _Limit:
+    """Counts decoded samples against ``max_seconds`` (None: no limit)."""
+
+    def __init__(self, max_seconds: float | None, rate: int):
+        self.max_seconds, self.rate = max_seconds, rate
+        self.max_samples = None if max_seconds is None else int(max_seconds * rate)
+
+    def check_declared(self, seconds: float | None) -> None:
+        if self.max_seconds is not None and seconds is not None and seconds > self.max_seconds:
+            raise AudioTooLongError(
+                f"the audio lasts {seconds:.1f} s, longer than the limit of {self.max_seconds:g} s", seconds
+            )
+
+    def check_decoded(self, samples: int) -> None:
+        if self.max_samples is not None and samples > self.max_samples:
+            raise AudioTooLongError(f"the audio lasts more than the limit of {self.max_seconds:g} s",
+                                    samples / self.rate)
 
 
 def _to_mono_float(samples: np.ndarray, channels_last: bool | None = None) -> np.ndarray:
+    if samples.dtype.kind not in "iuf":
+        raise AudioError(f"audio arrays must hold float or integer samples, not {samples.dtype}")
+    if samples.ndim not in (1, 2):
+        raise AudioError(f"audio array must be 1-D or 2-D (samples x channels), got shape {samples.shape}")
+    if samples.size == 0:
+        raise AudioError(f"the audio is empty (shape {samples.shape}): nothing to transcribe")
     if samples.dtype.kind in "iu":
         info = np.iinfo(samples.dtype)
         samples = (samples.astype(np.float32) - (info.max + 1 + info.min) / 2) / (info.max + 1)
@@ -25,50 +79,88 @@ def _to_mono_float(samples: np.ndarray, channels_last: bool | None = None) -> np
         if channels_last is None:
             channels_last = samples.shape[1] <= samples.shape[0]
         samples = samples.mean(axis=1 if channels_last else 0)
-    elif samples.ndim != 1:
-        raise AudioError(f"audio array must be 1-D or 2-D (samples x channels), got shape {samples.shape}")
     return samples
 
 
-def resample(samples: np.ndarray, rate: int) -> np.ndarray:
-    if rate == SAMPLE_RATE:
-        return samples
-    import soxr
-
-    return soxr.resample(samples, rate, SAMPLE_RATE, quality="HQ").astype(np.float32)
-
-
-def _decode_soundfile(data: str | io.BytesIO) -> tuple[np.ndarray, int]:
+def _decode_soundfile(source: str | IO[bytes], max_seconds: float | None) -> tuple[np.ndarray, int]:
     import soundfile
 
-    samples, rate = soundfile.read(data, dtype="float32", always_2d=True)
-    return samples.mean(axis=1), int(rate)
+    with soundfile.SoundFile(source) as audio:
+        rate = check_sample_rate(audio.samplerate, AudioError)
+        limit = _Limit(max_seconds, rate)
+        limit.check_declared(audio.frames / rate if audio.frames > 0 else None)
+        # Reading one sample past the limit tells a longer file from one of exactly the limit.
+        wanted = -1 if limit.max_samples is None else limit.max_samples + 1
+        samples = audio.read(frames=wanted, dtype="float32", always_2d=True)
+    limit.check_decoded(len(samples))
+    return samples.mean(axis=1), rate
 
 
-def _decode_av(data: str | io.BytesIO) -> tuple[np.ndarray, int]:
-    import av  # optional: m4a/aac/webm/mp4 and anything ffmpeg reads
+def _av_chunks(container: Any, stream: Any) -> Iterator[np.ndarray]:
+    """The stream's samples at its own rate, channels averaged, one decoded frame at a time."""
+    import av
 
-    with av.open(data) as container:
+    # Converts every frame to planar float of the stream's layout and rate (a no-op for most streams);
+    # the channels are then averaged as torchaudio's loader is (mean over channels).
+    converter = av.AudioResampler(format="fltp", layout=stream.layout, rate=stream.rate)
+    for frame in container.decode(stream):
+        for converted in converter.resample(frame):
+            yield converted.to_ndarray().mean(axis=0)
+    for converted in converter.resample(None):
+        yield converted.to_ndarray().mean(axis=0)
+
+
+def _collect(chunks: Iterator[np.ndarray], limit: _Limit) -> np.ndarray:
+    """The chunks joined, stopping (and raising) as soon as they pass ``limit``."""
+    parts, total = [], 0
+    for chunk in chunks:
+        total += chunk.size
+        limit.check_decoded(total)
+        parts.append(chunk.astype(np.float32, copy=False))
+    return np.concatenate(parts) if parts else np.zeros(0, np.float32)
+
+
+def _decode_av(source: str | IO[bytes], max_seconds: float | None) -> tuple[np.ndarray, int]:
+    import av  # m4a/aac/webm/mp4/mp3 and anything ffmpeg reads
+
+    with av.open(source, mode="r") as container:
         if not container.streams.audio:
             raise AudioError("the file has no audio stream")
         stream = container.streams.audio[0]
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
-        chunks = []
-        for frame in container.decode(stream):
-            for out in resampler.resample(frame):
-                chunks.append(out.to_ndarray().reshape(-1))
-        for out in resampler.resample(None):
-            chunks.append(out.to_ndarray().reshape(-1))
-    return (np.concatenate(chunks) if chunks else np.zeros(0, np.float32)), SAMPLE_RATE
+        rate = check_sample_rate(stream.rate, AudioError)
+        limit = _Limit(max_seconds, rate)
+        if container.duration and container.format.name not in _GUESSED_DURATION_FORMATS:
+            limit.check_declared(container.duration / 1_000_000)  # av.time_base is microseconds
+        return _collect(_av_chunks(container, stream), limit), rate
 
 
-def _decode(data: str | bytes, label: str) -> np.ndarray:
+def _looks_like_mp3(head: bytes) -> bool:
+    """An ID3 tag or an MPEG audio frame header (layer I-III; ADTS AAC has layer bits 00)."""
+    return head.startswith(b"ID3") or (len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0
+                                       and head[1] & 0x06 != 0)
+
+
+def _head(source: str | IO[bytes]) -> bytes:
+    if isinstance(source, str):
+        with open(source, "rb") as handle:
+            return handle.read(4)
+    head = source.read(4)
+    source.seek(0)
+    return head
+
+
+def _decode(source: str | IO[bytes], label: str, max_seconds: float | None) -> tuple[np.ndarray, int]:
+    try:
+        head = _head(source)
+    except OSError as exc:
+        raise AudioError(f"cannot read audio {label}: {exc.strerror or type(exc).__name__}") from exc
+    decoders = (_decode_av,) if _looks_like_mp3(head) else (_decode_soundfile, _decode_av)
     errors = []
-    for decoder in (_decode_soundfile, _decode_av):
-        source = io.BytesIO(data) if isinstance(data, bytes) else data
+    for decoder in decoders:
+        if not isinstance(source, str):
+            source.seek(0)
         try:
-            samples, rate = decoder(source)
-            return resample(samples.astype(np.float32), rate)
+            return decoder(source, max_seconds)
         except ImportError:
             errors.append("PyAV not installed")
         except AudioError:
@@ -76,34 +168,56 @@ def _decode(data: str | bytes, label: str) -> np.ndarray:
         except Exception as exc:
             errors.append(type(exc).__name__)
     hint = (
-        " (PyAV is missing: `pip install av` for m4a/aac/webm/mp4)" if "PyAV not installed" in errors else ""
+        " (PyAV is missing: `pip install av` for mp3/m4a/aac/webm/mp4)" if "PyAV not installed" in errors else ""
     )
     raise AudioError(f"cannot decode audio {label}: not a supported or intact audio file{hint}")
 
 
-def load_audio(source: AudioInput, sample_rate: int | None = None) -> np.ndarray:
+def _array_samples(source: Any, sample_rate: int | None, max_seconds: float | None) -> tuple[np.ndarray, int]:
+    if hasattr(source, "detach"):  # torch.Tensor: integer samples keep their dtype, so their scale
+        tensor = source.detach().cpu()
+        source = (tensor.float() if tensor.is_floating_point() else tensor).numpy()
+    if not isinstance(source, np.ndarray):
+        raise AudioError(
+            f"unsupported audio input type {type(source).__name__}: pass a path, bytes, a file object or an array"
+        )
+    rate = TARGET_RATE if sample_rate is None else sample_rate
+    samples = _to_mono_float(source)
+    _Limit(max_seconds, rate).check_decoded(samples.size)
+    return samples, rate
+
+
+def load_audio(
+    source: AudioInput,
+    sample_rate: int | None = None,
+    *,
+    resampler: str = "torchaudio",
+    max_seconds: float | None = None,
+) -> np.ndarray:
     """Return 16 kHz mono float32 samples in [-1, 1].
 
-    ``source``: a path, raw file bytes, or an array (numpy/torch) of samples at ``sample_rate``
-    (16000 when not given); 2-D arrays are averaged over channels.
+    ``source``: a path, raw file bytes, a binary file object (read from its start), or an array (numpy/torch)
+    of samples at ``sample_rate`` (16000 when not given); 2-D arrays are averaged over channels.
+    ``resampler``: "torchaudio" (default; what the official toolkit uses where torchaudio is installed) or
+    "soxr" (what it uses otherwise, through librosa). ``max_seconds``: refuse longer audio
+    (:class:`~funasr_nano.errors.AudioTooLongError`) before decoding all of it.
     """
+    check_resampler(resampler)
+    if sample_rate is not None:
+        sample_rate = check_sample_rate(sample_rate)
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if not path.is_file():
             raise AudioError(f"audio file not found: {path}")
-        samples = _decode(str(path), str(path))
-    elif isinstance(source, (bytes, bytearray)):
-        samples = _decode(bytes(source), "(uploaded bytes)")
+        samples, rate = _decode(str(path), str(path), max_seconds)
+    elif isinstance(source, (bytes, bytearray, memoryview)):
+        samples, rate = _decode(io.BytesIO(bytes(source)), "(uploaded bytes)", max_seconds)
+    elif hasattr(source, "read") and hasattr(source, "seek"):
+        samples, rate = _decode(source, "(file object)", max_seconds)
     else:
-        if hasattr(source, "detach"):  # torch.Tensor
-            source = source.detach().float().cpu().numpy()
-        if not isinstance(source, np.ndarray):
-            raise AudioError(
-                f"unsupported audio input type {type(source).__name__}: pass a path, bytes or an array"
-            )
-        samples = resample(_to_mono_float(source), sample_rate or SAMPLE_RATE)
+        samples, rate = _array_samples(source, sample_rate, max_seconds)
     if samples.size == 0:
         raise AudioError("the audio is empty (0 samples): nothing to transcribe")
     if not np.isfinite(samples).all():
         raise AudioError("the audio contains NaN or infinite samples")
-    return np.ascontiguousarray(samples, dtype=np.float32)
+    return np.ascontiguousarray(resample(samples, rate, resampler), dtype=np.float32)

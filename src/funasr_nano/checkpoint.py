@@ -19,7 +19,7 @@ import yaml
 from .backends import DTYPE_ALIASES
 from .demo import MODEL_DIR as DEMO_MODEL_DIR
 from .demo import MODEL_NAME as DEMO_MODEL_NAME
-from .errors import ModelLoadError
+from .errors import ModelLoadError, UsageError, option, unreadable
 from .features import FEATURE_DIM
 from .languages import MLT_LANGUAGES, NANO_LANGUAGES
 
@@ -27,6 +27,7 @@ HUB_MODELS = {
     "nano": "FunAudioLLM/Fun-ASR-Nano-2512",
     "mlt": "FunAudioLLM/Fun-ASR-MLT-Nano-2512",
 }
+HUBS = ("hf", "modelscope")
 LLM_SUBDIR = "Qwen3-0.6B"
 # `funasr-nano convert --backend mlx` writes this instead of model.pt, and records the variant in config.yaml.
 MLX_WEIGHTS = "model.mlx.safetensors"
@@ -75,6 +76,8 @@ class LLMConfig:
     # The official build casts the whole LLM to config.yaml's llm_dtype (bf16 on the hub) before
     # upcasting it for inference, which rounds the rotary inverse frequencies to that dtype.
     rotary_frequency_dtype: str = "bfloat16"
+    # Generation stops on these (config.json's eos_token_id, as the official generate does); () = not given.
+    eos_token_ids: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -122,12 +125,19 @@ def _download(repo_id: str, hub: str) -> Path:
 def resolve_model_dir(model: str | os.PathLike[str], hub: str = "hf") -> Path:
     """``demo`` (the bundled model), a local directory as given, or a hub id
     (``FunAudioLLM/Fun-ASR-Nano-2512``, aliases ``nano``/``mlt``) downloaded to the cache."""
+    if hub not in HUBS:
+        raise UsageError(f"unknown hub {hub!r}: use {option('hub', 'hf')} or {option('hub', 'modelscope')}")
     if str(model).lower() == DEMO_MODEL_NAME:
         return DEMO_MODEL_DIR
     path = Path(model).expanduser()
-    if path.is_dir():
+    try:
+        is_dir, exists = path.is_dir(), path.exists()
+    except PermissionError as exc:
+        raise ModelLoadError(f"permission denied: cannot look up {path} (a parent directory is not readable)") from exc
+    if is_dir:
+        _require_readable_dir(path)
         return path
-    if path.exists():
+    if exists:
         raise ModelLoadError(f"{path} is a file; pass the model directory that holds model.pt")
     alias = HUB_MODELS.get(str(model).lower())
     if alias or _looks_like_hub_id(str(model)):
@@ -138,75 +148,193 @@ def resolve_model_dir(model: str | os.PathLike[str], hub: str = "hf") -> Path:
     )
 
 
-def _guess_variant(model_dir: Path) -> str:
-    return "mlt" if "mlt" in str(model_dir.resolve()).lower() else "nano"
+def model_name(model: str | os.PathLike[str]) -> str:
+    """The name the variant is guessed from: a hub id's model name, else the directory's own name as the
+    user gave it (not the target of a symlink, nor the folders above it)."""
+    alias = HUB_MODELS.get(str(model).lower())
+    if alias:
+        return alias.split("/")[-1]
+    return os.path.basename(os.path.abspath(os.path.expanduser(model)))
 
 
-def read_config(model_dir: Path, variant: str | None = None) -> ModelConfig:
-    llm_config_path = model_dir / LLM_SUBDIR / "config.json"
-    if not (model_dir / "model.pt").is_file() and not (model_dir / MLX_WEIGHTS).is_file():
+def guess_variant(name: str) -> str:
+    return "mlt" if "mlt" in name.lower() else "nano"
+
+
+def _require_readable_dir(path: Path) -> None:
+    # Search permission is what opening the files by name needs (listing the directory is not).
+    if not os.access(path, os.X_OK):
+        raise ModelLoadError(f"permission denied: {path} is not readable by this user")
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except PermissionError as exc:
+        raise ModelLoadError(f"permission denied: cannot look into {path.parent}") from exc
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise unreadable(path, exc) from exc
+    except UnicodeDecodeError as exc:
+        raise ModelLoadError(f"{path} is not UTF-8 text: the file is damaged, download it again") from exc
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _section(value: object, where: str) -> dict:
+    """A mapping of settings; an absent (or empty) section means the defaults."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ModelLoadError(f"{where} must be a mapping of settings, not {type(value).__name__} {_short(value)}")
+    return value
+
+
+def _integer(section: dict, key: str, default: int, where: str, minimum: int = 1) -> int:
+    value = section.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        need = "a positive integer" if minimum == 1 else f"an integer of at least {minimum}"
+        raise ModelLoadError(f"{where}: {key} must be {need}, not {_short(value)}")
+    return value
+
+
+def _positive_number(section: dict, key: str, default: float, where: str) -> float:
+    value = section.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+        raise ModelLoadError(f"{where}: {key} must be a positive number, not {_short(value)}")
+    return float(value)
+
+
+def _eos_ids(qwen: dict, vocab_size: int, where: str) -> tuple[int, ...]:
+    """``eos_token_id``: one id or a list of ids (as transformers reads it); () when absent."""
+    value = qwen.get("eos_token_id")
+    if value is None:
+        return ()
+    ids = value if isinstance(value, list) else [value]
+    if not ids or any(isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < vocab_size for i in ids):
+        raise ModelLoadError(
+            f"{where}: eos_token_id must be a token id below vocab_size {vocab_size} (or a list of them), "
+            f"not {_short(value)}"
+        )
+    return tuple(ids)
+
+
+def _load_yaml(path: Path) -> dict:
+    try:
+        build = yaml.safe_load(_read_text(path))
+    except yaml.YAMLError as exc:
+        raise ModelLoadError(f"{path} is not valid YAML ({type(exc).__name__}): download it again") from exc
+    return _section(build, str(path))
+
+
+def _load_json(path: Path) -> dict:
+    try:
+        qwen = json.loads(_read_text(path))
+    except json.JSONDecodeError as exc:
+        raise ModelLoadError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}): download it again") from exc
+    if not isinstance(qwen, dict):
+        raise ModelLoadError(f"{path} must hold a JSON object of settings, not a {type(qwen).__name__}")
+    return qwen
+
+
+def _encoder_config(enc: dict, where: str) -> EncoderConfig:
+    d = EncoderConfig()
+    return EncoderConfig(
+        output_size=_integer(enc, "output_size", d.output_size, where),
+        attention_heads=_integer(enc, "attention_heads", d.attention_heads, where),
+        linear_units=_integer(enc, "linear_units", d.linear_units, where),
+        num_blocks=_integer(enc, "num_blocks", d.num_blocks, where),
+        tp_blocks=_integer(enc, "tp_blocks", d.tp_blocks, where, minimum=0),
+        kernel_size=_integer(enc, "kernel_size", d.kernel_size, where),
+        sanm_shift=_integer(enc, "sanm_shfit", d.sanm_shift, where, minimum=0),  # sic: the official key
+    )
+
+
+def _llm_config(qwen: dict, where: str, llm_dtype: object) -> LLMConfig:
+    d = LLMConfig()
+    hidden = _integer(qwen, "hidden_size", d.hidden_size, where)
+    num_heads = _integer(qwen, "num_attention_heads", d.num_heads, where)
+    num_kv_heads = _integer(qwen, "num_key_value_heads", d.num_kv_heads, where)
+    if num_heads % num_kv_heads:
+        raise ModelLoadError(
+            f"{where}: num_attention_heads ({num_heads}) must be a multiple of num_key_value_heads ({num_kv_heads})"
+        )
+    if qwen.get("head_dim") is None and hidden < num_heads:
+        raise ModelLoadError(f"{where}: hidden_size ({hidden}) is smaller than num_attention_heads ({num_heads}) "
+                             "and no head_dim is given")
+    head_dim = hidden // num_heads if qwen.get("head_dim") is None else _integer(qwen, "head_dim", 0, where)
+    tie = qwen.get("tie_word_embeddings", True)
+    if not isinstance(tie, bool):
+        raise ModelLoadError(f"{where}: tie_word_embeddings must be true or false, not {_short(tie)}")
+    vocab_size = _integer(qwen, "vocab_size", d.vocab_size, where)
+    return LLMConfig(
+        hidden_size=hidden,
+        intermediate_size=_integer(qwen, "intermediate_size", d.intermediate_size, where),
+        num_layers=_integer(qwen, "num_hidden_layers", d.num_layers, where),
+        num_heads=num_heads,
+        num_kv_heads=num_kv_heads,
+        head_dim=head_dim,
+        vocab_size=vocab_size,
+        rms_norm_eps=_positive_number(qwen, "rms_norm_eps", d.rms_norm_eps, where),
+        rope_theta=_positive_number(qwen, "rope_theta", d.rope_theta, where),
+        tie_word_embeddings=tie,
+        max_position_embeddings=_integer(qwen, "max_position_embeddings", d.max_position_embeddings, where),
+        rotary_frequency_dtype=DTYPE_ALIASES.get(str(llm_dtype), d.rotary_frequency_dtype),
+        eos_token_ids=_eos_ids(qwen, vocab_size, where),
+    )
+
+
+def read_config(model_dir: Path, variant: str | None = None, name: str | None = None) -> ModelConfig:
+    """The configs of a model directory, every value checked; ``name`` (default: the directory's own
+    name) is what the variant is guessed from when neither ``variant`` nor config.yaml gives it."""
+    if variant not in (None, "nano", "mlt"):
+        raise UsageError(f"unknown variant {variant!r}: use {option('variant', 'nano')} or {option('variant', 'mlt')}")
+    _require_readable_dir(model_dir)
+    if not _is_file(model_dir / "model.pt") and not _is_file(model_dir / MLX_WEIGHTS):
         raise ModelLoadError(f"{model_dir} has no model.pt: not a Fun-ASR-Nano model directory")
-    if not llm_config_path.is_file():
+    config_yaml = model_dir / "config.yaml"
+    if not _is_file(config_yaml):
+        raise ModelLoadError(f"{model_dir} has no config.yaml: copy the complete hub directory (it ships that file)")
+    llm_dir = model_dir / LLM_SUBDIR
+    if llm_dir.is_dir():
+        _require_readable_dir(llm_dir)
+    llm_config_path = llm_dir / "config.json"
+    if not _is_file(llm_config_path):
         raise ModelLoadError(
             f"{model_dir} has no {LLM_SUBDIR}/config.json: copy the complete hub directory (it ships that folder)"
         )
-    build: dict = {}
-    config_yaml = model_dir / "config.yaml"
-    if config_yaml.is_file():
-        try:
-            build = yaml.safe_load(config_yaml.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            raise ModelLoadError(f"{config_yaml} is not valid YAML: {exc}") from exc
-    try:
-        qwen = json.loads(llm_config_path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ModelLoadError(f"{llm_config_path} is not valid JSON: {exc}") from exc
-
-    enc = build.get("audio_encoder_conf") or {}
-    ada = build.get("audio_adaptor_conf") or {}
-    defaults = EncoderConfig()
-    encoder = EncoderConfig(
-        output_size=int(enc.get("output_size", defaults.output_size)),
-        attention_heads=int(enc.get("attention_heads", defaults.attention_heads)),
-        linear_units=int(enc.get("linear_units", defaults.linear_units)),
-        num_blocks=int(enc.get("num_blocks", defaults.num_blocks)),
-        tp_blocks=int(enc.get("tp_blocks", defaults.tp_blocks)),
-        kernel_size=int(enc.get("kernel_size", defaults.kernel_size)),
-        sanm_shift=int(enc.get("sanm_shfit", defaults.sanm_shift)),
-    )
-    hidden = int(qwen.get("hidden_size", LLMConfig.hidden_size))
-    num_heads = int(qwen.get("num_attention_heads", LLMConfig.num_heads))
-    llm = LLMConfig(
-        hidden_size=hidden,
-        intermediate_size=int(qwen.get("intermediate_size", LLMConfig.intermediate_size)),
-        num_layers=int(qwen.get("num_hidden_layers", LLMConfig.num_layers)),
-        num_heads=num_heads,
-        num_kv_heads=int(qwen.get("num_key_value_heads", LLMConfig.num_kv_heads)),
-        head_dim=int(qwen.get("head_dim") or hidden // num_heads),
-        vocab_size=int(qwen.get("vocab_size", LLMConfig.vocab_size)),
-        rms_norm_eps=float(qwen.get("rms_norm_eps", LLMConfig.rms_norm_eps)),
-        rope_theta=float(qwen.get("rope_theta", LLMConfig.rope_theta)),
-        tie_word_embeddings=bool(qwen.get("tie_word_embeddings", True)),
-        max_position_embeddings=int(qwen.get("max_position_embeddings", LLMConfig.max_position_embeddings)),
-        rotary_frequency_dtype=DTYPE_ALIASES.get(
-            str((build.get("llm_conf") or {}).get("llm_dtype", "bf16")), LLMConfig.rotary_frequency_dtype
-        ),
-    )
+    build = _load_yaml(config_yaml)
+    qwen = _load_json(llm_config_path)
+    encoder = _encoder_config(_section(build.get("audio_encoder_conf"), f"{config_yaml}: audio_encoder_conf"),
+                              f"{config_yaml}: audio_encoder_conf")
+    llm_conf = _section(build.get("llm_conf"), f"{config_yaml}: llm_conf")
+    llm = _llm_config(qwen, str(llm_config_path), llm_conf.get("llm_dtype", "bf16"))
+    where = f"{config_yaml}: audio_adaptor_conf"
+    ada = _section(build.get("audio_adaptor_conf"), where)
     adaptor = AdaptorConfig(
-        encoder_dim=int(ada.get("encoder_dim", encoder.output_size)),
-        llm_dim=hidden,  # the official build takes it from the LLM's embedding width
-        ffn_dim=int(ada.get("ffn_dim", AdaptorConfig.ffn_dim)),
-        n_layer=int(ada.get("n_layer", AdaptorConfig.n_layer)),
-        attention_heads=int(ada.get("attention_heads", AdaptorConfig.attention_heads)),
-        downsample_rate=int(ada.get("downsample_rate", AdaptorConfig.downsample_rate)),
+        encoder_dim=_integer(ada, "encoder_dim", encoder.output_size, where),
+        llm_dim=llm.hidden_size,  # the official build takes it from the LLM's embedding width
+        ffn_dim=_integer(ada, "ffn_dim", AdaptorConfig.ffn_dim, where),
+        n_layer=_integer(ada, "n_layer", AdaptorConfig.n_layer, where),
+        attention_heads=_integer(ada, "attention_heads", AdaptorConfig.attention_heads, where),
+        downsample_rate=_integer(ada, "downsample_rate", AdaptorConfig.downsample_rate, where),
     )
     if adaptor.downsample_rate != 1:
         raise ModelLoadError(
             f"audio_adaptor_conf.downsample_rate={adaptor.downsample_rate} is not supported (1 is)"
         )
-    if variant not in (None, "nano", "mlt"):
-        raise ModelLoadError(f"variant must be 'nano' or 'mlt', not {variant!r}")
-    return ModelConfig(encoder, adaptor, llm, variant or build.get(VARIANT_KEY) or _guess_variant(model_dir))
+    recorded = build.get(VARIANT_KEY)
+    if recorded not in (None, "nano", "mlt"):
+        raise ModelLoadError(f"{config_yaml}: {VARIANT_KEY} must be nano or mlt, not {_short(recorded)}")
+    chosen = variant or recorded or guess_variant(name if name is not None else model_dir.name)
+    return ModelConfig(encoder, adaptor, llm, chosen)
 
 
 def _unwrap(checkpoint: object, path: Path) -> dict[str, torch.Tensor]:
@@ -232,6 +360,8 @@ def load_state_dict(model_dir: Path) -> dict[str, torch.Tensor]:
                 raise
             # Legacy (non-zip) checkpoints cannot be memory-mapped.
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except PermissionError as exc:
+        raise unreadable(path, exc) from exc
     except pickle.UnpicklingError as exc:
         raise ModelLoadError(
             f"{path} contains objects other than tensors and was not loaded (only weights_only checkpoints "

@@ -1,44 +1,86 @@
-"""Command line: ``funasr-nano transcribe FILE... --model DIR``."""
+"""Command line: ``funasr-nano transcribe FILE... --model DIR``, ``serve``, ``convert``.
+
+Only argparse and the error classes are imported up front, so ``--help``, ``--version`` and mistakes in
+the arguments answer at once; torch is imported when a model is loaded.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-from .errors import FunASRNanoError, UsageError
+from . import __version__
+from .errors import FunASRNanoError, UsageError, cli_spelling
 
-DEFAULT_MODEL = "FunAudioLLM/Fun-ASR-Nano-2512"
+# The bundled demo model works offline on a first run; it has heard synthetic voices only, so using it
+# without asking is said once on stderr.
+DEFAULT_MODEL = "demo"
+DEMO_NOTE = (
+    "note: using the bundled demo model (synthetic voices only, not for real speech); "
+    "pass --model nano or --model mlt for the real Fun-ASR-Nano models"
+)
+# What a program killed by SIGPIPE reports: the reader of our output has gone (`... | head`).
+BROKEN_PIPE_STATUS = 141
+
+
+AddArgument = Callable[..., argparse.Action]
+
+
+def _add_model_options(add: AddArgument) -> None:
+    """Options every command that loads a model shares."""
+    add("--model", "-m", default=None,
+        help=f"demo (bundled, synthetic voices only), nano, mlt, a hub id or a model directory "
+             f"(default: {DEFAULT_MODEL})")
+    add("--hub", default="hf", choices=("hf", "modelscope"),
+        help="where a hub id is downloaded from (default: %(default)s)")
+    add("--variant", default=None, choices=("nano", "mlt"),
+        help="nano (zh/en/ja) or mlt (31 languages); default: from the hub id or the directory's own name")
+
+
+def _add_load_options(add: AddArgument) -> None:
+    _add_model_options(add)
+    add("--device", default="auto", help="auto, cpu, cuda, cuda:1, gpu (MLX) (default: %(default)s)")
+    add("--dtype", default="auto", help="auto, float32, bfloat16 (default: %(default)s; float16 overflows)")
+    add("--backend", default="auto", choices=("auto", "torch", "mlx"),
+        help="auto = MLX on Apple Silicon when installed, else torch (default: %(default)s)")
+    add("--resampler", default="torchaudio", choices=("torchaudio", "soxr"),
+        help="how audio at other rates reaches 16 kHz: the official toolkit's torchaudio filter (default) "
+             "or soxr, as it resamples without torchaudio")
 
 
 def _add_transcribe(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("transcribe", help="transcribe audio; print the text or write txt/json/srt/vtt/tsv")
-    p.add_argument("inputs", nargs="+", help="audio files, directories (searched recursively) or globs")
-    p.add_argument("--model", "-m", default=DEFAULT_MODEL, help="model directory or hub id (default: %(default)s)")
-    p.add_argument("--language", "-l", default=None, help="zh, en, ja, ... or a Chinese name; default automatic")
-    p.add_argument("--hotwords", default=None, help="comma-separated hotwords, e.g. '开放时间,Fun-ASR'")
-    p.add_argument("--no-itn", action="store_true", help="keep spoken forms (no inverse text normalisation)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, gpu (MLX) (default: %(default)s)")
-    p.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 (default: %(default)s)")
-    p.add_argument("--backend", default="auto", choices=("auto", "torch", "mlx"),
-                   help="auto = MLX on Apple Silicon when installed, else torch (default: %(default)s)")
-    p.add_argument("--max-new-tokens", type=int, default=None, help="token budget per segment")
-    p.add_argument("--output-dir", "-o", default=None, help="write <name>.<format> here (default: stdout)")
-    p.add_argument("--output-format", "-f", default=None, choices=("txt", "json", "srt", "vtt", "tsv", "all"),
-                   help="default: txt on stdout, all with --output-dir")
-    p.add_argument("--hotwords-file", default=None, help="hotwords, one per line (added to --hotwords)")
-    p.add_argument("--batch-size", type=int, default=32, help="segments decoded together (default: 32)")
-    p.add_argument("--int8", action="store_true",
-                   help="CPU: int8 LLM weights (about 3x faster decoding; greedy ids may differ from fp32)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
-    p.add_argument("--no-vad", action="store_true",
-                   help="decode each file as ONE segment like the official model (loops on long audio)")
-    p.add_argument("--max-line-width", type=int, default=42, help="srt/vtt columns per line (default: 42)")
-    p.add_argument("--max-line-count", type=int, default=2, help="srt/vtt lines per cue (default: 2)")
-    p.add_argument("--max-cue-duration", type=float, default=7.0, help="srt/vtt seconds per cue (default: 7)")
-    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar, warnings or summary")
+    add = p.add_argument
+    add("inputs", nargs="+", help="audio files, directories (searched recursively), globs, or - (standard input)")
+    _add_load_options(add)
+    add("--language", "-l", default=None, help="zh, en, ja, ... or a Chinese name; default automatic")
+    add("--hotwords", default=None, help="comma-separated hotwords, e.g. '开放时间,Fun-ASR'")
+    add("--no-itn", action="store_true", help="keep spoken forms (no inverse text normalisation)")
+    add("--max-new-tokens", type=int, default=None, help="token budget per segment")
+    add("--output-dir", "-o", default=None,
+        help="write <path>.<format> here, mirroring the inputs' folders (default: stdout)")
+    add("--output-format", "-f", default=None, choices=("txt", "json", "srt", "vtt", "tsv", "all"),
+        help="default: txt on stdout, all with --output-dir")
+    existing = p.add_mutually_exclusive_group()
+    existing.add_argument("--skip-existing", action="store_true",
+                          help="with -o: leave out inputs whose outputs all exist (resume a batch)")
+    existing.add_argument("--overwrite", action="store_true",
+                          help="with -o: replace existing outputs without a warning")
+    add("--hotwords-file", default=None, help="hotwords, one per line (added to --hotwords)")
+    add("--batch-size", type=int, default=32, help="segments decoded together (default: 32)")
+    add("--int8", action="store_true",
+        help="CPU: int8 LLM weights (about 3x faster decoding; greedy ids may differ from fp32)")
+    add("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
+    add("--no-vad", action="store_true",
+        help="decode each file as ONE segment like the official model (loops on long audio)")
+    add("--max-line-width", type=int, default=42, help="srt/vtt columns per line (default: 42)")
+    add("--max-line-count", type=int, default=2, help="srt/vtt lines per cue (default: 2)")
+    add("--max-cue-duration", type=float, default=7.0, help="srt/vtt seconds per cue (default: 7)")
+    add("--quiet", "-q", action="store_true", help="no progress bar, warnings or summary")
 
 
 def _transcribe(args: argparse.Namespace) -> int:
@@ -50,22 +92,26 @@ def _transcribe(args: argparse.Namespace) -> int:
 def _add_serve(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="serve the OpenAI-compatible transcription API over HTTP")
     add = p.add_argument
-    add("--model", "-m", default=DEFAULT_MODEL, help="model directory or hub id (default: %(default)s)")
+    _add_load_options(add)
     add("--host", default="127.0.0.1", help="address to listen on (default: %(default)s, loopback)")
     add("--port", type=int, default=8000, help="TCP port, 0 for any free one (default: %(default)s)")
     add("--api-key", default=os.environ.get("FUNASR_NANO_API_KEY"),
         help="require 'Authorization: Bearer KEY' (default: $FUNASR_NANO_API_KEY, else no key)")
     add("--model-name", default=None, help="model id listed by /v1/models (default: the model's name)")
-    add("--device", default="auto", help="auto, cpu, cuda, cuda:1 (default: %(default)s)")
-    add("--dtype", default="auto", help="auto, float32, bfloat16 (default: %(default)s)")
-    add("--backend", default="auto", choices=("auto", "torch", "mlx"), help="as for transcribe")
     add("--batch-size", type=int, default=32, help="segments decoded together (default: %(default)s)")
     add("--no-vad", action="store_true", help="decode each upload as ONE segment (loops on long audio)")
     add("--batch-window-ms", type=float, default=10.0,
         help="how long an idle server waits for more requests to batch (default: %(default)s)")
     add("--max-upload-mb", type=float, default=25.0, help="larger uploads get 413 (default: %(default)s)")
     add("--max-audio-s", type=float, default=3600.0, help="longer audio gets 413 (default: %(default)s)")
-    add("--max-queue", type=int, default=64, help="requests in progress at once, more get 429 (default: 64)")
+    add("--max-queue", type=int, default=64,
+        help="uploaded requests waiting or decoding at once, more get 429 (default: %(default)s)")
+    add("--max-uploads", type=int, default=64,
+        help="uploads arriving at once, more get 429 (default: %(default)s)")
+    add("--read-timeout-s", type=float, default=30.0,
+        help="an upload that sends nothing for this long gets 408 (default: %(default)s)")
+    add("--min-upload-kbps", type=float, default=64.0,
+        help="after the first --read-timeout-s, slower uploads get 408 (kilobits/s; default: %(default)s)")
     add("--max-new-tokens", type=int, default=None, help="token budget per segment (default: by duration)")
     add("--log-level", default="info", help="uvicorn log level (default: %(default)s)")
 
@@ -81,7 +127,7 @@ def _serve(args: argparse.Namespace) -> int:
 def _add_convert(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("convert", help="write a ready-to-load MLX copy of a model (optionally 4/8-bit)")
     p.add_argument("out", help="output directory (must not exist or be empty)")
-    p.add_argument("--model", "-m", default=DEFAULT_MODEL, help="model directory or hub id (default: %(default)s)")
+    _add_model_options(p.add_argument)
     p.add_argument("--backend", default="mlx", choices=("mlx",), help="target backend (default: mlx)")
     p.add_argument("--bits", type=int, default=None, choices=(4, 8),
                    help="quantize the LLM linears and embedding/LM head (default: keep bf16)")
@@ -94,7 +140,7 @@ def _convert(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .backends.selection import MLX_INSTALL_HINT, mlx_import_error
-    from .checkpoint import resolve_model_dir
+    from .checkpoint import model_name, resolve_model_dir
 
     error = mlx_import_error()
     if error is not None:
@@ -102,7 +148,8 @@ def _convert(args: argparse.Namespace) -> int:
     from .backends.mlx.convert import convert
 
     quantization = convert(
-        resolve_model_dir(args.model), Path(args.out), args.bits, args.group_size, args.quantize_encoder
+        resolve_model_dir(args.model, args.hub), Path(args.out), args.bits, args.group_size, args.quantize_encoder,
+        args.variant, model_name(args.model),
     )
     detail = (
         f"{quantization.bits}-bit, group {quantization.group_size}, {len(quantization.modules)} modules"
@@ -112,19 +159,43 @@ def _convert(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="funasr-nano", description="Fast Fun-ASR-Nano speech recognition")
-    sub = parser.add_subparsers(dest="command", required=True)
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="funasr-nano", description="Fast Fun-ASR-Nano speech recognition")
+    top.add_argument("--version", action="version", version=f"funasr-nano {__version__}")
+    sub = top.add_subparsers(dest="command", required=True)
     _add_transcribe(sub)
     _add_serve(sub)
     _add_convert(sub)
-    args = parser.parse_args(argv)
+    return top
+
+
+def _silence_output() -> None:
+    """Point stdout and stderr at /dev/null, so that nothing more (Python's flush at exit included) fails
+    on the pipe whose reader has gone."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for stream in (sys.stdout, sys.stderr):
+        # Not a real file (a test's capture, say): nothing of it is flushed to a pipe at exit.
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(devnull, stream.fileno())
+    os.close(devnull)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
     commands = {"transcribe": _transcribe, "serve": _serve, "convert": _convert}
     try:
-        return commands[args.command](args)
+        args = parser().parse_args(argv)
+        if getattr(args, "model", "") is None:
+            args.model = DEFAULT_MODEL
+            if not getattr(args, "quiet", False):
+                print(DEMO_NOTE, file=sys.stderr)
+        with cli_spelling():
+            return commands[args.command](args)
     except FunASRNanoError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `funasr-nano ... | head`: the reader has all it wants; stop quietly
+        _silence_output()
+        return BROKEN_PIPE_STATUS
     except KeyboardInterrupt:
         return 130
 

@@ -10,6 +10,7 @@ at most ``max_lines`` lines of ``max_line_width`` columns (CJK characters count 
 from __future__ import annotations
 
 import json
+import os
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -270,14 +271,27 @@ def render(result: Transcription, fmt: str, limits: CueLimits | None = None) -> 
     return writers[fmt](result)
 
 
+def output_paths(directory: Path, stem: str, formats: Sequence[str]) -> list[Path]:
+    """Where :func:`write_outputs` writes: ``directory/stem.<format>`` for each format."""
+    return [directory / f"{stem}.{fmt}" for fmt in formats]
+
+
 def write_outputs(
     result: Transcription, directory: Path, stem: str, formats: Sequence[str], limits: CueLimits | None = None
 ) -> list[Path]:
-    """Write ``directory/stem.<format>`` for each format (UTF-8, LF); returns the paths written."""
-    paths = []
-    for fmt in formats:
-        path = directory / f"{stem}.{fmt}"
+    """Write ``directory/stem.<format>`` for each format (UTF-8, LF); returns the paths written.
+
+    Each file is written under a temporary name and renamed into place, so an interrupted run never
+    leaves a truncated output that a later ``--skip-existing`` run would take as done.
+    """
+    paths = output_paths(directory, stem, formats)
+    for fmt, path in zip(formats, paths, strict=True):
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(render(result, fmt, limits), encoding="utf-8", newline="\n")
-        paths.append(path)
+        partial = path.with_name(f".{path.name}.partial")
+        try:
+            partial.write_text(render(result, fmt, limits), encoding="utf-8", newline="\n")
+            os.replace(partial, path)
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
     return paths

@@ -38,6 +38,7 @@ class DecodeSettings:
     max_new_tokens: int | None  # None: from each segment's duration (guards.token_budget)
     vad: VadOptions | None  # None: the whole recording as one segment, unrepaired, as the official model
     sample_rate: int | None  # of array inputs
+    resampler: str = "torchaudio"  # how inputs at other rates reach 16 kHz (see resample.py)
     language: str | None = None  # the trained language name in the prompt, None for automatic
     on_text: TextCallback | None = None  # each recording's text as it is decoded (see streaming.py)
 
@@ -124,7 +125,7 @@ class SegmentDecoder:
     ) -> _Recording | FunASRNanoError:
         started = time.perf_counter()
         try:
-            samples = load_audio(source, settings.sample_rate)
+            samples = load_audio(source, settings.sample_rate, resampler=settings.resampler)
         except FunASRNanoError as exc:
             return exc
         timings = {"load_audio": time.perf_counter() - started, "decode": 0.0}

@@ -6,11 +6,11 @@ import os
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
-from .audio import AudioInput
-from .backends import Backend
+from .audio import AudioInput, check_resampler, check_sample_rate
+from .backends import Backend, dtype_name
 from .backends.selection import choose_backend
-from .checkpoint import LLM_SUBDIR, ModelConfig, load_state_dict, read_config, resolve_model_dir
-from .errors import FunASRNanoError, UsageError
+from .checkpoint import LLM_SUBDIR, ModelConfig, load_state_dict, model_name, read_config, resolve_model_dir
+from .errors import FunASRNanoError, UsageError, option
 from .languages import resolve_language
 from .longform import DecodedRecording, DecodeSettings, ProgressCallback, SegmentDecoder
 from .prompt import PromptTokenizer, normalize_hotwords
@@ -44,6 +44,7 @@ class FunASRNano:
         vad: bool | VadOptions = True,
         progress: ProgressCallback | None = None,
         on_text: TextCallback | None = None,
+        resampler: str = "torchaudio",
     ) -> Transcription:
         """Transcribe one recording (path, bytes, or samples at ``sample_rate``, default 16 kHz).
 
@@ -55,9 +56,11 @@ class FunASRNano:
         finished piece covered. on_text: called with each new piece of the text as soon as it is decoded
         and final, in order (the pieces add up to the returned ``text``); a segment whose text has begun
         to stream is not split and decoded again, so a loop in it is cut and a token-budget overrun only
-        flagged.
+        flagged. resampler: how audio at other rates is brought to 16 kHz: "torchaudio" (default: the
+        filter the official toolkit uses where torchaudio is installed, computed without torchaudio) or
+        "soxr" (librosa's, which the official toolkit uses otherwise).
         """
-        settings = self._settings(language, hotwords, itn, sample_rate, max_new_tokens, vad, on_text)
+        settings = self._settings(language, hotwords, itn, sample_rate, max_new_tokens, vad, on_text, resampler)
         (result,) = self._run([audio], settings, progress)
         if isinstance(result, FunASRNanoError):
             raise result
@@ -74,11 +77,12 @@ class FunASRNano:
         max_new_tokens: int | None = None,
         vad: bool | VadOptions = True,
         progress: ProgressCallback | None = None,
+        resampler: str = "torchaudio",
     ) -> Iterator[Transcription | FunASRNanoError]:
         """Transcribe many recordings in shared batches; yields, in input order, each one's
         ``Transcription`` or the ``FunASRNanoError`` that input raised (unreadable audio), so one bad file
         does not stop the rest. Inputs are read lazily; options are those of :meth:`transcribe`."""
-        settings = self._settings(language, hotwords, itn, sample_rate, max_new_tokens, vad, None)
+        settings = self._settings(language, hotwords, itn, sample_rate, max_new_tokens, vad, None, resampler)
         return self._run(audios, settings, progress)
 
     def _settings(
@@ -90,15 +94,19 @@ class FunASRNano:
         max_new_tokens: int | None,
         vad: bool | VadOptions,
         on_text: TextCallback | None,
+        resampler: str,
     ) -> DecodeSettings:
         language_name = resolve_language(language, self.languages)
+        if sample_rate is not None:
+            sample_rate = check_sample_rate(sample_rate)
         prompt = self.tokenizer.prompt_ids(normalize_hotwords(hotwords), language_name, itn)
         if max_new_tokens is not None and max_new_tokens < 1:
-            raise UsageError("max_new_tokens must be at least 1")
+            raise UsageError(f"{option('max_new_tokens')} must be at least 1")
         if not isinstance(vad, (bool, VadOptions)):
             raise UsageError(f"vad must be True, False or a VadOptions, not {type(vad).__name__}")
         vad_options = VadOptions() if vad is True else vad or None
-        return DecodeSettings(prompt, max_new_tokens, vad_options, sample_rate, language_name, on_text)
+        return DecodeSettings(prompt, max_new_tokens, vad_options, sample_rate, check_resampler(resampler),
+                              language_name, on_text)
 
     def _run(
         self, audios: Iterable[AudioInput], settings: DecodeSettings, progress: ProgressCallback | None
@@ -136,24 +144,29 @@ def load_model(
 
     device: "auto" | "cpu" | "cuda[:N]" | "gpu" (MLX); dtype: "auto" (bf16 on a GPU, fp32 on CPU) | "float32" |
     "bfloat16"; backend: "auto" (MLX on Apple Silicon when mlx is installed, else torch) | "torch" | "mlx";
-    variant: "nano" | "mlt" (guessed from the directory name when None); int8: dynamic int8 LLM weights
-    (torch on CPU only: faster decoding, greedy ids may differ from fp32).
+    hub: "hf" | "modelscope" (where a hub id is downloaded from); variant: "nano" | "mlt" (guessed from the
+    hub id or the directory's own name when None); int8: dynamic int8 LLM weights (torch on CPU only: faster
+    decoding, greedy ids may differ from fp32). Generation stops on config.json's ``eos_token_id``, as the
+    official model's does (``<|im_end|>`` when the config names none).
     """
+    dtype_name(dtype)  # a bad dtype fails before anything is read
     model_dir = resolve_model_dir(model, hub)
-    config = read_config(model_dir, variant)
+    config = read_config(model_dir, variant, model_name(model))
     tokenizer = PromptTokenizer(model_dir / LLM_SUBDIR / "tokenizer.json")
+    stop_ids = config.llm.eos_token_ids or (tokenizer.im_end_id,)
     engine: Backend
     if choose_backend(backend, model_dir) == "mlx":
         if int8:
-            raise UsageError("int8 is a torch-backend option; MLX quantizes with `funasr-nano convert --bits 8`")
+            raise UsageError(f"{option('int8', True)} is a torch-backend option; MLX quantizes with "
+                             "`funasr-nano convert --bits 8`")
         from .backends.mlx import MLXBackend
 
-        engine = MLXBackend.load(config, model_dir, tokenizer.stop_ids, device, dtype, batch_size)
+        engine = MLXBackend.load(config, model_dir, stop_ids, device, dtype, batch_size)
     else:
         from .backends.torch import TorchBackend
 
         engine = TorchBackend(
-            config, load_state_dict(model_dir), tokenizer.stop_ids, device, dtype, batch_size,
+            config, load_state_dict(model_dir), stop_ids, device, dtype, batch_size,
             str(model_dir / "model.pt"), int8,
         )
     return FunASRNano(config, tokenizer, engine, model_dir)

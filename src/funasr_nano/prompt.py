@@ -7,19 +7,19 @@ after the audio *separately*; the audio occupies ``ceil(T_lfr / 8)`` positions i
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from tokenizers import Tokenizer
 
-from .errors import ModelLoadError, UsageError
+from .errors import ModelLoadError, UsageError, unreadable
 
 SYSTEM_PROMPT = "You are a helpful assistant."
 HOTWORD_PREAMBLE = (
     "请结合上下文信息，更加准确地完成语音转写任务。如果没有相关信息，我们会留空。\n\n\n**上下文信息：**\n\n\n"
 )
 ASSISTANT_SUFFIX = "<|im_end|>\n<|im_start|>assistant\n"
-END_OF_TEXT = "<|endoftext|>"
 IM_END = "<|im_end|>"
 SILENCE_MARKER = "/sil"  # the model writes it for pauses; the official text turns it into a space
 
@@ -41,15 +41,17 @@ def prompt_prefix(hotwords: list[str] | None, language: str | None, itn: bool) -
     )
 
 
-def normalize_hotwords(hotwords: str | list[str] | tuple[str, ...] | None) -> list[str]:
-    """Accept a list or a comma-separated string; the official code would join a str char by char."""
+def normalize_hotwords(hotwords: str | Sequence[str] | None) -> list[str]:
+    """A list is used verbatim, as the official code joins it; a comma-separated string (the official
+    code would join a str char by char) is split, its items stripped and empty ones dropped."""
     if hotwords is None:
         return []
     if isinstance(hotwords, str):
-        hotwords = re.split(r"[,，\n]", hotwords)
-    if not all(isinstance(w, str) for w in hotwords):
-        raise UsageError("hotwords must be strings, e.g. hotwords=['开放时间', 'Fun-ASR']")
-    return [w.strip() for w in hotwords if w.strip()]
+        return [w.strip() for w in re.split(r"[,，\n]", hotwords) if w.strip()]
+    if not isinstance(hotwords, Sequence) or not all(isinstance(w, str) for w in hotwords):
+        raise UsageError("hotwords must be a list of strings or a comma-separated string, e.g. "
+                         "hotwords=['开放时间', 'Fun-ASR']")
+    return list(hotwords)
 
 
 def num_audio_tokens(num_lfr_frames: int) -> int:
@@ -91,16 +93,22 @@ class PromptTokenizer:
             raise ModelLoadError(
                 f"tokenizer not found: {tokenizer_file} (the model directory needs Qwen3-0.6B/tokenizer.json)"
             )
-        self._tokenizer = Tokenizer.from_file(str(tokenizer_file))
-        self.stop_ids = tuple(
-            i
-            for i in (self._tokenizer.token_to_id(IM_END), self._tokenizer.token_to_id(END_OF_TEXT))
-            if i is not None
-        )
-        if not self.stop_ids:
+        try:
+            text = tokenizer_file.read_bytes().decode("utf-8")
+        except OSError as exc:
+            raise unreadable(tokenizer_file, exc) from exc
+        except UnicodeDecodeError as exc:
+            raise ModelLoadError(f"{tokenizer_file} is not UTF-8 text: the file is damaged, download it again") from exc
+        try:
+            self._tokenizer = Tokenizer.from_str(text)
+        except Exception as exc:  # tokenizers raises a bare Exception for any malformed file
+            reason = (str(exc).splitlines() or [type(exc).__name__])[0][:120]
             raise ModelLoadError(
-                f"{tokenizer_file} has neither {IM_END} nor {END_OF_TEXT}: not a Qwen3 tokenizer"
-            )
+                f"{tokenizer_file} is not a valid tokenizer.json ({reason}): download it again"
+            ) from exc
+        self.im_end_id = self._tokenizer.token_to_id(IM_END)
+        if self.im_end_id is None:
+            raise ModelLoadError(f"{tokenizer_file} has no {IM_END} token: not a Qwen3 tokenizer")
         self._suffix = self.encode(ASSISTANT_SUFFIX)
 
     def encode(self, text: str) -> list[int]:

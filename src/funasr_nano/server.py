@@ -11,17 +11,19 @@ from __future__ import annotations
 import asyncio
 import copy
 import hmac
-import io
+import ipaddress
 import logging
+import socket
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
+import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -32,8 +34,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .audio import load_audio
 from .batching import BatcherClosedError, BatchingBackend
-from .errors import AudioError, UsageError
-from .features import SAMPLE_RATE
+from .errors import AudioError, AudioTooLongError, UsageError
 from .languages import resolve_language
 from .pipeline import FunASRNano
 from .result import Transcription
@@ -52,75 +53,162 @@ class ServerConfig:
     api_key: str | None = None
     max_upload_bytes: int = 25 * 1024 * 1024  # OpenAI's own limit
     max_audio_s: float = 3600.0
-    max_queue: int = 64  # requests admitted at once (uploading, waiting or decoding); more get 429
+    max_queue: int = 64  # requests admitted at once (uploaded, waiting or decoding); more get 429
+    max_uploads: int = 64  # request bodies arriving at once; more get 429
+    read_timeout_s: float = 30.0  # an upload that sends nothing for this long gets 408
+    min_upload_bytes_per_s: float = 8000.0  # ...and one slower than this, after its first read_timeout_s
     max_new_tokens: int | None = None  # per segment; None derives it from the segment duration
     batch_window_s: float = 0.01
     batch_segments: int = 32
     vad: bool = True  # False decodes each upload as one segment, as the official model does
+    resampler: str = "torchaudio"  # how uploads at other rates reach 16 kHz (see resample.py)
 
 
-class UploadLimit:
-    """ASGI middleware: 413 for request bodies over ``max_bytes``, counted as they arrive so an
-    oversized upload is refused before it is spooled (Content-Length is checked first when sent)."""
+RETRY_AFTER_S = 1  # what a 429 tells the client to wait before trying again
 
-    def __init__(self, app: ASGIApp, max_bytes: int):
-        self.app = app
-        self.max_bytes = max_bytes
-        # Clients such as urllib send the whole body before reading the answer: the rest of an oversized
-        # body is read and dropped (up to this much) so they see the 413 rather than a broken pipe.
-        self.drain_bytes = 4 * max_bytes
 
-    async def _reject(self, scope: Scope, receive: Receive, send: Send, more_body: bool) -> None:
+def _busy(message: str, code: str) -> APIError:
+    return APIError(429, message, type_="rate_limit_error", code=code, headers={"Retry-After": str(RETRY_AFTER_S)})
+
+
+def _has_body(headers: dict[bytes, bytes]) -> bool:
+    length = headers.get(b"content-length")
+    return b"chunked" in headers.get(b"transfer-encoding", b"").lower() or (
+        length is not None and length.strip() not in (b"", b"0"))
+
+
+class _Body:
+    """One request's body as it arrives: counted against the size limit, timed against the read timeout
+    and the minimum rate, and cut off when the server shuts down. Any of those ends the body for the app
+    (an ``http.disconnect``) and records the error that replaces the app's answer."""
+
+    def __init__(self, guard: UploadGuard, receive: Receive):
+        self.guard, self.raw_receive = guard, receive
+        self.started = asyncio.get_running_loop().time()
+        self.received = 0
+        self.complete = False
+        self.error: APIError | None = None
+        guard.service.uploading += 1
+        self.counted = True
+
+    def release(self) -> None:
+        """Give back the upload's place (once): its body is complete, or it was refused."""
+        if self.counted:
+            self.guard.service.uploading -= 1
+            self.counted = False
+
+    def _wait_s(self) -> float:
+        """How long the next piece of the body may take: the read timeout, or less where the upload has
+        fallen behind the minimum rate (which applies after the first read timeout)."""
+        guard = self.guard
+        behind = self.started + guard.read_timeout_s + self.received / guard.min_rate
+        now = asyncio.get_running_loop().time()
+        return max(0.0, min(guard.read_timeout_s, behind - now))
+
+    async def _next(self) -> Message | None:
+        """The next message, or None once the wait ran out or the server began to shut down."""
+        receiving = asyncio.ensure_future(self.raw_receive())
+        stopping = asyncio.ensure_future(self.guard.service.stopping.wait())
+        done, _ = await asyncio.wait({receiving, stopping}, timeout=self._wait_s(),
+                                     return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if receiving in done:
+            return receiving.result()
+        receiving.cancel()
+        if stopping in done:
+            self.error = APIError(503, "the server is shutting down: send the request again later",
+                                  type_="server_error", code="shutting_down")
+        else:
+            self.error = APIError(408, f"the upload was too slow (at least {self.guard.min_rate:g} bytes/s, "
+                                       f"and a pause of at most {self.guard.read_timeout_s:g} s)",
+                                  code="upload_timeout")
+        return None
+
+    async def receive(self) -> Message:
+        if self.complete or self.error is not None:
+            return await self.raw_receive() if self.error is None else {"type": "http.disconnect"}
+        message = await self._next()
+        if message is None:
+            return {"type": "http.disconnect"}
+        if message["type"] == "http.request":
+            self.received += len(message.get("body", b""))
+            self.complete = not message.get("more_body", False)
+            if self.received > self.guard.max_bytes:
+                self.error = self.guard.too_large()
+                return {"type": "http.disconnect"}  # ends the body for the parser
+        else:
+            self.complete = True
+        if self.complete:
+            self.release()
+        return message
+
+    async def drain(self) -> None:
+        """Read and drop the rest (up to a bound), so clients that send the whole body before reading the
+        answer (urllib) see it rather than a broken pipe; within the same time limits."""
         drained = 0
-        while more_body and drained <= self.drain_bytes:
-            message = await receive()
-            if message["type"] != "http.request":
-                break
+        while not self.complete and drained <= self.guard.drain_bytes:
+            message = await self._next()
+            if message is None or message["type"] != "http.request":
+                return
             drained += len(message.get("body", b""))
-            more_body = message.get("more_body", False)
-        error = APIError(413, f"the upload is larger than the server's limit of {self.max_bytes} bytes",
-                         code="file_too_large", param="file")
-        await error.response()(scope, receive, send)
+            self.complete = not message.get("more_body", False)
+
+
+class UploadGuard:
+    """ASGI middleware for request bodies: 413 for bodies over ``max_bytes`` (Content-Length is checked
+    first, then bytes are counted as they arrive, so an oversized upload is refused before it is
+    spooled), 429 when ``max_uploads`` bodies are already arriving, 408 for an upload that pauses longer
+    than ``read_timeout_s`` or, after that long, arrives slower than ``min_rate`` bytes/s, and 503 for
+    an upload still arriving when the server shuts down. A request counts as an upload from its start
+    until its body is complete; only then can it take a place in the queue (see ``_Service.admit``)."""
+
+    def __init__(self, app: ASGIApp, service: _Service):
+        self.app, self.service = app, service
+        config = service.config
+        self.max_bytes, self.max_uploads = config.max_upload_bytes, config.max_uploads
+        self.read_timeout_s, self.min_rate = config.read_timeout_s, config.min_upload_bytes_per_s
+        self.drain_bytes = 4 * self.max_bytes
+
+    def too_large(self) -> APIError:
+        return APIError(413, f"the upload is larger than the server's limit of {self.max_bytes} bytes",
+                        code="file_too_large", param="file")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        headers = dict(scope.get("headers", ())) if scope["type"] == "http" else {}
+        if scope["type"] != "http" or not _has_body(headers):
             await self.app(scope, receive, send)
             return
-        length = dict(scope["headers"]).get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            await self._reject(scope, receive, send, more_body=True)
-            return
-        received = 0
-        exceeded = False
-        more_body = True
+        body = _Body(self, receive)
+        length = headers.get(b"content-length", b"")
+        if self.service.uploading > self.max_uploads:
+            body.error = _busy(f"the server is busy ({self.max_uploads} uploads arriving): retry shortly",
+                               "too_many_uploads")
+        elif length.isdigit() and int(length) > self.max_bytes:
+            body.error = self.too_large()
         started = False
-
-        async def limited_receive() -> Message:
-            nonlocal received, exceeded, more_body
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                more_body = message.get("more_body", False)
-                if received > self.max_bytes:
-                    exceeded = True
-                    # Ends the body for the parser; whatever the app answers is replaced by the 413.
-                    return {"type": "http.disconnect"}
-            return message
 
         async def guarded_send(message: Message) -> None:
             nonlocal started
-            if exceeded:
-                return
-            started = started or message["type"] == "http.response.start"
-            await send(message)
+            if body.error is None:
+                started = started or message["type"] == "http.response.start"
+                await send(message)
 
         try:
-            await self.app(scope, limited_receive, guarded_send)
-        except Exception:
-            if not exceeded:
-                raise
-        if exceeded and not started:
-            await self._reject(scope, receive, send, more_body)
+            if body.error is None:
+                try:
+                    await self.app(scope, body.receive, guarded_send)
+                except Exception:
+                    if body.error is None:
+                        raise
+            if body.error is not None and not started:
+                body.release()  # a refused upload takes no place while the rest is drained
+                if body.error.status in (413, 429):
+                    await body.drain()
+                response = body.error.response()
+                response.headers["Connection"] = "close"  # what is left of the body is not read
+                await response(scope, receive, send)
+        finally:
+            body.release()
 
 
 def _check_api_key(request: Request, api_key: str | None) -> None:
@@ -142,17 +230,6 @@ def _form_text(form: Any, name: str, default: str | None = None) -> str | None:
     return value
 
 
-def _declared_duration(data: bytes) -> float | None:
-    """The duration a file's header states, when soundfile can read it; None otherwise."""
-    try:
-        import soundfile
-
-        info = soundfile.info(io.BytesIO(data))
-        return info.frames / info.samplerate if info.samplerate > 0 and info.frames > 0 else None
-    except Exception:  # unknown or broken header, or no soundfile: the decoder decides
-        return None
-
-
 class _Service:
     """The per-app state: the batcher, the request threads and the admission counter."""
 
@@ -165,6 +242,8 @@ class _Service:
         self.active = 0
         self.served = 0
         self.started = time.time()
+        self.uploading = 0  # request bodies still arriving (UploadGuard counts them)
+        self.stopping = asyncio.Event()  # set when the server begins to shut down
 
     def start(self) -> None:
         self.batcher = BatchingBackend(self.base_model.backend, self.config.batch_window_s,
@@ -180,19 +259,10 @@ class _Service:
         if self.batcher is not None:
             self.batcher.close()
 
-    def _check_duration(self, duration: float) -> None:
-        if duration > self.config.max_audio_s:
-            raise APIError(413, f"the audio lasts {duration:.1f} s, longer than the server's limit of "
-                                f"{self.config.max_audio_s:g} s", code="audio_too_long", param="file")
-
-    def load(self, data: bytes) -> np.ndarray:
-        """The upload's samples, or a 413 for audio over the duration limit. Blocking (a request thread)."""
-        declared = _declared_duration(data)
-        if declared is not None:  # refuse before decoding: a small compressed upload can hold hours
-            self._check_duration(declared)
-        samples = load_audio(data)
-        self._check_duration(samples.size / SAMPLE_RATE)
-        return samples
+    def load(self, upload: IO[bytes]) -> np.ndarray:
+        """The upload's samples; audio over the duration limit is refused from its header or as soon as
+        decoding passes the limit (AudioTooLongError, a 413). Blocking (a request thread)."""
+        return load_audio(upload, resampler=self.config.resampler, max_seconds=self.config.max_audio_s)
 
     def transcribe(self, samples: np.ndarray, language: str | None, prompt: str | None,
                    on_text: TextCallback | None = None) -> Transcription:
@@ -202,22 +272,23 @@ class _Service:
                                      max_new_tokens=self.config.max_new_tokens, vad=self.config.vad)
 
     def admit(self) -> None:
+        """Take a place in the queue; only requests whose upload is complete ask for one."""
         if self.active >= self.config.max_queue:
-            raise APIError(429, f"the server is busy ({self.active} requests in progress): retry shortly",
-                           type_="rate_limit_error", code="queue_full")
+            raise _busy(f"the server is busy ({self.active} requests in progress): retry shortly", "queue_full")
         self.active += 1
 
     def release(self) -> None:
         self.active -= 1
 
 
-async def _read_form(request: Request) -> tuple[bytes, dict[str, str | None]]:
-    """The upload's bytes and the text fields this server uses; other fields are ignored."""
+async def _read_form(request: Request) -> tuple[Any, UploadFile, dict[str, str | None]]:
+    """The parsed form, its upload (spooled to a temporary file past 1 MB) and the text fields this
+    server uses; other fields are ignored. The caller closes the form, which removes the file."""
     try:
         form = await request.form(max_files=1, max_fields=64)
     except StarletteHTTPException as exc:
         raise APIError(400, f"malformed multipart body: {exc.detail}") from exc
-    except ClientDisconnect as exc:  # also how UploadLimit stops an oversized body: it answers 413 then
+    except ClientDisconnect as exc:  # also how UploadGuard stops a body: it answers with its own error then
         raise APIError(400, "the request body ended early") from exc
     try:
         upload = form.get("file")
@@ -225,41 +296,59 @@ async def _read_form(request: Request) -> tuple[bytes, dict[str, str | None]]:
             raise APIError(400, "the 'file' field with the audio is required (multipart/form-data)",
                            param="file")
         names = ("response_format", "stream", "prompt", "language")
-        fields = {name: _form_text(form, name) for name in names}
-        return await upload.read(), fields
-    finally:
+        return form, upload, {name: _form_text(form, name) for name in names}
+    except BaseException:
         await form.close()
+        raise
 
 
-async def _transcription(request: Request, service: _Service) -> Response:
-    data, fields = await _read_form(request)
+def _options(fields: dict[str, str | None], service: _Service) -> tuple[str, bool]:
+    """The response format and whether to stream; the prompt and language checked too."""
     response_format = (fields["response_format"] or "json").strip().lower()
     if response_format not in RESPONSE_FORMATS:
         raise APIError(400, f"unsupported response_format {response_format!r}: use one of "
                             + ", ".join(RESPONSE_FORMATS), param="response_format")
-    stream = (fields["stream"] or "").strip().lower() in _TRUE
     prompt = fields["prompt"]
     if prompt is not None and len(prompt) > MAX_PROMPT_CHARS:
         raise APIError(400, f"the prompt is longer than {MAX_PROMPT_CHARS} characters", param="prompt")
-    language = fields["language"]
     try:
-        resolve_language(language, service.base_model.languages)  # validate before decoding any audio
+        resolve_language(fields["language"], service.base_model.languages)  # before decoding any audio
     except UsageError as exc:
         raise APIError(400, str(exc), param="language", code="unsupported_language") from exc
+    return response_format, (fields["stream"] or "").strip().lower() in _TRUE
 
+
+async def _transcription(request: Request, service: _Service) -> Response:
+    """Read the whole upload, then take a place in the queue, decode, answer."""
     loop = asyncio.get_running_loop()
-    with _user_errors():
-        samples = await loop.run_in_executor(service.pool, service.load, data)
-    if stream:
-        return _stream(service, samples, language, prompt)
-    with _user_errors():
-        result = await loop.run_in_executor(service.pool, service.transcribe, samples, language, prompt)
+    form, upload, fields = await _read_form(request)
+    try:
+        response_format, stream = _options(fields, service)
+        service.admit()  # the whole upload is here: only now does it take a place in the queue
+        try:
+            with _user_errors():
+                samples = await loop.run_in_executor(service.pool, service.load, upload.file)
+        except BaseException:
+            service.release()
+            raise
+    finally:
+        await form.close()  # removes the spooled upload
+    try:
+        language, prompt = fields["language"], fields["prompt"]
+        if stream:
+            return _stream(service, samples, language, prompt)
+        with _user_errors():
+            result = await loop.run_in_executor(service.pool, service.transcribe, samples, language, prompt)
+    finally:
+        service.release()
     service.served += 1
     return render(result, response_format)
 
 
 def _as_api_error(exc: BaseException) -> APIError | None:
     """The response for an error the pipeline raised about the user's input (or a shutdown), if it is one."""
+    if isinstance(exc, AudioTooLongError):
+        return APIError(413, f"{exc} (--max-audio-s)", code="audio_too_long", param="file")
     if isinstance(exc, AudioError):
         return APIError(400, str(exc), param="file", code="invalid_audio")
     if isinstance(exc, UsageError):
@@ -340,7 +429,7 @@ def create_app(model: FunASRNano, config: ServerConfig | None = None) -> FastAPI
 
     app = FastAPI(title="funasr-nano", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.service = service
-    app.add_middleware(UploadLimit, max_bytes=config.max_upload_bytes)
+    app.add_middleware(UploadGuard, service=service)
 
     @app.exception_handler(APIError)
     async def api_error(_: Request, exc: APIError) -> JSONResponse:
@@ -363,11 +452,7 @@ def create_app(model: FunASRNano, config: ServerConfig | None = None) -> FastAPI
     @app.post("/v1/audio/transcriptions")
     async def transcriptions(request: Request) -> Response:
         _check_api_key(request, config.api_key)
-        service.admit()
-        try:
-            return await _transcription(request, service)
-        finally:
-            service.release()
+        return await _transcription(request, service)
 
     @app.get("/v1/models")
     async def models(request: Request) -> dict[str, Any]:
@@ -385,6 +470,8 @@ def create_app(model: FunASRNano, config: ServerConfig | None = None) -> FastAPI
             "device": model.backend.device,
             "requests_in_progress": service.active,
             "max_queue": config.max_queue,
+            "uploads_in_progress": service.uploading,
+            "max_uploads": config.max_uploads,
             "requests_served": service.served,
             "batching": batcher.stats.as_dict() if batcher else None,
         }
@@ -392,44 +479,78 @@ def create_app(model: FunASRNano, config: ServerConfig | None = None) -> FastAPI
     return app
 
 
+class GracefulServer(uvicorn.Server):
+    """uvicorn's server, whose shutdown first cuts off the uploads still arriving (503: a slow client
+    would otherwise hold the shutdown without bound); requests whose upload is complete, decoding or
+    waiting for it, run to their end. A second SIGINT exits at once, as in uvicorn."""
+
+    def __init__(self, config: uvicorn.Config, on_shutdown: Callable[[], None]):
+        super().__init__(config)
+        self.on_shutdown = on_shutdown
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self.on_shutdown()
+        await super().shutdown(sockets)
+
+
+def server_for(app: FastAPI, **config: Any) -> GracefulServer:
+    """A :class:`GracefulServer` for an app made by :func:`create_app`; ``config`` as for ``uvicorn.Config``."""
+    return GracefulServer(uvicorn.Config(app, **config), app.state.service.stopping.set)
+
+
 def run_server(app: FastAPI, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info") -> None:
-    """Serve until SIGINT/SIGTERM; uvicorn then stops accepting and finishes in-flight requests."""
-    import uvicorn
-
-    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=None)
+    """Serve until SIGINT/SIGTERM; then stop accepting, cut off uploads and finish the admitted requests."""
+    server_for(app, host=host, port=port, log_level=log_level).run()
 
 
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is reachable from this machine only: localhost, 127.0.0.0/8, ::1."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return address.is_loopback or (mapped is not None and mapped.is_loopback)
 
 
 def serve_main(args: Any) -> int:
     """``funasr-nano serve``: load the model, then serve it until interrupted (see cli.py for options)."""
+    from .backends import dtype_name
     from .pipeline import load_model
 
-    for name in ("max_upload_mb", "max_audio_s", "max_queue", "batch_size"):
+    for name in ("max_upload_mb", "max_audio_s", "max_queue", "max_uploads", "batch_size", "read_timeout_s",
+                 "min_upload_kbps"):
         if getattr(args, name) <= 0:
             raise UsageError(f"--{name.replace('_', '-')} must be positive")
     if args.max_new_tokens is not None and args.max_new_tokens < 1:
         raise UsageError("--max-new-tokens must be at least 1")
     if not 0 <= args.port <= 65535:
         raise UsageError(f"--port {args.port} is not a TCP port (0-65535)")
+    dtype_name(args.dtype)
     model = load_model(args.model, device=args.device, dtype=args.dtype, backend=args.backend,
-                       batch_size=args.batch_size)
+                       batch_size=args.batch_size, hub=args.hub, variant=args.variant)
     config = ServerConfig(
         model_name=args.model_name or str(args.model).rstrip("/").split("/")[-1],
         api_key=args.api_key or None,
         max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
         max_audio_s=args.max_audio_s,
         max_queue=args.max_queue,
+        max_uploads=args.max_uploads,
+        read_timeout_s=args.read_timeout_s,
+        min_upload_bytes_per_s=args.min_upload_kbps * 1000 / 8,
         max_new_tokens=args.max_new_tokens,
         batch_window_s=args.batch_window_ms / 1000,
         batch_segments=args.batch_size,
         vad=not args.no_vad,
+        resampler=args.resampler,
     )
-    if args.host not in ("127.0.0.1", "localhost", "::1") and config.api_key is None:
+    if not is_loopback(args.host) and config.api_key is None:
         print(f"warning: serving on {args.host} without --api-key: anyone who can reach it may use it",
               file=sys.stderr)
     run_server(create_app(model, config), args.host, args.port, args.log_level)
     return 0
 
 
-__all__ = ["APIError", "ServerConfig", "create_app", "run_server", "serve_main"]
+__all__ = ["APIError", "GracefulServer", "ServerConfig", "create_app", "run_server", "serve_main", "server_for"]

@@ -21,15 +21,16 @@ class APIError(Exception):
     """An error response in OpenAI's shape."""
 
     def __init__(self, status: int, message: str, type_: str = "invalid_request_error",
-                 code: str | None = None, param: str | None = None):
+                 code: str | None = None, param: str | None = None, headers: dict[str, str] | None = None):
         super().__init__(message)
         self.status, self.message, self.type, self.code, self.param = status, message, type_, code, param
+        self.headers = headers
 
     def body(self) -> dict[str, str | None]:
         return {"message": self.message, "type": self.type, "param": self.param, "code": self.code}
 
     def response(self) -> JSONResponse:
-        return JSONResponse({"error": self.body()}, status_code=self.status)
+        return JSONResponse({"error": self.body()}, status_code=self.status, headers=self.headers)
 
 
 def _compression_ratio(text: str) -> float:

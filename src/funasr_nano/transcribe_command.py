@@ -1,21 +1,26 @@
-"""The ``funasr-nano transcribe`` command: files, directories and globs in; text, json, srt, vtt or
-tsv out; all files decoded in shared batches, with a progress bar over audio time.
+"""The ``funasr-nano transcribe`` command: files, directories, globs and standard input in; text, json,
+srt, vtt or tsv out; all files decoded in shared batches, with a progress bar over audio time.
 
 One unreadable file prints its one-line error and the rest still finish; the exit status is then 1.
+With ``-o`` the outputs mirror the inputs' folders below the folder they have in common, so files of the
+same name from different folders never collide; existing outputs are replaced with a warning on stderr
+(``--overwrite``: silently; ``--skip-existing``: those inputs are left out, to resume a batch job).
 """
 
 from __future__ import annotations
 
 import argparse
 import glob
+import os
 import sys
 import time
-from collections.abc import Sequence
+import unicodedata
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import FunASRNanoError, UsageError
-from .formats import FORMATS, CueLimits, render, write_outputs
+from .errors import FunASRNanoError, UsageError, option
+from .formats import FORMATS, CueLimits, output_paths, render, write_outputs
 from .progress import AudioProgress, probe_duration
 from .result import Transcription
 
@@ -23,12 +28,31 @@ AUDIO_SUFFIXES = frozenset({
     ".wav", ".flac", ".mp3", ".m4a", ".aac", ".ogg", ".oga", ".opus", ".webm", ".mp4", ".mkv", ".mov", ".wma",
     ".aif", ".aiff", ".amr", ".3gp",
 })
+STDIN = "-"
+STDIN_NAME = "stdin"  # its output name under --output-dir
 
 
 @dataclass
 class _Input:
-    path: Path
-    name: str  # output file name without the format suffix, relative to --output-dir
+    path: Path | None  # None: standard input
+    root: Path | None  # the folder the output name mirrors the path below (None for standard input)
+    name: str = ""  # output file name without the format suffix, relative to --output-dir
+
+    @property
+    def label(self) -> str:
+        """How messages and stdout name the input: as given, control characters escaped."""
+        return STDIN if self.path is None else printable(str(self.path))
+
+
+def printable(text: str) -> str:
+    """``text`` with line breaks, tabs and other control characters written as escapes (\\n, \\t, \\x1b),
+    so a file name cannot break a ``path<TAB>text`` line or an error line."""
+    escapes = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
+    return "".join(
+        escapes.get(char) or (f"\\x{ord(char):02x}" if ord(char) < 256 else f"\\u{ord(char):04x}")
+        if unicodedata.category(char) in ("Cc", "Zl", "Zp") else char
+        for char in text
+    )
 
 
 def _directory_audio(directory: Path) -> list[Path]:
@@ -36,7 +60,8 @@ def _directory_audio(directory: Path) -> list[Path]:
 
 
 def expand_inputs(arguments: Sequence[str]) -> tuple[list[_Input], list[str]]:
-    """Files as given, directories searched recursively for audio, glob patterns expanded.
+    """Files as given, directories searched recursively for audio, glob patterns expanded, ``-`` for
+    standard input.
 
     Returns the inputs (duplicates dropped) and one error line per argument that named nothing.
     """
@@ -44,46 +69,58 @@ def expand_inputs(arguments: Sequence[str]) -> tuple[list[_Input], list[str]]:
     errors: list[str] = []
     for argument in arguments:
         path = Path(argument)
-        if path.is_dir():
-            found = [_Input(p, str(p.relative_to(path).with_suffix(""))) for p in _directory_audio(path)]
+        if argument == STDIN:
+            found = [_Input(None, None)]
+        elif path.is_dir():
+            found = [_Input(p, path) for p in _directory_audio(path)]
             if not found:
                 suffixes = ", ".join(sorted(AUDIO_SUFFIXES))
-                errors.append(f"{argument}: no audio files ({suffixes}) in this directory")
+                errors.append(f"{printable(argument)}: no audio files ({suffixes}) in this directory")
         elif path.is_file():
-            found = [_Input(path, path.stem)]
+            found = [_Input(path, path.parent)]
         elif any(char in argument for char in "*?["):
             matches = [Path(m) for m in sorted(glob.glob(argument, recursive=True))]
-            found = [_Input(m, m.stem) for m in matches if m.is_file()]
-            found += [_Input(p, p.stem) for m in matches if m.is_dir() for p in _directory_audio(m)]
+            found = [_Input(m, m.parent) for m in matches if m.is_file()]
+            found += [_Input(p, m) for m in matches if m.is_dir() for p in _directory_audio(m)]
             if not found:
-                errors.append(f"{argument}: no files match this pattern")
+                errors.append(f"{printable(argument)}: no files match this pattern")
         else:
             found = []
-            errors.append(f"{argument}: no such file or directory")
+            errors.append(f"{printable(argument)}: no such file or directory")
         inputs.extend(found)
-    seen: set[Path] = set()
+    seen: set[Path | None] = set()
     unique = []
     for item in inputs:
-        if item.path.resolve() not in seen:
-            seen.add(item.path.resolve())
+        key = None if item.path is None else item.path.resolve()
+        if key not in seen:
+            seen.add(key)
             unique.append(item)
-    _disambiguate(unique)
+    _name_outputs(unique)
     return unique, errors
 
 
-def _disambiguate(inputs: list[_Input]) -> None:
-    """a/x.wav and b/x.mp3 would both write x.srt: keep the source suffix (x.wav.srt), then number."""
+def _name_outputs(inputs: list[_Input]) -> None:
+    """Each input's path below the folder all inputs' roots share, without its suffix; inputs that
+    would still share a name (x.wav and x.mp3) keep their suffix (x.wav.srt), then get a number."""
+    roots = [os.path.abspath(item.root) for item in inputs if item.root is not None]
+    common = os.path.commonpath(roots) if roots else ""
+    for item in inputs:
+        if item.path is None:
+            item.name = STDIN_NAME
+        else:
+            item.name = Path(os.path.relpath(os.path.abspath(item.path), common)).with_suffix("").as_posix()
     counts: dict[str, int] = {}
     for item in inputs:
-        counts[item.name] = counts.get(item.name, 0) + 1
-    taken: set[str] = set()
+        counts[item.name.casefold()] = counts.get(item.name.casefold(), 0) + 1
+    taken: set[str] = set()  # case-folded: on macOS and Windows A.srt and a.srt are one file
     for item in inputs:
-        name = item.name if counts[item.name] == 1 else item.name + item.path.suffix
+        suffix = "" if item.path is None else item.path.suffix
+        name = item.name if counts[item.name.casefold()] == 1 else item.name + suffix
         candidate, number = name, 2
-        while candidate in taken:
+        while candidate.casefold() in taken:
             candidate, number = f"{name}-{number}", number + 1
         item.name = candidate
-        taken.add(candidate)
+        taken.add(candidate.casefold())
 
 
 def read_hotwords(inline: str | None, file: str | None) -> list[str]:
@@ -102,11 +139,25 @@ def _formats(args: argparse.Namespace, file_count: int) -> list[str]:
     chosen = args.output_format or ("all" if args.output_dir else "txt")
     if args.output_dir:
         return list(FORMATS) if chosen == "all" else [chosen]
+    if args.skip_existing or args.overwrite:
+        flag = "--skip-existing" if args.skip_existing else "--overwrite"
+        raise UsageError(f"{flag} is about files in --output-dir: give --output-dir")
     if chosen == "all":
         raise UsageError("--output-format all writes several files: give --output-dir")
     if chosen != "txt" and file_count > 1:
         raise UsageError(f"--output-format {chosen} for several files needs --output-dir (stdout takes one)")
     return [chosen]
+
+
+def _check_options(args: argparse.Namespace) -> None:
+    """The mistakes that need no model to notice, found before anything heavy is imported."""
+    from .backends import dtype_name
+
+    for name in ("batch_size", "max_new_tokens", "threads"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise UsageError(f"{option(name)} must be at least 1")
+    dtype_name(args.dtype)
 
 
 def _flag_summary(result: Transcription) -> str | None:
@@ -120,61 +171,93 @@ def _flag_summary(result: Transcription) -> str | None:
     return f"{len(flagged)} of {len(result.segments)} segments flagged ({', '.join(kinds)})"
 
 
+def _sources(inputs: list[_Input]) -> Iterator[str | bytes]:
+    """What the model reads, one input at a time: a path, or the bytes of standard input."""
+    for item in inputs:
+        yield sys.stdin.buffer.read() if item.path is None else str(item.path)
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the command; returns the exit status (0: all files done, 1: some failed)."""
-    from .pipeline import load_model
-
     inputs, errors = expand_inputs(args.inputs)
     formats = _formats(args, len(inputs))
     hotwords = read_hotwords(args.hotwords, args.hotwords_file)
     limits = CueLimits(args.max_line_width, args.max_line_count, args.max_cue_duration)
-    if args.batch_size < 1:
-        raise UsageError("--batch-size must be at least 1")
+    _check_options(args)
+    if any(item.path is None for item in inputs) and sys.stdin.isatty():
+        raise UsageError("- reads audio from standard input, which is a terminal: pipe a file in "
+                         "(funasr-nano transcribe - < talk.wav)")
     for line in errors:
         print(f"error: {line}", file=sys.stderr)
+    total = len(inputs) + len(errors)  # a missing file is one that was not transcribed
+    skipped = _skipped(inputs, formats, args) if args.skip_existing else []
+    inputs = [item for item in inputs if item not in skipped]
     if not inputs:
-        return 1
+        _summary(args, 0, total, len(skipped), 0.0, 0.0, len(errors))
+        return 1 if errors else 0
+    from .pipeline import load_model
+
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
     model = load_model(args.model, device=args.device, dtype=args.dtype, backend=args.backend,
-                       batch_size=args.batch_size, int8=args.int8)
-    estimates = [probe_duration(item.path) or 0.0 for item in inputs]
+                       batch_size=args.batch_size, int8=args.int8, hub=args.hub, variant=args.variant)
+    estimates = [0.0 if item.path is None else probe_duration(item.path) or 0.0 for item in inputs]
     progress = AudioProgress(sum(estimates), enabled=not args.quiet)
     failures = len(errors)
+    done = 0
     started = time.perf_counter()
     audio_seconds = 0.0
     try:
         results = model.transcribe_many(
-            (str(item.path) for item in inputs), language=args.language, hotwords=hotwords,
-            itn=not args.no_itn, max_new_tokens=args.max_new_tokens, vad=not args.no_vad,
-            progress=progress.advance,
+            _sources(inputs), language=args.language, hotwords=hotwords, itn=not args.no_itn,
+            max_new_tokens=args.max_new_tokens, vad=not args.no_vad, progress=progress.advance,
+            resampler=args.resampler,
         )
         for item, estimate, result in zip(inputs, estimates, results, strict=True):
             if isinstance(result, FunASRNanoError):
                 progress.adjust_total(-estimate)
-                progress.write(f"error: {item.path}: {result}", to_stderr=True)
+                progress.write(f"error: {item.label}: {result}", to_stderr=True)
                 failures += 1
                 continue
             progress.adjust_total(result.duration - estimate)
             audio_seconds += result.duration
             summary = _flag_summary(result)
             if summary and not args.quiet:
-                progress.write(f"warning: {item.path}: {summary}", to_stderr=True)
+                progress.write(f"warning: {item.label}: {summary}", to_stderr=True)
             try:
                 _emit(result, item, formats, args, limits, progress, len(inputs) > 1)
+            except BrokenPipeError:
+                raise  # stdout's reader has gone: the command line stops quietly
             except OSError as exc:
-                progress.write(f"error: {item.path}: cannot write output: {exc}", to_stderr=True)
+                progress.write(f"error: {item.label}: cannot write output: {exc}", to_stderr=True)
                 failures += 1
+                continue
+            done += 1
     finally:
         progress.close()
-    if not args.quiet:
-        done = len(inputs) - (failures - len(errors))
-        elapsed = time.perf_counter() - started
-        print(f"transcribed {done} of {len(inputs)} files, {audio_seconds:.1f} s of audio in {elapsed:.1f} s"
-              + (f"; {failures} errors" if failures else ""), file=sys.stderr)
+    _summary(args, done, total, len(skipped), audio_seconds, time.perf_counter() - started, failures)
     return 1 if failures else 0
+
+
+def _skipped(inputs: list[_Input], formats: list[str], args: argparse.Namespace) -> list[_Input]:
+    """--skip-existing: the inputs whose every output is already there."""
+    directory = Path(args.output_dir)
+    return [item for item in inputs
+            if all(path.is_file() for path in output_paths(directory, item.name, formats))]
+
+
+def _summary(args: argparse.Namespace, done: int, total: int, skipped: int, audio_seconds: float,
+             elapsed: float, failures: int) -> None:
+    if args.quiet:
+        return
+    parts = [f"transcribed {done} of {total} files, {audio_seconds:.1f} s of audio in {elapsed:.1f} s"]
+    if skipped:
+        parts.append(f"{skipped} skipped (outputs exist)")
+    if failures:
+        parts.append(f"{failures} errors")
+    print("; ".join(parts), file=sys.stderr)
 
 
 def _emit(
@@ -182,8 +265,14 @@ def _emit(
     progress: AudioProgress, several: bool,
 ) -> None:
     if args.output_dir:
-        write_outputs(result, Path(args.output_dir), item.name, formats, limits)
+        directory = Path(args.output_dir)
+        replaced = [p for p in output_paths(directory, item.name, formats) if p.exists()]
+        write_outputs(result, directory, item.name, formats, limits)
+        if replaced and not args.overwrite and not args.quiet:
+            names = ", ".join(printable(str(p)) for p in replaced)
+            progress.write(f"warning: {item.label}: replaced {names} (--skip-existing keeps them, "
+                           "--overwrite replaces them without this warning)", to_stderr=True)
     elif formats == ["txt"]:
-        progress.write((f"{item.path}\t" if several else "") + result.text)
+        progress.write((f"{item.label}\t" if several else "") + result.text)
     else:
         progress.write(render(result, formats[0], limits).rstrip("\n"))

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ..checkpoint import MLX_WEIGHTS
-from ..errors import UsageError
+from ..errors import UsageError, option
 
 BACKENDS = ("auto", "torch", "mlx")
 MLX_INSTALL_HINT = "pip install 'funasr-nano[mlx]'"
@@ -33,14 +33,15 @@ def choose_backend(requested: str, model_dir: Path) -> str:
     takes MLX for it on any platform.
     """
     if requested not in BACKENDS:
-        raise UsageError(f"unknown backend {requested!r}: use 'auto', 'torch' or 'mlx'")
+        choices = ", ".join(option("backend", b) for b in BACKENDS)
+        raise UsageError(f"unknown backend {requested!r}: use {choices}")
     converted = (model_dir / MLX_WEIGHTS).is_file()
     has_checkpoint = (model_dir / "model.pt").is_file()
     if requested == "torch" or (requested == "auto" and not converted and not is_apple_silicon()):
         if not has_checkpoint:
             raise UsageError(
-                f"{model_dir} holds MLX weights only (written by `funasr-nano convert`): use backend='mlx', "
-                "or the original model directory for the torch backend"
+                f"{model_dir} holds MLX weights only (written by `funasr-nano convert`): use "
+                f"{option('backend', 'mlx')}, or the original model directory for the torch backend"
             )
         return "torch"
     error = mlx_import_error()

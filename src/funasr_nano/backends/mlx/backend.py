@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from ...checkpoint import MLX_WEIGHTS, ModelConfig, load_state_dict
-from ...errors import UsageError
+from ...errors import UsageError, option
 from ...features import extract_features
 from ...prompt import PromptIds
 from .. import TokenSink, dtype_name
@@ -28,9 +28,13 @@ def pick_device(device: str) -> mx.Device:
         return mx.Device(mx.cpu)
     if device in ("gpu", "mps", "metal"):
         if not mx.is_available(mx.gpu):
-            raise UsageError(f"device {device!r} requested but MLX sees no GPU here: use 'cpu' or 'auto'")
+            raise UsageError(
+                f"{option('device', device)} requested but MLX sees no GPU here: use {option('device', 'cpu')} "
+                f"or {option('device', 'auto')}"
+            )
         return mx.Device(mx.gpu)
-    raise UsageError(f"unknown device {device!r} for the MLX backend: use 'auto', 'cpu' or 'gpu'")
+    choices = ", ".join(option("device", d) for d in ("auto", "cpu", "gpu"))
+    raise UsageError(f"unknown device {device!r} for the MLX backend: use {choices}")
 
 
 def pick_dtype(dtype: str, device: mx.Device) -> mx.Dtype:

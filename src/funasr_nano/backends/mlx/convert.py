@@ -53,15 +53,18 @@ def convert(
     bits: int | None = None,
     group_size: int = DEFAULT_GROUP_SIZE,
     quantize_audio: bool = False,
+    variant: str | None = None,
+    name: str | None = None,
 ) -> Quantization | None:
-    """Write the MLX copy of ``model_dir`` to ``out_dir`` (which must not exist or be empty)."""
+    """Write the MLX copy of ``model_dir`` to ``out_dir`` (which must not exist or be empty); ``variant``
+    and ``name`` as for :func:`~funasr_nano.checkpoint.read_config`."""
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise UsageError(f"output {out_dir} already exists and is not an empty directory")
     if not (model_dir / "model.pt").is_file():
         raise ModelLoadError(f"{model_dir} has no model.pt: convert from the original hub directory")
     if quantize_audio and bits is None:
         raise UsageError("quantizing the audio encoder needs --bits 4 or 8")
-    config = read_config(model_dir)
+    config = read_config(model_dir, variant, name)
     tensors = load_state_dict(model_dir)
     float_dtypes = {t.dtype for t in tensors.values() if t.is_floating_point()}
     storage = mx.bfloat16 if float_dtypes == {torch.bfloat16} else mx.float32

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import mlx.core as mx
 
-from ...errors import UsageError
+from ...errors import UsageError, option
 from .. import TokenSink
 from .qwen3 import KVCache, Qwen3ForCausalLM
 
@@ -46,8 +46,8 @@ def greedy_generate(
     limit = llm.config.max_position_embeddings
     if longest + longest_budget > limit:
         raise UsageError(
-            f"prompt plus max_new_tokens needs {longest + longest_budget} positions, more than the {limit} "
-            "supported; use shorter segments (VAD) or a smaller max_new_tokens"
+            f"prompt plus {option('max_new_tokens')} needs {longest + longest_budget} positions, more than the "
+            f"{limit} supported; use shorter segments (VAD) or a smaller {option('max_new_tokens')}"
         )
     pads = [longest - n for n in lengths]
     batch = mx.stack([mx.pad(p, [(pad, 0), (0, 0)]) for p, pad in zip(prompts, pads, strict=True)])

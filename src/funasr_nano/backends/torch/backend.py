@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from ...checkpoint import ModelConfig
-from ...errors import UsageError
+from ...errors import UsageError, option
 from ...features import num_samples_to_lfr_frames
 from ...prompt import PromptIds, num_audio_tokens
 from .. import SegmentFits, SegmentRefill, TokenSink, dtype_name
@@ -23,9 +23,15 @@ def pick_device(device: str) -> torch.device:
     try:
         chosen = torch.device(device)
     except RuntimeError as exc:
-        raise UsageError(f"unknown device {device!r}: use 'auto', 'cpu' or 'cuda[:N]'") from exc
+        raise UsageError(
+            f"unknown device {device!r}: use {option('device', 'auto')}, {option('device', 'cpu')} or "
+            f"{option('device', 'cuda')}[:N]"
+        ) from exc
     if chosen.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError("device 'cuda' requested but no CUDA GPU is available: use device='cpu' or 'auto'")
+        raise UsageError(
+            f"{option('device', device)} requested but no CUDA GPU is available: use {option('device', 'cpu')} "
+            f"or {option('device', 'auto')}"
+        )
     return chosen
 
 
@@ -55,7 +61,10 @@ class TorchBackend:
         self.dtype = pick_dtype(dtype, self.torch_device)
         self.device = str(self.torch_device)
         if int8 and (self.torch_device.type != "cpu" or self.dtype != torch.float32):
-            raise UsageError("int8 weights are for the CPU path: use device='cpu' with dtype 'auto' or 'float32'")
+            raise UsageError(
+                f"int8 weights are for the CPU path: use {option('device', 'cpu')} with {option('dtype', 'auto')} "
+                f"or {option('dtype', 'float32')}"
+            )
         self.model = FunASRNano.from_state_dict(config, tensors, self.torch_device, self.dtype, source)
         if int8:
             quantize_llm_int8(self.model.llm)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ...errors import UsageError, option
 from .. import TokenSink
 from .fused import TritonDecodeStep, supports_fused_decode
 from .qwen3 import KVCache, Qwen3ForCausalLM, attention_mask
@@ -189,9 +190,9 @@ class GreedyEngine:
             return []
         needed = max(r.embeddings.shape[0] + r.max_new_tokens for r in requests)
         if needed > self.max_positions:
-            raise ValueError(
-                f"prompt plus max_new_tokens needs {needed} positions, more than the {self.max_positions} "
-                "supported; use shorter segments (VAD) or a smaller max_new_tokens"
+            raise UsageError(
+                f"prompt plus {option('max_new_tokens')} needs {needed} positions, more than the "
+                f"{self.max_positions} supported; use shorter segments (VAD) or a smaller {option('max_new_tokens')}"
             )
         # Requests that may join later need slots of their own.
         self.reserve(self.max_batch if refill is not None else min(self.max_batch, len(requests)), needed)

@@ -1,0 +1,7 @@
+"""``python -m funasr_nano ...``: the same command line as ``funasr-nano``."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
