@@ -36,6 +36,17 @@ def samples() -> dict[str, np.ndarray]:
     return out
 
 
+def official_texts(files: list[str], tmp_path: Path) -> list[str]:
+    """The official funasr's text for each file, loading the bundled directory unchanged (a subprocess:
+    importing funasr takes ~12 s and sets global logging)."""
+    pytest.importorskip("funasr")
+    out = tmp_path / "official.json"
+    proc = subprocess.run([sys.executable, str(ORACLE), str(demo.MODEL_DIR), str(out), *files],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(out.read_text(encoding="utf-8"))["texts"]
+
+
 def test_demo_is_the_bundled_hub_directory():
     from funasr_nano.checkpoint import resolve_model_dir
 
@@ -111,17 +122,8 @@ def test_the_command_defaults_to_the_demo_model_and_says_so():
 def test_official_funasr_loads_the_demo_unchanged_and_gives_our_text(model, tmp_path):
     """The official FunASRNano reads the bundled directory as it is (text path; its CTC timestamps need
     torchaudio, absent here) and decodes every sample to the text we produce."""
-    pytest.importorskip("funasr")
     files = [str(demo.sample(lang)) for lang in LANGUAGES]
-    out = tmp_path / "official.json"
-    proc = subprocess.run(
-        [sys.executable, str(ORACLE), str(demo.MODEL_DIR), str(out), *files],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    official = json.loads(out.read_text(encoding="utf-8"))["texts"]
+    official = official_texts(files, tmp_path)
     ours = [model.transcribe(path, vad=False).text for path in files]
     assert official == ours == [demo.sample_text(lang) for lang in LANGUAGES]
 
@@ -174,17 +176,8 @@ def test_subset_batched_equals_single(model, subset, subset_results):
 
 
 def test_official_funasr_agrees_on_the_subset(subset, subset_results, tmp_path):
-    pytest.importorskip("funasr")
-    out = tmp_path / "official.json"
     files = [str(SUBSET / row["path"]) for row in subset]
-    proc = subprocess.run(
-        [sys.executable, str(ORACLE), str(demo.MODEL_DIR), str(out), *files],
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert json.loads(out.read_text(encoding="utf-8"))["texts"] == [r.text for r in subset_results]
+    assert official_texts(files, tmp_path) == [r.text for r in subset_results]
 
 
 def test_server_json_and_stream_give_the_direct_text(model, subset, subset_results):
