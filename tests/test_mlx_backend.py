@@ -277,8 +277,7 @@ def _torch_backend_with_dequantized_weights(official_tiny, quantized_model) -> T
         if path == "llm.model.embed_tokens":  # the tied head is loaded from lm_head
             tensors["llm.lm_head.weight"] = tensors[f"{path}.weight"]
     config = read_config(official_tiny.model_dir)
-    stop_ids = quantized_model.tokenizer.stop_ids
-    return TorchBackend(config, tensors, stop_ids, "cpu", "float32", 8, "dequantized")
+    return TorchBackend(config, tensors, sorted(quantized_model.backend.stop_ids), "cpu", "float32", 8, "dequantized")
 
 
 @pytest.mark.parametrize("variant", ["q8", "q4"])
