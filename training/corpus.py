@@ -124,6 +124,13 @@ def _capitalise(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
+def _mixed(rng: random.Random, words: Callable[[], Item], *templates: Callable[[], Item]) -> Iterator[Item]:
+    """Half random-word sentences, half template sentences (names, numbers, dates) in equal shares."""
+    makers = [words] * len(templates) + list(templates)
+    while True:
+        yield rng.choice(makers)()
+
+
 def english_items(rng: random.Random, fake: object) -> Iterator[Item]:
     """Random-word sentences, and templates with names, places, numbers and dates."""
 
@@ -175,16 +182,7 @@ def english_items(rng: random.Random, fake: object) -> Iterator[Item]:
         text = fake.sentence(nb_words=rng.randint(3, 12))
         return _item("en", text, text)
 
-    makers: list[Callable[[], Item]] = [
-        word_sentence,
-        word_sentence,
-        word_sentence,
-        name_sentence,
-        number_sentence,
-        date_sentence,
-    ]
-    while True:
-        yield rng.choice(makers)()
+    yield from _mixed(rng, word_sentence, name_sentence, number_sentence, date_sentence)
 
 
 def chinese_items(rng: random.Random, fake: object) -> Iterator[Item]:
@@ -219,16 +217,7 @@ def chinese_items(rng: random.Random, fake: object) -> Iterator[Item]:
         text = fake.sentence(nb_words=rng.randint(3, 10)).rstrip(".") + "。"
         return _item("zh", text, text)
 
-    makers: list[Callable[[], Item]] = [
-        word_sentence,
-        word_sentence,
-        word_sentence,
-        name_sentence,
-        number_sentence,
-        date_sentence,
-    ]
-    while True:
-        item = rng.choice(makers)()
+    for item in _mixed(rng, word_sentence, name_sentence, number_sentence, date_sentence):
         if not re.search(r"[A-Za-z]", item["itn"]):  # Faker's zh companies may hold Latin letters
             yield item
 
