@@ -98,6 +98,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=2512)
     parser.add_argument("--export", type=Path)
     parser.add_argument("--snapshot", type=Path, help="also write the weights here (bf16, three files)")
+    parser.add_argument("--init", type=Path, help="start from an exported hub directory's weights (a new schedule)")
     args = parser.parse_args()
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -130,6 +131,13 @@ def main() -> None:
         step, trained = int(parts[0]["step"]), float(parts[0]["trained"])
         maker.rng = random.Random(f"{args.seed}-{step}")
         print(f"continued from the snapshot at step {step}", flush=True)
+    elif args.init:
+        state = torch.load(args.init / "model.pt", map_location=device, weights_only=True)["state_dict"]
+        state.pop("llm.lm_head.weight")  # tied to the embedding in the training model
+        missing, unexpected = model.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
+        if unexpected or any(not k.startswith("llm.rotary") for k in missing):
+            raise SystemExit(f"--init {args.init}: missing {missing}, unexpected {unexpected}")
+        print(f"initialised from {args.init}", flush=True)
     print(f"parameters: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M", flush=True)
 
     pool = ClipPool(args.pool, device)
