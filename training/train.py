@@ -133,7 +133,6 @@ def main() -> None:
         print(f"continued from the snapshot at step {step}", flush=True)
     elif args.init:
         state = torch.load(args.init / "model.pt", map_location=device, weights_only=True)["state_dict"]
-        state.pop("llm.lm_head.weight")  # tied to the embedding in the training model
         missing, unexpected = model.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
         if unexpected or any(not k.startswith("llm.rotary") for k in missing):
             raise SystemExit(f"--init {args.init}: missing {missing}, unexpected {unexpected}")
