@@ -202,7 +202,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default="auto", help="cpu | cuda[:N] | auto")
     parser.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16"))
     parser.add_argument("--backend", default="torch", choices=("torch", "mlx"))
-    parser.add_argument("--int8", action="store_true", help="torch CPU: dynamic int8 LLM linears")
+    parser.add_argument("--int8", action="store_true", help="torch CPU: weight-only int8 LLM linears")
     parser.add_argument("--mode", default="plain", choices=("plain", "stream", "batch1", "server"))
     parser.add_argument("--url", default=None, help="server mode: base URL, e.g. http://127.0.0.1:8000")
     parser.add_argument("--json", type=Path, default=None, help="write the full record here")

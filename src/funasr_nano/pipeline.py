@@ -145,7 +145,7 @@ def load_model(
     device: "auto" | "cpu" | "cuda[:N]" | "gpu" (MLX); dtype: "auto" (bf16 on a GPU, fp32 on CPU) | "float32" |
     "bfloat16"; backend: "auto" (MLX on Apple Silicon when mlx is installed, else torch) | "torch" | "mlx";
     hub: "hf" | "modelscope" (where a hub id is downloaded from); variant: "nano" | "mlt" (guessed from the
-    hub id or the directory's own name when None); int8: dynamic int8 LLM weights (torch on CPU only: faster
+    hub id or the directory's own name when None); int8: weight-only int8 LLM weights (torch on CPU only: faster
     decoding, greedy ids may differ from fp32). Generation stops on config.json's ``eos_token_id``, as the
     official model's does (``<|im_end|>`` when the config names none).
     """

@@ -56,15 +56,12 @@ class TorchBackend:
         source: str = "model.pt",
         int8: bool = False,
     ):
-        """int8: dynamic int8 LLM linears (CPU only; faster decoding, ids may differ from fp32)."""
+        """int8: weight-only int8 LLM linears and LM head (CPU only; faster decoding, ids may differ from fp32)."""
         self.torch_device = pick_device(device)
         self.dtype = pick_dtype(dtype, self.torch_device)
         self.device = str(self.torch_device)
-        if int8 and (self.torch_device.type != "cpu" or self.dtype != torch.float32):
-            raise UsageError(
-                f"int8 weights are for the CPU path: use {option('device', 'cpu')} with {option('dtype', 'auto')} "
-                f"or {option('dtype', 'float32')}"
-            )
+        if int8 and self.torch_device.type != "cpu":
+            raise UsageError(f"int8 weights are for the CPU path: use {option('device', 'cpu')}")
         self.model = FunASRNano.from_state_dict(config, tensors, self.torch_device, self.dtype, source)
         if int8:
             quantize_llm_int8(self.model.llm)
