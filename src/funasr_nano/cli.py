@@ -81,9 +81,20 @@ def _add_transcribe(sub: argparse._SubParsersAction) -> None:
     add("--max-line-count", type=int, default=2, help="srt/vtt lines per cue (default: 2)")
     add("--max-cue-duration", type=float, default=7.0, help="srt/vtt seconds per cue (default: 7)")
     add("--quiet", "-q", action="store_true", help="no progress bar, warnings or summary")
+    cluster = p.add_argument_group("on a Ray cluster (pip install 'funasr-nano[ray]')")
+    cluster.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                         help="run the job on Ray: a running cluster's ADDRESS (auto, ray://host:10001) or, "
+                              "without one, a local cluster; needs -o; writes manifest.jsonl there and skips "
+                              "files already done (--overwrite redoes them)")
+    cluster.add_argument("--replicas", type=int, default=1,
+                         help="model replicas (one GPU each where the cluster has GPUs; default: 1)")
 
 
 def _transcribe(args: argparse.Namespace) -> int:
+    if args.ray is not None:
+        from .distributed.command import run as run_on_ray
+
+        return run_on_ray(args)
     from .transcribe_command import run
 
     return run(args)

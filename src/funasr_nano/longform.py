@@ -17,7 +17,7 @@ import numpy as np
 
 from .audio import AudioInput, load_audio
 from .backends import Backend, TokenSink
-from .errors import FunASRNanoError
+from .errors import FunASRNanoError, UsageError
 from .features import SAMPLE_RATE
 from .guards import REPETITION, TRUNCATED, cut_repetition, find_repetition, is_truncated, token_budget
 from .prompt import PromptIds, PromptTokenizer, clean_text, strip_punctuation
@@ -41,6 +41,32 @@ class DecodeSettings:
     resampler: str = "torchaudio"  # how inputs at other rates reach 16 kHz (see resample.py)
     language: str | None = None  # the trained language name in the prompt, None for automatic
     on_text: TextCallback | None = None  # each recording's text as it is decoded (see streaming.py)
+
+
+@dataclass(frozen=True)
+class PreparedAudio:
+    """A recording already decoded to 16 kHz mono and, with VAD on, cut into speech (by
+    :func:`prepare_audio`, possibly in another process or on another machine)."""
+
+    samples: np.ndarray
+    speech: SpeechMap | None = None
+    load_seconds: float = 0.0
+    vad_seconds: float = 0.0
+
+
+def prepare_audio(
+    source: AudioInput,
+    vad: VadOptions | None,
+    sample_rate: int | None = None,
+    resampler: str = "torchaudio",
+    vad_device: str = "cpu",
+) -> PreparedAudio:
+    """Decode, resample and (when ``vad`` is given) run the VAD: everything before the model."""
+    started = time.perf_counter()
+    samples = load_audio(source, sample_rate, resampler=resampler)
+    loaded = time.perf_counter()
+    speech = None if vad is None else find_speech(samples, vad, vad_device)
+    return PreparedAudio(samples, speech, loaded - started, time.perf_counter() - loaded)
 
 
 @dataclass
@@ -125,17 +151,22 @@ class SegmentDecoder:
     ) -> _Recording | FunASRNanoError:
         started = time.perf_counter()
         try:
-            samples = load_audio(source, settings.sample_rate, resampler=settings.resampler)
+            prepared = (
+                source if isinstance(source, PreparedAudio)
+                else prepare_audio(source, settings.vad, settings.sample_rate, settings.resampler, self.vad_device)
+            )
         except FunASRNanoError as exc:
             return exc
-        timings = {"load_audio": time.perf_counter() - started, "decode": 0.0}
+        samples = prepared.samples
+        timings = {"load_audio": prepared.load_seconds, "decode": 0.0}
         recording = _Recording(samples, None, started, timings)
         if settings.vad is None:
             pieces = [_Piece(recording, 0, samples.size, 0, samples.size)]
         else:
-            vad_started = time.perf_counter()
-            recording.speech = find_speech(samples, settings.vad, self.vad_device)
-            recording.timings["vad"] = time.perf_counter() - vad_started
+            if prepared.speech is None:
+                raise UsageError("this PreparedAudio was made with VAD off: prepare it with the same vad option")
+            recording.speech = prepared.speech
+            recording.timings["vad"] = prepared.vad_seconds
             spans = recording.speech.spans
             heard = add_context(spans, settings.vad.pad, samples.size)
             pieces = [_Piece(recording, b, e, hb, he) for (b, e), (hb, he) in zip(spans, heard, strict=True)]

@@ -135,7 +135,7 @@ def read_hotwords(inline: str | None, file: str | None) -> list[str]:
     return [w.strip() for w in words if w.strip()]
 
 
-def _formats(args: argparse.Namespace, file_count: int) -> list[str]:
+def output_formats(args: argparse.Namespace, file_count: int) -> list[str]:
     chosen = args.output_format or ("all" if args.output_dir else "txt")
     if args.output_dir:
         return list(FORMATS) if chosen == "all" else [chosen]
@@ -149,7 +149,7 @@ def _formats(args: argparse.Namespace, file_count: int) -> list[str]:
     return [chosen]
 
 
-def _check_options(args: argparse.Namespace) -> None:
+def check_options(args: argparse.Namespace) -> None:
     """The mistakes that need no model to notice, found before anything heavy is imported."""
     from .backends import dtype_name
 
@@ -180,10 +180,10 @@ def _sources(inputs: list[_Input]) -> Iterator[str | bytes]:
 def run(args: argparse.Namespace) -> int:
     """Run the command; returns the exit status (0: all files done, 1: some failed)."""
     inputs, errors = expand_inputs(args.inputs)
-    formats = _formats(args, len(inputs))
+    formats = output_formats(args, len(inputs))
     hotwords = read_hotwords(args.hotwords, args.hotwords_file)
     limits = CueLimits(args.max_line_width, args.max_line_count, args.max_cue_duration)
-    _check_options(args)
+    check_options(args)
     if any(item.path is None for item in inputs) and sys.stdin.isatty():
         raise UsageError("- reads audio from standard input, which is a terminal: pipe a file in "
                          "(funasr-nano transcribe - < talk.wav)")

@@ -1,0 +1,292 @@
+"""Batch transcription of large collections on a Ray cluster (the ``[ray]`` extra).
+
+Ray Data runs the job: CPU tasks read each file (local or fsspec), resample it and run the VAD; an
+actor pool of model replicas (one GPU each, or CPU replicas) decodes batches of prepared recordings
+with the library's own segment decoder; the driver writes each file's outputs with the CLI's writers
+and appends one manifest line per file as results arrive. Ray restarts a replica that dies and
+retries its batch, so no file is lost or written twice; a file that cannot be read is recorded with
+its error and the job goes on; a second run skips the files already done.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import FunASRNanoError, UsageError
+from ..formats import FORMATS, CueLimits, render, write_outputs
+from ..longform import PreparedAudio, prepare_audio
+from ..result import Segment, Transcription
+from ..vad import SpeechMap, VadOptions
+from .inputs import Job, collect_jobs, is_url, read_source
+
+MANIFEST = "manifest.jsonl"
+OK, ERROR = "ok", "error"
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """How each replica loads the model (the arguments of :func:`funasr_nano.load_model`)."""
+
+    model: str = "FunAudioLLM/Fun-ASR-Nano-2512"
+    device: str = "auto"
+    dtype: str = "auto"
+    batch_size: int = 32
+    int8: bool = False
+    hub: str = "hf"
+    variant: str | None = None
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    """The options of :meth:`FunASRNano.transcribe` that a job passes on."""
+
+    language: str | None = None
+    hotwords: str | Sequence[str] | None = None
+    itn: bool = True
+    max_new_tokens: int | None = None
+    vad: bool = True
+    resampler: str = "torchaudio"
+
+
+@dataclass
+class JobSummary:
+    done: int = 0
+    failed: int = 0
+    skipped: int = 0
+    audio_seconds: float = 0.0
+    wall_seconds: float = 0.0
+    manifest: str = ""
+    errors: list[str] = field(default_factory=list)
+
+
+def _prepare(row: dict[str, Any], vad: VadOptions | None, resampler: str) -> dict[str, Any]:
+    """CPU stage: the file's 16 kHz samples and speech map, or the reason it cannot be read."""
+    empty = {"samples": np.zeros(0, np.float32), "spans": np.zeros((0, 2), np.int64), "score": np.zeros(0)}
+    try:
+        prepared = prepare_audio(read_source(row["source"]), vad, resampler=resampler)
+    except (FunASRNanoError, OSError) as exc:
+        return {**row, **empty, "error": str(exc) or type(exc).__name__}
+    speech = prepared.speech
+    return {
+        **row,
+        "samples": prepared.samples,
+        "spans": np.asarray(speech.spans if speech else [], np.int64).reshape(-1, 2),
+        "score": speech.score if speech else np.zeros(0),
+        "error": "",
+    }
+
+
+class Replica:
+    """One model copy; Ray Data calls it with batches of prepared files."""
+
+    def __init__(self, model: ModelOptions, decode: DecodeOptions):
+        from ..pipeline import load_model
+
+        self.model = load_model(**asdict(model))
+        self.decode = decode
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
+        count = len(batch["source"])
+        errors = [str(e) for e in batch["error"]]
+        readable = [i for i in range(count) if not errors[i]]
+        prepared = [
+            PreparedAudio(
+                np.asarray(batch["samples"][i], np.float32),
+                SpeechMap(
+                    [tuple(map(int, s)) for s in np.asarray(batch["spans"][i]).reshape(-1, 2)],
+                    np.asarray(batch["score"][i]),
+                )
+                if self.decode.vad
+                else None,
+            )
+            for i in readable
+        ]
+        options = asdict(self.decode)
+        options["vad"] = bool(options["vad"])
+        results: list[str] = [""] * count
+        for index, result in zip(readable, self.model.transcribe_many(prepared, **options), strict=True):
+            if isinstance(result, FunASRNanoError):
+                errors[index] = str(result)
+            else:
+                results[index] = json.dumps(result.to_dict(), ensure_ascii=False)
+        return {"source": list(batch["source"]), "name": list(batch["name"]), "error": errors, "result": results}
+
+
+def _transcription(data: dict[str, Any]) -> Transcription:
+    segments = [Segment(**segment) for segment in data.pop("segments")]
+    return Transcription(segments=segments, **data)
+
+
+def _write(result: Transcription, output: str, name: str, formats: Sequence[str], limits: CueLimits) -> None:
+    if not is_url(output):
+        write_outputs(result, Path(output), name, formats, limits)
+        return
+    import fsspec
+
+    for fmt in formats:
+        with fsspec.open(f"{output.rstrip('/')}/{name}.{fmt}", "w", encoding="utf-8") as file:
+            file.write(render(result, fmt, limits))
+
+
+def _done_names(output: str, formats: Sequence[str]) -> set[str]:
+    """Files whose last manifest line says done and whose outputs all exist (local output folders)."""
+    manifest = Path(output) / MANIFEST
+    if is_url(output) or not manifest.is_file():
+        return set()
+    last: dict[str, str] = {}
+    for line in manifest.read_text(encoding="utf-8").splitlines():
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut off by a crash
+        last[entry["name"]] = entry["status"]
+    return {
+        name
+        for name, status in last.items()
+        if status == OK and all((Path(output) / f"{name}.{fmt}").is_file() for fmt in formats)
+    }
+
+
+def _connect(address: str | None) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    ray.init(address=address, include_dashboard=False, log_to_driver=False, runtime_env=None, ignore_reinit_error=True)
+
+
+def transcribe_collection(
+    inputs: Sequence[str],
+    output: str | Path,
+    *,
+    model: ModelOptions | None = None,
+    decode: DecodeOptions | None = None,
+    formats: Sequence[str] = ("txt", "json"),
+    limits: CueLimits | None = None,
+    replicas: int = 1,
+    gpus_per_replica: float | None = None,
+    cpus_per_replica: float = 1.0,
+    files_per_batch: int = 8,
+    address: str | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> JobSummary:
+    """Transcribe files, folders, globs, list files or fsspec URLs on a Ray cluster into ``output``.
+
+    ``address``: a running cluster (``auto``, ``ray://host:10001``); None starts a local one unless Ray
+    is already initialised. ``gpus_per_replica``: None takes 1 when the cluster has GPUs and the model
+    device is not ``cpu``, else 0 (CPU replicas of ``cpus_per_replica`` cores). Files already done
+    (manifest line ``ok`` and every output present) are skipped unless ``overwrite``.
+    """
+    import ray
+    import ray.data
+
+    model, decode = model or ModelOptions(), decode or DecodeOptions()
+    limits = limits or CueLimits()
+    unknown = [fmt for fmt in formats if fmt not in FORMATS]
+    if unknown:
+        raise UsageError(f"unknown output format {unknown[0]!r}: use one of {', '.join(FORMATS)}")
+    if replicas < 1 or files_per_batch < 1:
+        raise UsageError("--replicas and the files per batch must be at least 1")
+    output = str(output)
+    jobs, summary_errors = collect_jobs(list(inputs))
+    for line in summary_errors:
+        print(f"error: {line}", file=sys.stderr)
+    summary = JobSummary(errors=summary_errors, failed=len(summary_errors))
+    done = set() if overwrite else _done_names(output, formats)
+    todo = [job for job in jobs if job.name not in done]
+    summary.skipped = len(jobs) - len(todo)
+    if not is_url(output):
+        Path(output).mkdir(parents=True, exist_ok=True)
+    summary.manifest = f"{output.rstrip('/')}/{MANIFEST}"
+    started = time.perf_counter()
+    if todo:
+        _connect(address)
+        if gpus_per_replica is None:
+            has_gpus = ray.cluster_resources().get("GPU", 0) >= 1
+            gpus_per_replica = 1.0 if has_gpus and model.device != "cpu" else 0.0
+        vad = VadOptions() if decode.vad else None
+        dataset = (
+            ray.data.from_items([asdict(job) for job in todo], override_num_blocks=len(todo))
+            .map(_prepare, fn_kwargs={"vad": vad, "resampler": decode.resampler}, num_cpus=1)
+            .map_batches(
+                Replica,
+                fn_constructor_kwargs={"model": model, "decode": decode},
+                batch_size=files_per_batch,
+                compute=ray.data.ActorPoolStrategy(size=replicas),
+                num_gpus=gpus_per_replica,
+                num_cpus=cpus_per_replica if not gpus_per_replica else 1,
+                batch_format="numpy",
+            )
+        )
+        _collect(dataset, output, formats, limits, summary, len(todo), progress)
+    summary.wall_seconds = time.perf_counter() - started
+    return summary
+
+
+def _collect(
+    dataset: Any,
+    output: str,
+    formats: Sequence[str],
+    limits: CueLimits,
+    summary: JobSummary,
+    total: int,
+    progress: bool,
+) -> None:
+    """Write each finished file's outputs, then its manifest line (so a line means the outputs exist)."""
+    from tqdm import tqdm
+
+    manifest = _open_manifest(output)
+    bar = tqdm(total=total, unit="file", disable=not progress, file=sys.stderr, dynamic_ncols=True)
+    try:
+        for row in dataset.iter_rows():
+            entry: dict[str, Any] = {"path": row["source"], "name": row["name"]}
+            error = str(row["error"])
+            if not error:
+                data = json.loads(row["result"])
+                result = _transcription(dict(data))
+                try:
+                    _write(result, output, row["name"], formats, limits)
+                except OSError as exc:
+                    error = f"cannot write output: {exc}"
+                else:
+                    summary.done += 1
+                    summary.audio_seconds += result.duration
+                    entry.update(
+                        status=OK,
+                        duration=result.duration,
+                        text=result.text,
+                        segments=[
+                            {"start": s.start, "end": s.end, "text": s.text, "flags": s.flags} for s in result.segments
+                        ],
+                    )
+            if error:
+                summary.failed += 1
+                summary.errors.append(f"{row['source']}: {error}")
+                bar.write(f"error: {row['source']}: {error}", file=sys.stderr)
+                entry.update(status=ERROR, error=error)
+            manifest.write(json.dumps(entry, ensure_ascii=False) + "\n")
+            manifest.flush()
+            bar.update(1)
+    finally:
+        bar.close()
+        manifest.close()
+
+
+def _open_manifest(output: str) -> Any:
+    if is_url(output):
+        import fsspec
+
+        return fsspec.open(f"{output.rstrip('/')}/{MANIFEST}", "a", encoding="utf-8").open()
+    return (Path(output) / MANIFEST).open("a", encoding="utf-8")
+
+
+__all__ = ["DecodeOptions", "Job", "JobSummary", "ModelOptions", "transcribe_collection"]

@@ -1,0 +1,56 @@
+"""Runs a Ray job for tests/test_ray.py inside a network namespace (Ray probes public addresses when
+it starts). Usage: python ray_job_driver.py INPUT_DIR OUTPUT_DIR REPLICAS KILL_AFTER
+
+KILL_AFTER > 0: once that many files are in the manifest, kill one replica's process (SIGKILL) and
+record its pid in OUTPUT_DIR/killed.txt; Ray must replace it and retry its batch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from funasr_nano.distributed import DecodeOptions, ModelOptions, transcribe_collection
+
+
+def kill_one_replica(manifest: Path, after: int, record: Path) -> None:
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        lines = manifest.read_text().splitlines() if manifest.exists() else []
+        if len(lines) >= after:
+            found = subprocess.run(["pgrep", "-f", "ray::MapWorker"], capture_output=True, text=True).stdout.split()
+            if found:
+                os.kill(int(found[0]), signal.SIGKILL)
+                record.write_text(found[0])
+                return
+        time.sleep(0.2)
+
+
+def main() -> None:
+    source, output, replicas, kill_after = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+    output.mkdir(parents=True, exist_ok=True)
+    if kill_after:
+        threading.Thread(
+            target=kill_one_replica, args=(output / "manifest.jsonl", kill_after, output / "killed.txt"), daemon=True
+        ).start()
+    summary = transcribe_collection(
+        [source],
+        output,
+        model=ModelOptions(model="demo", device="cpu"),
+        decode=DecodeOptions(),
+        formats=("txt", "json"),
+        replicas=replicas,
+        files_per_batch=2,
+        progress=False,
+    )
+    print(json.dumps({"done": summary.done, "failed": summary.failed, "skipped": summary.skipped}))
+
+
+if __name__ == "__main__":
+    main()

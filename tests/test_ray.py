@@ -1,0 +1,116 @@
+"""The Ray batch path (funasr_nano.distributed): a local cluster of two CPU replicas of the demo model
+transcribes ~20 files with the same texts as the plain CLI, records a corrupt file and finishes the
+rest, loses nothing when a replica is killed mid-job, and skips finished files on a second run.
+
+Ray probes public addresses when it starts, so every Ray process runs inside a fresh network
+namespace (``unshare -n``, loopback only); the tests are skipped where that is not allowed.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from funasr_nano.distributed.inputs import collect_jobs
+
+HERE = Path(__file__).resolve().parent
+DEMO_CLIPS = sorted((HERE / "data" / "demo").glob("*.flac"))
+
+
+def _can_isolate() -> bool:
+    if shutil.which("unshare") is None or shutil.which("ip") is None:
+        return False
+    return subprocess.run(["unshare", "-n", "sh", "-c", "ip link set lo up"], capture_output=True).returncode == 0
+
+
+needs_ray = pytest.mark.skipif(
+    importlib.util.find_spec("ray") is None or not _can_isolate(),
+    reason="needs ray and a network namespace (unshare -n, as root)",
+)
+
+
+def isolated(*command: str, timeout: float = 420) -> subprocess.CompletedProcess:
+    script = "ip link set lo up && exec " + " ".join(f"'{part}'" for part in command)
+    return subprocess.run(["unshare", "-n", "sh", "-c", script], capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def collection(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("collection")
+    for index, clip in enumerate(DEMO_CLIPS[:20]):
+        folder = root / ("first" if index % 2 else "second")
+        folder.mkdir(exist_ok=True)
+        shutil.copy(clip, folder / clip.name)
+    (root / "second" / "corrupt.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEnot really audio" * 50)
+    return root
+
+
+@pytest.fixture(scope="module")
+def plain_texts(collection, tmp_path_factory) -> dict[str, str]:
+    out = tmp_path_factory.mktemp("plain")
+    subprocess.run(
+        [sys.executable, "-m", "funasr_nano", "transcribe", str(collection), "-o", str(out), "-f", "json",
+         "--model", "demo", "--device", "cpu", "-q"],
+        capture_output=True, text=True, timeout=600,
+    )
+    return {p.relative_to(out).with_suffix("").as_posix(): json.loads(p.read_text())["text"] for p in out.rglob("*.json")}
+
+
+def manifest(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+
+
+def test_jobs_are_named_as_the_cli_names_outputs(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "x.wav").write_bytes(b"")
+    (tmp_path / "b.flac").write_bytes(b"")
+    listing = tmp_path / "files.txt"
+    listing.write_text(f"# a list file\n{tmp_path / 'a' / 'x.wav'}\n\nmemory://bucket/talks/y.mp3\n")
+    jobs, errors = collect_jobs([str(listing), str(tmp_path / "b.flac"), str(tmp_path / "missing.wav")])
+    assert [(Path(j.source).name, j.name) for j in jobs] == [("x.wav", "a/x"), ("b.flac", "b"), ("y.mp3", "y")]
+    assert errors == [f"{tmp_path / 'missing.wav'}: no such file or directory"]
+
+
+@needs_ray
+def test_two_replicas_match_the_cli_record_the_corrupt_file_and_survive_a_killed_replica(
+    collection, plain_texts, tmp_path
+):
+    out = tmp_path / "out"
+    run = isolated(sys.executable, str(HERE / "ray_job_driver.py"), str(collection), str(out), "2", "2")
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert json.loads(run.stdout.strip().splitlines()[-1]) == {"done": 20, "failed": 1, "skipped": 0}
+    assert (out / "killed.txt").is_file(), "no replica was killed: the retry was not exercised"
+    entries = manifest(out)
+    names = [e["name"] for e in entries]
+    assert len(names) == len(set(names)) == 21  # every file once: none lost, none written twice
+    failed = [e for e in entries if e["status"] == "error"]
+    assert [e["name"] for e in failed] == ["second/corrupt"] and "cannot decode audio" in failed[0]["error"]
+    ray_texts = {e["name"]: e["text"] for e in entries if e["status"] == "ok"}
+    assert ray_texts == plain_texts
+    for name, text in ray_texts.items():
+        assert json.loads((out / f"{name}.json").read_text())["text"] == text
+        assert (out / f"{name}.txt").read_text().strip() == text
+
+
+@needs_ray
+def test_a_second_run_skips_finished_files_and_retries_failed_ones(collection, tmp_path):
+    out = tmp_path / "out"
+    first = isolated(sys.executable, str(HERE / "ray_job_driver.py"), str(collection), str(out), "1", "0")
+    assert first.returncode == 0, first.stderr[-3000:]
+    second = isolated(sys.executable, str(HERE / "ray_job_driver.py"), str(collection), str(out), "1", "0")
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert json.loads(second.stdout.strip().splitlines()[-1]) == {"done": 0, "failed": 1, "skipped": 20}
+    assert [e["name"] for e in manifest(out)[21:]] == ["second/corrupt"]
+
+
+def test_ray_options_are_checked_before_ray_is_imported(tmp_path):
+    from funasr_nano.cli import main
+
+    assert main(["transcribe", str(tmp_path), "--ray", "--model", "demo", "-q"]) == 2  # no -o
+    assert main(["transcribe", str(tmp_path), "--ray", "-o", str(tmp_path), "--replicas", "0", "-q"]) == 2
