@@ -6,6 +6,7 @@ import contextlib
 import fractions
 import io
 import tempfile
+import warnings
 
 import numpy as np
 import pytest
@@ -240,3 +241,37 @@ def test_file_objects_are_read_from_their_start(tmp_path):
             with tempfile.SpooledTemporaryFile(max_size=max_size) as spooled:
                 spooled.write(path.read_bytes())
                 np.testing.assert_array_equal(load_audio(spooled), load_audio(path))
+
+
+def test_more_bad_inputs_are_one_clear_line(tmp_path):
+    empty = tmp_path / "empty.wav"
+    empty.write_bytes(b"")
+    wav = io.BytesIO()
+    soundfile.write(wav, tone(16000, 1), 16000, format="WAV")
+    cases = [
+        (tmp_path, AudioError, "is a directory, not an audio file"),
+        (empty, AudioError, "empty.wav is empty (0 bytes)"),
+        (b"", AudioError, "the audio is empty (0 bytes)"),
+        (io.BytesIO(b""), AudioError, "the audio is empty (0 bytes)"),
+        (wav.getvalue()[:30], AudioError, "cannot decode"),  # a WAV cut inside its header
+        (torch.zeros(4, device="meta"), AudioError, "cannot read the audio tensor"),
+        (np.array([1e300, -1e300]), AudioError, "NaN or infinite"),  # beyond float32
+    ]
+    for source, error, fragment in cases:
+        with pytest.raises(error) as info, warnings.catch_warnings():
+            warnings.simplefilter("error")  # no RuntimeWarning on the way either
+            load_audio(source)
+        assert fragment in str(info.value) and "\n" not in str(info.value), str(info.value)
+
+
+@pytest.mark.parametrize("limit", [0, -1, float("nan"), float("inf"), "60", True])
+def test_a_bad_max_seconds_is_a_usage_error(limit):
+    with pytest.raises(UsageError, match="max_seconds must be a positive number of seconds"):
+        load_audio(np.zeros(1600, np.float32), max_seconds=limit)
+
+
+def test_a_file_name_that_is_not_utf8_still_decodes(tmp_path):
+    path = tmp_path / "caf\udce9.flac"  # a Latin-1 byte in the name, as os.listdir gives it
+    soundfile.write(tmp_path / "a.flac", tone(), RATE)
+    (tmp_path / "a.flac").rename(path)
+    check_decoded(load_audio(path))

@@ -343,3 +343,52 @@ def test_generation_stops_only_on_the_configs_eos_token(official_tiny, tmp_path)
 def test_an_unknown_hub_is_a_usage_error():
     with pytest.raises(funasr_nano.UsageError, match="hub"):
         resolve_model_dir("FunAudioLLM/Fun-ASR-Nano-2512", hub="github")
+
+
+@pytest.mark.parametrize(
+    ("corrupt", "fragments"),
+    [
+        (_write("config.yaml", ""), ["config.yaml is empty"]),
+        (_write("config.yaml", "\n# only a comment\n"), ["config.yaml is empty"]),
+    ],
+)
+def test_an_empty_config_is_named_not_reported_as_missing_tensors(official_tiny, tmp_path, corrupt, fragments):
+    model_dir = copy_model_dir(official_tiny.model_dir, tmp_path / "m")
+    corrupt(model_dir)
+    assert "lacks" not in expect_load_error(model_dir, *fragments)
+
+
+@pytest.mark.parametrize("relative", ["config.yaml", "Qwen3-0.6B/config.json", "Qwen3-0.6B/tokenizer.json", "model.pt"])
+def test_a_directory_where_a_model_file_belongs_is_named(official_tiny, tmp_path, relative):
+    model_dir = copy_model_dir(official_tiny.model_dir, tmp_path / "m")
+    (model_dir / relative).unlink()
+    (model_dir / relative).mkdir()
+    expect_load_error(model_dir, relative.split("/")[-1], "is a directory")
+
+
+def test_empty_and_foreign_model_files_are_one_line(official_tiny, tmp_path):
+    model_dir = copy_model_dir(official_tiny.model_dir, tmp_path / "m")
+    (model_dir / "model.pt").write_bytes(b"")
+    expect_load_error(model_dir, "model.pt is unreadable", "truncated")
+    assert "is a file" in expect_load_error(official_tiny.model_dir / "config.yaml")
+
+
+class _Exploit:
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (os.system, ("echo pwned > pwned.txt",))
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_a_malicious_pickle_is_refused_silently_and_never_run(official_tiny, tmp_path, capfd, monkeypatch, legacy):
+    import pickle
+
+    model_dir = copy_model_dir(official_tiny.model_dir, tmp_path / "m")
+    monkeypatch.chdir(tmp_path)
+    if legacy:  # a plain pickle (not torch's zip format), protocol 4: torch.load warns about it on stderr
+        (model_dir / "model.pt").write_bytes(pickle.dumps({"state_dict": _Exploit()}, protocol=4))
+    else:
+        torch.save({"state_dict": _Exploit()}, model_dir / "model.pt")
+    capfd.readouterr()
+    expect_load_error(model_dir, "model.pt", "weights_only")
+    assert not (tmp_path / "pwned.txt").exists()
+    assert capfd.readouterr().err == ""  # no torch warning besides the one error line

@@ -88,7 +88,7 @@ def test_one_file_as_srt_on_stdout(recordings, official_tiny, capsys):
 
 @pytest.mark.parametrize(("arguments", "message"), [
     (["-f", "all"], "error: --output-format all writes several files: give --output-dir"),
-    (["--hotwords-file", "/no/words.txt"], "error: cannot read hotwords file /no/words.txt"),
+    (["--hotwords-file", "/no/words.txt"], "error: cannot read --hotwords-file /no/words.txt: no such file"),
     (["--batch-size", "0"], "error: --batch-size must be at least 1"),
 ])
 def test_bad_options_fail_fast_with_one_line(recordings, arguments, message, capsys):
@@ -289,3 +289,71 @@ def test_the_resampler_flag_reaches_the_audio_loader(recordings, official_tiny, 
         assert main(["transcribe", str(recordings / "alpha.wav"), "-m", str(official_tiny.model_dir), *FAST, "-q",
                      *flag]) == 0
     assert seen == ["torchaudio", "soxr"]
+
+
+# --- the wider class: every mistake is one `error:` line, in the command line's words ---------------------
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--max-line-width", "0"], "error: --max-line-width must be at least 1"),
+        (["--max-line-count", "-1"], "error: --max-line-count must be at least 1"),
+        (["--max-cue-duration", "nan"], "error: --max-cue-duration must be a positive number of seconds"),
+        (["--max-cue-duration", "-1"], "error: --max-cue-duration must be a positive number of seconds"),
+        (["--batch-size", "-3"], "error: --batch-size must be at least 1"),
+        (["--hotwords-file", "{dir}"], "error: cannot read --hotwords-file {dir}: it is a directory"),
+        (["--hotwords-file", "{binary}"], "error: --hotwords-file {binary} is not UTF-8 text"),
+        (["-o", "{binary}"], "error: --output-dir {binary} is a file, not a directory"),
+        (["--language", "klingon"], "error: unknown language 'klingon' for this model"),
+    ],
+)
+def test_more_option_mistakes_are_one_line_in_cli_words(recordings, official_tiny, arguments, message, capsys):
+    binary = recordings / "alpha.wav"
+    names = {"dir": str(recordings), "binary": str(binary)}
+    arguments = [a.format(**names) for a in arguments]
+    status = main(["transcribe", str(binary), "-m", str(official_tiny.model_dir), *FAST, *arguments])
+    err = capsys.readouterr().err
+    assert status == 2 and err.startswith(message.format(**names)) and err.count("\n") == 1, err
+
+
+def test_the_demo_model_note_is_not_said_before_an_option_error(recordings, capsys):
+    status = main(["transcribe", str(recordings / "alpha.wav"), "--dtype", "fp64"])
+    assert status == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "error: unknown dtype 'fp64': use --dtype auto or --dtype float32 or --dtype bfloat16"
+    ]
+
+
+def test_empty_files_directories_and_non_utf8_names_are_one_line_each_and_the_rest_finish(
+    tmp_path, official_tiny, capsys
+):
+    good = write_speech(tmp_path / "good.wav", 0)
+    empty = tmp_path / "empty.wav"
+    empty.write_bytes(b"")
+    odd = write_speech(tmp_path / "odd.wav", 1).rename(tmp_path / "caf\udce9.wav")  # a Latin-1 byte: not UTF-8
+    truncated = tmp_path / "truncated.flac"
+    soundfile.write(truncated, soundfile.read(good)[0], SAMPLE_RATE, format="FLAC")
+    truncated.write_bytes(truncated.read_bytes()[:200])
+    status = main(["transcribe", str(good), str(empty), str(odd), str(truncated), "-m", str(official_tiny.model_dir),
+                   *FAST])
+    captured = capsys.readouterr()
+    assert status == 1
+    assert [line.split("\t")[0] for line in captured.out.splitlines()] == [str(good), f"{tmp_path}/caf\\xe9.wav"]
+    errors = [line for line in captured.err.splitlines() if line.startswith("error:")]
+    assert errors == [
+        f"error: {empty}: {empty} is empty (0 bytes): nothing to transcribe",
+        f"error: {truncated}: cannot decode audio {truncated}: not a supported or intact audio file",
+    ]
+    assert "Traceback" not in captured.err and "transcribed 2 of 4 files" in captured.err
+
+
+def test_a_corrupt_mp3_among_the_inputs_prints_no_decoder_notes(tmp_path, official_tiny, capfd):
+    path = tmp_path / "damaged.mp3"
+    soundfile.write(path, soundfile.read(write_speech(tmp_path / "a.wav", 0))[0], SAMPLE_RATE, format="MP3")
+    data = path.read_bytes()
+    path.write_bytes(b"\xff\xfb\x00\x00" * 50 + data)  # illegal frame headers: libmpg123 would say "Note: ..."
+    capfd.readouterr()
+    main(["transcribe", str(path), "-m", str(official_tiny.model_dir), *FAST, "-q"])
+    out, err = capfd.readouterr()  # the file descriptors, where libmpg123 writes, not sys.stderr
+    assert "mpg123" not in err and "Note:" not in err and "Illegal" not in err, err

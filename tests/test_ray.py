@@ -59,7 +59,8 @@ def plain_texts(collection, tmp_path_factory) -> dict[str, str]:
          "--model", "demo", "--device", "cpu", "-q"],
         capture_output=True, text=True, timeout=600,
     )
-    return {p.relative_to(out).with_suffix("").as_posix(): json.loads(p.read_text())["text"] for p in out.rglob("*.json")}
+    outputs = out.rglob("*.json")
+    return {p.relative_to(out).with_suffix("").as_posix(): json.loads(p.read_text())["text"] for p in outputs}
 
 
 def manifest(out: Path) -> list[dict]:

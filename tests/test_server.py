@@ -702,3 +702,62 @@ def test_serve_cli_finishes_in_flight_requests_on_sigterm(official_tiny, model, 
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_connections_that_never_finish_their_headers_are_closed(model, clips):
+    config = ServerConfig(read_timeout_s=1.0, max_new_tokens=MAX_NEW_TOKENS, batch_window_s=0)
+    with running(model, config) as url:
+        port = int(url.rsplit(":", 1)[1])
+        silent = socket.create_connection(("127.0.0.1", port), timeout=10)  # connects, sends nothing
+        trickling = socket.create_connection(("127.0.0.1", port), timeout=10)
+        trickling.sendall(b"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: test\r\n")
+        keep_alive = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        keep_alive.request("GET", "/health")
+        assert keep_alive.getresponse().read()  # then idle on a kept-alive connection
+        started = time.monotonic()
+
+        def closed(sock: socket.socket) -> bool:
+            try:
+                while time.monotonic() - started < 6:
+                    if sock is trickling:
+                        sock.sendall(b"X-Slow: 1\r\n")  # a header line at a time: never idle for long
+                    sock.settimeout(0.2)
+                    with contextlib.suppress(TimeoutError):
+                        if sock.recv(1) == b"":
+                            return True
+                return False
+            except OSError:
+                return True
+
+        with ThreadPoolExecutor(2) as pool:
+            assert list(pool.map(closed, [silent, trickling])) == [True, True]
+        assert time.monotonic() - started < 4
+        assert keep_alive.sock is None or keep_alive.sock.recv(1) == b""
+        assert post_transcription(url, file=clips["yes"])[0] == 200  # a prompt client is unaffected
+        for sock in (silent, trickling):
+            sock.close()
+
+
+def test_a_request_that_is_not_multipart_says_so(base_url):
+    for content_type in ("application/json", "text/plain", None):
+        status, body = request(base_url + "/v1/audio/transcriptions", b'{"file": "x"}', content_type)
+        error = assert_error(status, body, 400, param="file")
+        assert "must be multipart/form-data" in error["message"]
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("--max-audio-s", "nan"),
+        ("--max-upload-mb", "inf"),
+        ("--read-timeout-s", "0"),
+        ("--min-upload-kbps", "-1"),
+        ("--batch-window-ms", "-1"),
+    ],
+)
+def test_serve_options_that_are_not_finite_and_positive_are_one_line(option, value, capsys):
+    from funasr_nano.cli import main
+
+    assert main(["serve", "-m", "/nonexistent/model", option, value]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {option} must be") and err.count("\n") == 1, err

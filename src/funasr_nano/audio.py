@@ -38,6 +38,16 @@ def check_sample_rate(rate: object, error: type[Exception] = UsageError) -> int:
     return int(rate)
 
 
+def check_max_seconds(max_seconds: object) -> None:
+    """``max_seconds`` must be None or a positive, finite number of seconds."""
+    if max_seconds is None:
+        return
+    if isinstance(max_seconds, bool) or not isinstance(max_seconds, (int, float, np.integer, np.floating)) or not (
+        0 < max_seconds < float("inf")
+    ):
+        raise UsageError(f"{option('max_seconds')} must be a positive number of seconds, not {max_seconds!r}")
+
+
 def check_resampler(resampler: str) -> str:
     if resampler not in RESAMPLERS:
         choices = " or ".join(option("resampler", r) for r in RESAMPLERS)
@@ -74,11 +84,13 @@ def _to_mono_float(samples: np.ndarray, channels_last: bool | None = None) -> np
     if samples.dtype.kind in "iu":
         info = np.iinfo(samples.dtype)
         samples = (samples.astype(np.float32) - (info.max + 1 + info.min) / 2) / (info.max + 1)
-    samples = np.asarray(samples, dtype=np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):  # out-of-range samples are refused below, in one line
+        samples = np.asarray(samples, dtype=np.float32)
     if samples.ndim == 2:
         if channels_last is None:
             channels_last = samples.shape[1] <= samples.shape[0]
-        samples = samples.mean(axis=1 if channels_last else 0)
+        with np.errstate(over="ignore", invalid="ignore"):
+            samples = samples.mean(axis=1 if channels_last else 0)
     return samples
 
 
@@ -134,7 +146,7 @@ def _decode_av(source: str | IO[bytes], max_seconds: float | None) -> tuple[np.n
         return _collect(_av_chunks(container, stream), limit), rate
 
 
-def _looks_like_mp3(head: bytes) -> bool:
+def looks_like_mp3(head: bytes) -> bool:
     """An ID3 tag or an MPEG audio frame header (layer I-III; ADTS AAC has layer bits 00)."""
     return head.startswith(b"ID3") or (len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0
                                        and head[1] & 0x06 != 0)
@@ -144,6 +156,7 @@ def _head(source: str | IO[bytes]) -> bytes:
     if isinstance(source, str):
         with open(source, "rb") as handle:
             return handle.read(4)
+    source.seek(0)  # file objects are read from their start, wherever they were left
     head = source.read(4)
     source.seek(0)
     return head
@@ -154,7 +167,10 @@ def _decode(source: str | IO[bytes], label: str, max_seconds: float | None) -> t
         head = _head(source)
     except OSError as exc:
         raise AudioError(f"cannot read audio {label}: {exc.strerror or type(exc).__name__}") from exc
-    decoders = (_decode_av,) if _looks_like_mp3(head) else (_decode_soundfile, _decode_av)
+    if not head:
+        what = label if isinstance(source, str) else "the audio"
+        raise AudioError(f"{what} is empty (0 bytes): nothing to transcribe")
+    decoders = (_decode_av,) if looks_like_mp3(head) else (_decode_soundfile, _decode_av)
     errors = []
     for decoder in decoders:
         if not isinstance(source, str):
@@ -175,8 +191,12 @@ def _decode(source: str | IO[bytes], label: str, max_seconds: float | None) -> t
 
 def _array_samples(source: Any, sample_rate: int | None, max_seconds: float | None) -> tuple[np.ndarray, int]:
     if hasattr(source, "detach"):  # torch.Tensor: integer samples keep their dtype, so their scale
-        tensor = source.detach().cpu()
-        source = (tensor.float() if tensor.is_floating_point() else tensor).numpy()
+        try:
+            tensor = source.detach().cpu()
+            source = (tensor.float() if tensor.is_floating_point() else tensor).numpy()
+        except (RuntimeError, TypeError, NotImplementedError) as exc:
+            reason = (str(exc).splitlines() or [type(exc).__name__])[0][:120]
+            raise AudioError(f"cannot read the audio tensor ({reason}): pass a CPU tensor of samples") from exc
     if not isinstance(source, np.ndarray):
         raise AudioError(
             f"unsupported audio input type {type(source).__name__}: pass a path, bytes, a file object or an array"
@@ -203,15 +223,25 @@ def load_audio(
     (:class:`~funasr_nano.errors.AudioTooLongError`) before decoding all of it.
     """
     check_resampler(resampler)
+    check_max_seconds(max_seconds)
     if sample_rate is not None:
         sample_rate = check_sample_rate(sample_rate)
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
+        if path.is_dir():
+            raise AudioError(f"{path} is a directory, not an audio file")
         if not path.is_file():
-            raise AudioError(f"audio file not found: {path}")
-        samples, rate = _decode(str(path), str(path), max_seconds)
+            raise AudioError(f"audio file not found: {path}" if not path.exists() else
+                             f"{path} is not a regular file")
+        try:
+            str(path).encode("utf-8")
+        except UnicodeEncodeError:  # a name that is not UTF-8: libsndfile cannot open it by name
+            with path.open("rb") as handle:
+                samples, rate = _decode(handle, str(path), max_seconds)
+        else:
+            samples, rate = _decode(str(path), str(path), max_seconds)
     elif isinstance(source, (bytes, bytearray, memoryview)):
-        samples, rate = _decode(io.BytesIO(bytes(source)), "(uploaded bytes)", max_seconds)
+        samples, rate = _decode(io.BytesIO(bytes(source)), "(bytes)", max_seconds)
     elif hasattr(source, "read") and hasattr(source, "seek"):
         samples, rate = _decode(source, "(file object)", max_seconds)
     else:

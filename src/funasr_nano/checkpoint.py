@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -168,10 +169,17 @@ def _require_readable_dir(path: Path) -> None:
 
 
 def _is_file(path: Path) -> bool:
+    """Whether ``path`` is a regular file; a directory or other non-file of that name is an error."""
     try:
-        return path.is_file()
+        if path.is_file():
+            return True
+        exists = path.exists()
     except PermissionError as exc:
         raise ModelLoadError(f"permission denied: cannot look into {path.parent}") from exc
+    if exists:
+        raise ModelLoadError(f"{path} is {'a directory' if path.is_dir() else 'not a regular file'}: "
+                             "it must be the file of that name from the hub")
+    return False
 
 
 def _read_text(path: Path) -> str:
@@ -231,6 +239,8 @@ def _load_yaml(path: Path) -> dict:
         build = yaml.safe_load(_read_text(path))
     except yaml.YAMLError as exc:
         raise ModelLoadError(f"{path} is not valid YAML ({type(exc).__name__}): download it again") from exc
+    if build is None:  # nothing but blanks or comments: the full-size defaults would be taken silently
+        raise ModelLoadError(f"{path} is empty: download it again (it holds the model's build settings)")
     return _section(build, str(path))
 
 
@@ -353,13 +363,16 @@ def load_state_dict(model_dir: Path) -> dict[str, torch.Tensor]:
     """The core tensors of ``model.pt`` (names as in the official model), memory-mapped, never unpickled freely."""
     path = model_dir / "model.pt"
     try:
-        try:
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as exc:
-            if "mmap" not in str(exc):
-                raise
-            # Legacy (non-zip) checkpoints cannot be memory-mapped.
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        # torch warns on stderr about pickle protocols it did not write; the outcome is reported below.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError as exc:
+                if "mmap" not in str(exc):
+                    raise
+                # Legacy (non-zip) checkpoints cannot be memory-mapped.
+                checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except PermissionError as exc:
         raise unreadable(path, exc) from exc
     except pickle.UnpicklingError as exc:

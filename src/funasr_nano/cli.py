@@ -120,7 +120,8 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     add("--max-uploads", type=int, default=64,
         help="uploads arriving at once, more get 429 (default: %(default)s)")
     add("--read-timeout-s", type=float, default=30.0,
-        help="an upload that sends nothing for this long gets 408 (default: %(default)s)")
+        help="an upload that sends nothing for this long gets 408; a connection whose headers take this "
+             "long is closed (default: %(default)s)")
     add("--min-upload-kbps", type=float, default=64.0,
         help="after the first --read-timeout-s, slower uploads get 408 (kilobits/s; default: %(default)s)")
     add("--max-new-tokens", type=int, default=None, help="token budget per segment (default: by duration)")
@@ -158,6 +159,7 @@ def _convert(args: argparse.Namespace) -> int:
         raise UsageError(f"converting for MLX needs mlx, which does not import here ({error}): {MLX_INSTALL_HINT}")
     from .backends.mlx.convert import convert
 
+    announce_default_model(args)
     quantization = convert(
         resolve_model_dir(args.model, args.hub), Path(args.out), args.bits, args.group_size, args.quantize_encoder,
         args.variant, model_name(args.model),
@@ -180,6 +182,13 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
+def announce_default_model(args: argparse.Namespace) -> None:
+    """The note that the bundled demo model is used because no --model was given (once, on stderr)."""
+    if getattr(args, "default_model", False) and not getattr(args, "quiet", False):
+        print(DEMO_NOTE, file=sys.stderr)
+        args.default_model = False
+
+
 def _silence_output() -> None:
     """Point stdout and stderr at /dev/null, so that nothing more (Python's flush at exit included) fails
     on the pipe whose reader has gone."""
@@ -195,10 +204,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = {"transcribe": _transcribe, "serve": _serve, "convert": _convert}
     try:
         args = parser().parse_args(argv)
-        if getattr(args, "model", "") is None:
+        # Said when the model is loaded (announce_default_model), not before an option error.
+        args.default_model = getattr(args, "model", "") is None
+        if args.default_model:
             args.model = DEFAULT_MODEL
-            if not getattr(args, "quiet", False):
-                print(DEMO_NOTE, file=sys.stderr)
         with cli_spelling():
             return commands[args.command](args)
     except FunASRNanoError as exc:

@@ -10,6 +10,7 @@ at most ``max_lines`` lines of ``max_line_width`` columns (CJK characters count 
 from __future__ import annotations
 
 import json
+import math
 import os
 import unicodedata
 from collections.abc import Sequence
@@ -33,8 +34,13 @@ class CueLimits:
     max_duration: float = 7.0  # seconds
 
     def __post_init__(self) -> None:
-        if self.max_line_width < 1 or self.max_lines < 1 or self.max_duration <= 0:
-            raise UsageError("cue limits must be positive")
+        for name in ("max_line_width", "max_lines"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise UsageError(f"{name} must be a whole number of at least 1, not {value!r}")
+        duration = self.max_duration
+        if isinstance(duration, bool) or not isinstance(duration, (int, float)) or not 0 < duration < math.inf:
+            raise UsageError(f"max_duration must be a positive number of seconds, not {duration!r}")
 
 
 @dataclass(frozen=True)

@@ -23,12 +23,22 @@ class _AudioBar(tqdm):
 
 
 def probe_duration(path: Path) -> float | None:
-    """Seconds of audio in a file from its header, without decoding it; None when unknown."""
+    """Seconds of audio in a file from its header, without decoding it; None when unknown.
+
+    MP3s go to PyAV only, as they are decoded (audio.py): libsndfile's mpg123 prints notes about damaged
+    frames straight to the terminal."""
     import soundfile
 
+    from .audio import looks_like_mp3
+
     try:
-        info = soundfile.info(str(path))
-        if info.samplerate > 0 and info.frames > 0:
+        with open(path, "rb") as handle:
+            mp3 = looks_like_mp3(handle.read(4))
+    except OSError:
+        return None
+    try:
+        info = None if mp3 else soundfile.info(str(path))
+        if info is not None and info.samplerate > 0 and info.frames > 0:
             return info.frames / info.samplerate
     except Exception:  # not a libsndfile format: ask PyAV below
         pass

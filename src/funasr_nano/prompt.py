@@ -89,6 +89,8 @@ class PromptTokenizer:
     """Qwen3 BPE tokenizer (``tokenizers``, no ``transformers``) plus the Fun-ASR prompt layout."""
 
     def __init__(self, tokenizer_file: Path):
+        if tokenizer_file.is_dir():
+            raise ModelLoadError(f"{tokenizer_file} is a directory: it must be the file of that name from the hub")
         if not tokenizer_file.is_file():
             raise ModelLoadError(
                 f"tokenizer not found: {tokenizer_file} (the model directory needs Qwen3-0.6B/tokenizer.json)"

@@ -31,6 +31,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from .audio import load_audio
 from .batching import BatcherClosedError, BatchingBackend
@@ -284,6 +285,11 @@ class _Service:
 async def _read_form(request: Request) -> tuple[Any, UploadFile, dict[str, str | None]]:
     """The parsed form, its upload (spooled to a temporary file past 1 MB) and the text fields this
     server uses; other fields are ignored. The caller closes the form, which removes the file."""
+    content_type = request.headers.get("content-type", "")
+    if content_type.partition(";")[0].strip().lower() != "multipart/form-data":
+        shown = content_type.partition(";")[0].strip()[:80] or "none"
+        raise APIError(400, f"the request must be multipart/form-data with the audio in its 'file' field "
+                            f"(Content-Type: {shown})", param="file")
     try:
         form = await request.form(max_files=1, max_fields=64)
     except StarletteHTTPException as exc:
@@ -479,6 +485,57 @@ def create_app(model: FunASRNano, config: ServerConfig | None = None) -> FastAPI
     return app
 
 
+class HeaderTimeoutH11Protocol(H11Protocol):
+    """uvicorn's h11 connection, plus the limit it lacks: a connection whose request line and headers are
+    not all there within ``header_timeout_s`` of its opening (or of the end of its previous response) is
+    closed. Without it a client that connects and sends nothing, or a header a byte at a time, holds its
+    connection (and file descriptor) forever; uvicorn's keep-alive timer stops at the first byte. The body
+    that follows is timed by :class:`UploadGuard`."""
+
+    header_timeout_s = 30.0
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._header_timer: asyncio.TimerHandle | None = None
+        self._arm_header_timer()
+
+    def _arm_header_timer(self) -> None:
+        self._cancel_header_timer()
+        self._waiting_cycle = self.cycle  # the request the timer is for begins a new cycle
+        self._header_timer = self.loop.call_later(self.header_timeout_s, self._header_timeout)
+
+    def _cancel_header_timer(self) -> None:
+        if getattr(self, "_header_timer", None) is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _header_timeout(self) -> None:
+        self._header_timer = None
+        # No request began since the timer was armed (a pipelined one may have begun just before: it runs on)
+        waiting = self.cycle is self._waiting_cycle and (self.cycle is None or self.cycle.response_complete)
+        if waiting and not self.transport.is_closing():
+            log.info("closing a connection that sent no complete request within %g s", self.header_timeout_s)
+            self.transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.cycle is not self._waiting_cycle:  # its headers are complete: the body has its own limits
+            self._cancel_header_timer()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing():
+            self._arm_header_timer()  # the next request on this keep-alive connection
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_header_timer()
+        super().connection_lost(exc)
+
+
+def _protocol(header_timeout_s: float) -> type[HeaderTimeoutH11Protocol]:
+    return type("HeaderTimeoutH11Protocol", (HeaderTimeoutH11Protocol,), {"header_timeout_s": header_timeout_s})
+
+
 class GracefulServer(uvicorn.Server):
     """uvicorn's server, whose shutdown first cuts off the uploads still arriving (503: a slow client
     would otherwise hold the shutdown without bound); requests whose upload is complete, decoding or
@@ -494,8 +551,12 @@ class GracefulServer(uvicorn.Server):
 
 
 def server_for(app: FastAPI, **config: Any) -> GracefulServer:
-    """A :class:`GracefulServer` for an app made by :func:`create_app`; ``config`` as for ``uvicorn.Config``."""
-    return GracefulServer(uvicorn.Config(app, **config), app.state.service.stopping.set)
+    """A :class:`GracefulServer` for an app made by :func:`create_app`; ``config`` as for ``uvicorn.Config``.
+    Connections are uvicorn's h11 ones with a limit on the time their request headers take (the app's
+    ``read_timeout_s``; see :class:`HeaderTimeoutH11Protocol`)."""
+    service = app.state.service
+    config.setdefault("http", _protocol(service.config.read_timeout_s))
+    return GracefulServer(uvicorn.Config(app, **config), service.stopping.set)
 
 
 def run_server(app: FastAPI, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info") -> None:
@@ -518,17 +579,21 @@ def is_loopback(host: str) -> bool:
 def serve_main(args: Any) -> int:
     """``funasr-nano serve``: load the model, then serve it until interrupted (see cli.py for options)."""
     from .backends import dtype_name
+    from .cli import announce_default_model
     from .pipeline import load_model
 
     for name in ("max_upload_mb", "max_audio_s", "max_queue", "max_uploads", "batch_size", "read_timeout_s",
                  "min_upload_kbps"):
-        if getattr(args, name) <= 0:
-            raise UsageError(f"--{name.replace('_', '-')} must be positive")
+        if not 0 < getattr(args, name) < float("inf"):
+            raise UsageError(f"--{name.replace('_', '-')} must be a positive number")
+    if not 0 <= args.batch_window_ms < float("inf"):
+        raise UsageError("--batch-window-ms must be zero or a positive number")
     if args.max_new_tokens is not None and args.max_new_tokens < 1:
         raise UsageError("--max-new-tokens must be at least 1")
     if not 0 <= args.port <= 65535:
         raise UsageError(f"--port {args.port} is not a TCP port (0-65535)")
     dtype_name(args.dtype)
+    announce_default_model(args)
     model = load_model(args.model, device=args.device, dtype=args.dtype, backend=args.backend,
                        batch_size=args.batch_size, hub=args.hub, variant=args.variant)
     config = ServerConfig(

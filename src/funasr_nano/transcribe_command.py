@@ -50,7 +50,10 @@ def printable(text: str) -> str:
     escapes = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
     return "".join(
         escapes.get(char) or (f"\\x{ord(char):02x}" if ord(char) < 256 else f"\\u{ord(char):04x}")
-        if unicodedata.category(char) in ("Cc", "Zl", "Zp") else char
+        if unicodedata.category(char) in ("Cc", "Zl", "Zp") else
+        # A byte of a file name that is not UTF-8 (Python keeps it as a lone surrogate): its hex escape,
+        # the same on stdout and stderr, and never an encoding error.
+        f"\\x{ord(char) - 0xDC00:02x}" if 0xDC80 <= ord(char) <= 0xDCFF else char
         for char in text
     )
 
@@ -129,8 +132,11 @@ def read_hotwords(inline: str | None, file: str | None) -> list[str]:
     if file is not None:
         try:
             text = Path(file).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise UsageError(f"cannot read hotwords file {file}: {exc}") from exc
+        except OSError as exc:
+            reason = "it is a directory" if os.path.isdir(file) else (exc.strerror or type(exc).__name__).lower()
+            raise UsageError(f"cannot read {option('hotwords_file', printable(file))}: {reason}") from exc
+        except UnicodeDecodeError as exc:
+            raise UsageError(f"{option('hotwords_file', printable(file))} is not UTF-8 text") from exc
         words += text.replace("，", ",").replace("\n", ",").split(",")
     return [w.strip() for w in words if w.strip()]
 
@@ -153,10 +159,14 @@ def check_options(args: argparse.Namespace) -> None:
     """The mistakes that need no model to notice, found before anything heavy is imported."""
     from .backends import dtype_name
 
-    for name in ("batch_size", "max_new_tokens", "threads"):
+    for name in ("batch_size", "max_new_tokens", "threads", "max_line_width", "max_line_count"):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise UsageError(f"{option(name)} must be at least 1")
+    if not 0 < args.max_cue_duration < float("inf"):
+        raise UsageError(f"{option('max_cue_duration')} must be a positive number of seconds")
+    if args.output_dir is not None and os.path.exists(args.output_dir) and not os.path.isdir(args.output_dir):
+        raise UsageError(f"{option('output_dir', printable(args.output_dir))} is a file, not a directory")
     dtype_name(args.dtype)
 
 
@@ -181,9 +191,9 @@ def run(args: argparse.Namespace) -> int:
     """Run the command; returns the exit status (0: all files done, 1: some failed)."""
     inputs, errors = expand_inputs(args.inputs)
     formats = output_formats(args, len(inputs))
+    check_options(args)
     hotwords = read_hotwords(args.hotwords, args.hotwords_file)
     limits = CueLimits(args.max_line_width, args.max_line_count, args.max_cue_duration)
-    check_options(args)
     if any(item.path is None for item in inputs) and sys.stdin.isatty():
         raise UsageError("- reads audio from standard input, which is a terminal: pipe a file in "
                          "(funasr-nano transcribe - < talk.wav)")
@@ -195,14 +205,18 @@ def run(args: argparse.Namespace) -> int:
     if not inputs:
         _summary(args, 0, total, len(skipped), 0.0, 0.0, len(errors))
         return 1 if errors else 0
+    from .cli import announce_default_model
+    from .languages import resolve_language
     from .pipeline import load_model
 
+    announce_default_model(args)
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
     model = load_model(args.model, device=args.device, dtype=args.dtype, backend=args.backend,
                        batch_size=args.batch_size, int8=args.int8, hub=args.hub, variant=args.variant)
+    resolve_language(args.language, model.languages)  # a bad --language is said before the progress bar starts
     estimates = [0.0 if item.path is None else probe_duration(item.path) or 0.0 for item in inputs]
     progress = AudioProgress(sum(estimates), enabled=not args.quiet)
     failures = len(errors)
