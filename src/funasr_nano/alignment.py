@@ -162,3 +162,12 @@ def token_labels(alignment: Alignment, targets: Sequence[int], blank: int) -> li
     for span, token in zip(alignment.spans, targets, strict=True):
         labels[span.start : span.end] = [token] * (span.end - span.start)
     return labels
+
+
+@dataclass(frozen=True)
+class CTCResult:
+    """What the CTC head gives one segment: its alignment (None where none exists) and the per-frame
+    argmax ids (the greedy CTC transcript before merging)."""
+
+    alignment: Alignment | None
+    greedy: list[int]
