@@ -7,7 +7,11 @@ with ``word_timestamps=True`` (no VAD: one segment, so only the alignment is mea
 that matches a spoken word (difflib over the word sequences) is scored by |start error| and |end error|.
 
 Cost: L1-like decode (one clip, the whole pipeline) with and without word timestamps, alternated, same
-run; on CUDA as well with --device cuda.
+run: the whole transcription of the L1 clip (41.26 s, 124 new tokens), on the demo model or, with
+``--model DIR --random-ctc-head --cost-only``, on the full-size random checkpoint of the other benchmarks
+(benchmarks/build_checkpoint.py) with a random CTC head of the hub's shapes; --device cuda on the GPU.
+On the demo model the new-token count is not fixed (it stops where it wants), so its cost figure is
+noisy; the full-size random model never stops early and decodes exactly 124 tokens.
 
     python benchmarks/timestamps.py --out benchmarks/results/2026-12-03-cpu-timestamps-demo.json
     python benchmarks/timestamps.py --make-clips tests/data/word_timed --count 2   # the CI clips
@@ -76,8 +80,13 @@ def make_recording(lang: str, sentence: str, rng: random.Random) -> tuple[np.nda
     for word in spoken_words(lang, sentence):
         samples = speak(word, voice).astype(np.float32) / 32768
         voiced = np.flatnonzero(np.abs(samples) > VOICED / 32768)
-        truth.append({"word": word, "start": round((position + voiced[0]) / SAMPLE_RATE, 4),
-                      "end": round((position + voiced[-1] + 1) / SAMPLE_RATE, 4)})
+        truth.append(
+            {
+                "word": word,
+                "start": round((position + voiced[0]) / SAMPLE_RATE, 4),
+                "end": round((position + voiced[-1] + 1) / SAMPLE_RATE, 4),
+            }
+        )
         parts.append(samples)
         position += samples.size
         gap = int(rng.uniform(0.1, 0.4) * SAMPLE_RATE)
@@ -112,8 +121,13 @@ def score(item: dict, words: list) -> list[dict]:
     for block in matcher.get_matching_blocks():
         for k in range(block.size):
             truth, ours = item["words"][block.a + k], words[block.b + k]
-            errors.append({"word": truth["word"], "start_error": round(ours.start - truth["start"], 4),
-                           "end_error": round(ours.end - truth["end"], 4)})
+            errors.append(
+                {
+                    "word": truth["word"],
+                    "start_error": round(ours.start - truth["start"], 4),
+                    "end_error": round(ours.end - truth["end"], 4),
+                }
+            )
     return errors
 
 
@@ -121,9 +135,12 @@ def _stats(values: list[float]) -> dict[str, float]:
     absolute = sorted(abs(v) for v in values)
     if not absolute:
         return {}
-    return {"median_abs": round(statistics.median(absolute), 4),
-            "p90_abs": round(float(np.percentile(absolute, 90)), 4),
-            "mean_signed": round(statistics.fmean(values), 4), "count": len(values)}
+    return {
+        "median_abs": round(statistics.median(absolute), 4),
+        "p90_abs": round(float(np.percentile(absolute, 90)), 4),
+        "mean_signed": round(statistics.fmean(values), 4),
+        "count": len(values),
+    }
 
 
 def reference_words(model, audio: np.ndarray, text: str) -> list:  # type: ignore[no-untyped-def]
@@ -140,8 +157,7 @@ def reference_words(model, audio: np.ndarray, text: str) -> list:  # type: ignor
         (result,) = backend.ctc_head.run(hidden, [ids])
     if result is None or result.alignment is None:
         return []
-    return aligned_words(text, [tokenizer.token_bytes(t) for t in ids], result.alignment, 0.0,
-                         audio.size / SAMPLE_RATE)
+    return aligned_words(text, [tokenizer.token_bytes(t) for t in ids], result.alignment, 0.0, audio.size / SAMPLE_RATE)
 
 
 def accuracy(model, items: list[dict], reference: bool) -> dict:  # type: ignore[no-untyped-def]
@@ -163,12 +179,24 @@ def accuracy(model, items: list[dict], reference: bool) -> dict:  # type: ignore
         bucket["end"] += [e["end_error"] for e in errors]
         bucket["spoken"].append(len(item["words"]))
         bucket["matched"].append(len(errors))
-        per_clip.append({"lang": item["lang"], "sentence": item["sentence"], "text": result_text,
-                         "matched": len(errors), "spoken": len(item["words"]), "errors": errors})
+        per_clip.append(
+            {
+                "lang": item["lang"],
+                "sentence": item["sentence"],
+                "text": result_text,
+                "matched": len(errors),
+                "spoken": len(item["words"]),
+                "errors": errors,
+            }
+        )
     summary = {}
     for lang, bucket in by_lang.items():
-        summary[lang] = {"start": _stats(bucket["start"]), "end": _stats(bucket["end"]),
-                         "matched_words": sum(bucket["matched"]), "spoken_words": sum(bucket["spoken"])}
+        summary[lang] = {
+            "start": _stats(bucket["start"]),
+            "end": _stats(bucket["end"]),
+            "matched_words": sum(bucket["matched"]),
+            "spoken_words": sum(bucket["spoken"]),
+        }
     everything = [v for b in by_lang.values() for v in b["start"]], [v for b in by_lang.values() for v in b["end"]]
     summary["all"] = {"start": _stats(everything[0]), "end": _stats(everything[1])}
     return {"summary": summary, "clips": per_clip}
@@ -190,10 +218,47 @@ def cost(model, audio: np.ndarray, rounds: int, device: str) -> dict:  # type: i
         plain.append(once(False))
         timed.append(once(True))
     median_plain, median_timed = statistics.median(plain), statistics.median(timed)
-    return {"audio_seconds": round(audio.size / SAMPLE_RATE, 3), "rounds": rounds,
-            "plain_s": [round(x, 4) for x in plain], "word_timestamps_s": [round(x, 4) for x in timed],
-            "median_plain_s": round(median_plain, 4), "median_word_timestamps_s": round(median_timed, 4),
-            "overhead": round(median_timed / median_plain - 1, 4)}
+    return {
+        "audio_seconds": round(audio.size / SAMPLE_RATE, 3),
+        "rounds": rounds,
+        "plain_s": [round(x, 4) for x in plain],
+        "word_timestamps_s": [round(x, 4) for x in timed],
+        "median_plain_s": round(median_plain, 4),
+        "median_word_timestamps_s": round(median_timed, 4),
+        "overhead": round(median_timed / median_plain - 1, 4),
+    }
+
+
+def attach_random_ctc_head(model, seed: int = 0) -> None:  # type: ignore[no-untyped-def]
+    """A random CTC head of the hub's shapes (5 layers, 512 wide, 60,515 ids) and a random vocabulary of the
+    hub's size, for measuring the cost on a full-size random checkpoint that has no head."""
+    import base64
+    import tempfile
+
+    import torch
+
+    from funasr_nano.backends.torch.ctc_head import CTCHead
+    from funasr_nano.checkpoint import ctc_config_for_borrowed
+    from funasr_nano.ctc_tokenizer import CTCTokenizer, special_tokens
+
+    config = ctc_config_for_borrowed(model.config)
+    rng = random.Random(seed)
+    tokens = [bytes([b]) for b in range(256)]
+    seen = set(tokens)
+    while len(tokens) < config.vocab_size - len(special_tokens()):
+        merged = rng.choice(tokens) + rng.choice(tokens[:4000])
+        if merged not in seen and len(merged) <= 8:
+            seen.add(merged)
+            tokens.append(merged)
+    vocab = Path(tempfile.mkdtemp()) / "multilingual.tiktoken"
+    vocab.write_text("".join(f"{base64.b64encode(t).decode()} {i}\n" for i, t in enumerate(tokens)))
+    generator = torch.Generator().manual_seed(seed)
+    shapes = CTCHead.expected_shapes(config)
+    tensors = {
+        k: torch.randn(shape, generator=generator) * (0.02 if len(shape) > 1 else 0.1) for k, shape in shapes.items()
+    }
+    model.backend.ctc_head = CTCHead.from_tensors(config, tensors, model.backend.torch_device, "random")
+    model.ctc_tokenizer = CTCTokenizer(vocab)
 
 
 def write_clips(directory: Path, count: int, seed: int) -> None:
@@ -203,8 +268,12 @@ def write_clips(directory: Path, count: int, seed: int) -> None:
     index = []
     for k, item in enumerate(recordings(count, seed)):
         name = f"{item['lang']}-{k}.flac"
-        sf.write(directory / name, np.clip(item["audio"] * 32768, -32768, 32767).astype(np.int16), SAMPLE_RATE,
-                 subtype="PCM_16")
+        sf.write(
+            directory / name,
+            np.clip(item["audio"] * 32768, -32768, 32767).astype(np.int16),
+            SAMPLE_RATE,
+            subtype="PCM_16",
+        )
         index.append({"file": name, "lang": item["lang"], "sentence": item["sentence"], "words": item["words"]})
     (directory / "words.json").write_text(json.dumps(index, ensure_ascii=False, indent=1) + "\n")
 
@@ -218,21 +287,41 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="cost rounds")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--make-clips", type=Path, default=None, help="write FLAC clips + words.json, then stop")
+    parser.add_argument("--cost-only", action="store_true", help="only the cost (e.g. a full-size checkpoint)")
+    parser.add_argument(
+        "--random-ctc-head",
+        action="store_true",
+        help="give a model without a CTC head a random one of the hub's shapes (cost only)",
+    )
     args = parser.parse_args()
     if args.make_clips is not None:
         write_clips(args.make_clips, args.count, args.seed)
         return
-    import funasr_nano
     from common import l1_audio, provenance
 
+    import funasr_nano
+
     model = funasr_nano.load_model(args.model, device=args.device)
-    items = recordings(args.count, args.seed)
+    if args.random_ctc_head and model.ctc_tokenizer is None:
+        attach_random_ctc_head(model)
     document = provenance("timestamps", args.device)
     document["command"] = "python " + " ".join(sys.argv)
-    document["protocol"] = ("words/characters spoken one by one by espeak-ng (training voices), joined with "
-                            "0.1-0.4 s gaps and faint noise; truth = voiced samples of each word; vad=False; "
-                            "errors of decoded words that match spoken words; times use the official 60 ms "
-                            "per frame, frame start")
+    document["model"] = args.model
+    if args.cost_only:
+        document["cost"] = cost(model, l1_audio(), args.rounds, args.device)
+        text = json.dumps(document, ensure_ascii=False, indent=1) + "\n"
+        if args.out:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(text)
+        print(text)
+        return
+    items = recordings(args.count, args.seed)
+    document["protocol"] = (
+        "words/characters spoken one by one by espeak-ng (training voices), joined with "
+        "0.1-0.4 s gaps and faint noise; truth = voiced samples of each word; vad=False; "
+        "errors of decoded words that match spoken words; times use the official 60 ms "
+        "per frame, frame start"
+    )
     document["accuracy_reference_text"] = accuracy(model, items, reference=True)
     document["accuracy"] = accuracy(model, items, reference=False)
     document["cost"] = cost(model, l1_audio(), args.rounds, args.device)
@@ -240,8 +329,16 @@ def main() -> None:
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(text)
-    print(json.dumps({"reference_text": document["accuracy_reference_text"]["summary"],
-                      "decoded_text": document["accuracy"]["summary"], "cost": document["cost"]}, indent=1))
+    print(
+        json.dumps(
+            {
+                "reference_text": document["accuracy_reference_text"]["summary"],
+                "decoded_text": document["accuracy"]["summary"],
+                "cost": document["cost"],
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

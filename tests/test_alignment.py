@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from forced_align_reference import torchaudio_forced_align
 
 from funasr_nano.alignment import alignable, forced_align, token_labels
-from forced_align_reference import torchaudio_forced_align
 
 
 def _case(rng: np.random.Generator, frames: int, length: int, vocab: int, quantum: float | None):
@@ -78,13 +78,18 @@ def test_ties_prefer_staying_then_advancing() -> None:
 
 
 def test_spans_and_scores() -> None:
-    log_probs = np.log(np.array([
-        [0.1, 0.1, 0.8],
-        [0.7, 0.2, 0.1],
-        [0.6, 0.3, 0.1],
-        [0.1, 0.1, 0.8],
-        [0.1, 0.8, 0.1],
-    ], dtype=np.float32))
+    log_probs = np.log(
+        np.array(
+            [
+                [0.1, 0.1, 0.8],
+                [0.7, 0.2, 0.1],
+                [0.6, 0.3, 0.1],
+                [0.1, 0.1, 0.8],
+                [0.1, 0.8, 0.1],
+            ],
+            dtype=np.float32,
+        )
+    )
     (result,) = forced_align([_ours(log_probs, [0, 1], 2)], [[0, 1]])
     assert result is not None
     assert [(s.start, s.end) for s in result.spans] == [(1, 3), (4, 5)]

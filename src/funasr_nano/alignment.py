@@ -43,7 +43,7 @@ class Alignment:
 
 
 def repeats(targets: Sequence[int]) -> int:
-    return sum(1 for a, b in zip(targets, targets[1:]) if a == b)
+    return sum(1 for a, b in zip(targets, targets[1:], strict=False) if a == b)
 
 
 def alignable(frames: int, targets: Sequence[int]) -> bool:
@@ -72,9 +72,7 @@ def windows(frames: int, targets: Sequence[int]) -> tuple[np.ndarray, np.ndarray
     return starts, ends
 
 
-def forced_align(
-    emissions: Sequence[torch.Tensor], targets: Sequence[Sequence[int]]
-) -> list[Alignment | None]:
+def forced_align(emissions: Sequence[torch.Tensor], targets: Sequence[Sequence[int]]) -> list[Alignment | None]:
     """Align each target to its emission.
 
     emissions[i]: [T_i, 1 + L_i] float log-probabilities on one device, column 0 the blank's, column

@@ -16,13 +16,126 @@ from .errors import ModelLoadError, unreadable
 
 VOCAB_FILE = "multilingual.tiktoken"
 # funasr/models/sense_voice/whisper_lib/tokenizer.py: LANGUAGES (all of them: num_languages 8749), in order.
-LANGUAGE_CODES = (
-    "en zh de es ru ko fr ja pt tr pl ca nl ar sv it id hi fi vi he uk el ms cs ro da hu ta no th ur hr bg lt la mi "
-    "ml cy sk te fa lv bn sr az sl kn et mk br eu is hy ne mn bs kk sq sw gl mr pa si km sn yo so af oc ka be tg sd "
-    "gu am yi lo uz fo ht ps tk nn mt sa lb my bo tl mg as tt haw ln ha ba jw su yue minnan wuyu dialect zh/en en/zh"
-).split()
-AUDIO_EVENTS = ("ASR", "AED", "SER", "Speech", "/Speech", "BGM", "/BGM", "Laughter", "/Laughter", "Applause",
-                "/Applause")
+LANGUAGE_CODES = [
+    "en",
+    "zh",
+    "de",
+    "es",
+    "ru",
+    "ko",
+    "fr",
+    "ja",
+    "pt",
+    "tr",
+    "pl",
+    "ca",
+    "nl",
+    "ar",
+    "sv",
+    "it",
+    "id",
+    "hi",
+    "fi",
+    "vi",
+    "he",
+    "uk",
+    "el",
+    "ms",
+    "cs",
+    "ro",
+    "da",
+    "hu",
+    "ta",
+    "no",
+    "th",
+    "ur",
+    "hr",
+    "bg",
+    "lt",
+    "la",
+    "mi",
+    "ml",
+    "cy",
+    "sk",
+    "te",
+    "fa",
+    "lv",
+    "bn",
+    "sr",
+    "az",
+    "sl",
+    "kn",
+    "et",
+    "mk",
+    "br",
+    "eu",
+    "is",
+    "hy",
+    "ne",
+    "mn",
+    "bs",
+    "kk",
+    "sq",
+    "sw",
+    "gl",
+    "mr",
+    "pa",
+    "si",
+    "km",
+    "sn",
+    "yo",
+    "so",
+    "af",
+    "oc",
+    "ka",
+    "be",
+    "tg",
+    "sd",
+    "gu",
+    "am",
+    "yi",
+    "lo",
+    "uz",
+    "fo",
+    "ht",
+    "ps",
+    "tk",
+    "nn",
+    "mt",
+    "sa",
+    "lb",
+    "my",
+    "bo",
+    "tl",
+    "mg",
+    "as",
+    "tt",
+    "haw",
+    "ln",
+    "ha",
+    "ba",
+    "jw",
+    "su",
+    "yue",
+    "minnan",
+    "wuyu",
+    "dialect",
+    "zh/en",
+    "en/zh",
+]
+AUDIO_EVENTS = (
+    "ASR",
+    "AED",
+    "SER",
+    "Speech",
+    "/Speech",
+    "BGM",
+    "/BGM",
+    "Laughter",
+    "/Laughter",
+    "Applause",
+    "/Applause",
+)
 EMOTIONS = ("HAPPY", "SAD", "ANGRY", "NEUTRAL")
 TIMESTAMP_TOKENS = 1501  # <|0.00|> .. <|30.00|>
 # The GPT-2 split pattern the official encoding uses.
@@ -61,7 +174,9 @@ def read_ranks(path: Path) -> dict[bytes, int]:
                 token, rank = line.split()
                 ranks[base64.b64decode(token)] = int(rank)
     except ValueError as exc:
-        raise ModelLoadError(f"{path} is not a tiktoken vocabulary (lines of 'base64 rank'): download it again") from exc
+        raise ModelLoadError(
+            f"{path} is not a tiktoken vocabulary (lines of 'base64 rank'): download it again"
+        ) from exc
     return ranks
 
 
@@ -80,7 +195,10 @@ class CTCTokenizer:
         self.timestamp_begin = self.special["<|0.00|>"]
         self.blank_id = self.vocab_size - 1
         self._encoding = tiktoken.Encoding(
-            name=path.name, pat_str=SPLIT_PATTERN, mergeable_ranks=ranks, special_tokens=self.special,
+            name=path.name,
+            pat_str=SPLIT_PATTERN,
+            mergeable_ranks=ranks,
+            special_tokens=self.special,
             explicit_n_vocab=self.vocab_size,
         )
 

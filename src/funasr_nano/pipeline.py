@@ -30,7 +30,6 @@ from .result import Transcription, join_texts
 from .streaming import TextCallback
 from .vad import VadOptions
 
-
 NO_CTC_NOTE = "this model has no trained CTC head: word times are proportional estimates ({why})"
 
 

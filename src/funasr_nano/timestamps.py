@@ -8,7 +8,7 @@ CJK character (Han, kana) alone; punctuation belongs to the word before it (open
 to the word after). A word's times are those of the letters in it (not of its punctuation, which the
 head tends to place in the pause after it), its probability the mean of its tokens' scores. A token
 holding several characters (a BPE merge of two Han characters, say) shares its frames among them in
-proportion to their bytes.
+proportion to their bytes (a leading space takes none).
 """
 
 from __future__ import annotations
@@ -121,10 +121,13 @@ def aligned_words(
     ends: list[float] = []
     scores: list[int] = []  # the token of each byte
     for index, (piece, span) in enumerate(zip(tokens, alignment.spans, strict=True)):
-        width = (span.end - span.start) / max(1, len(piece))
+        # the token's frames are shared among its non-space bytes (a leading space takes none)
+        spaces = len(piece) - len(piece.lstrip(b" "))
+        width = (span.end - span.start) / max(1, len(piece) - spaces)
         for k in range(len(piece)):
-            starts.append(span.start + k * width)
-            ends.append(span.start + (k + 1) * width)
+            share = max(0, k - spaces)
+            starts.append(span.start + share * width)
+            ends.append(span.start + (share + (k >= spaces)) * width)
             scores.append(index)
     bytes_at = _char_byte_offsets(text)
     words: list[Word] = []
@@ -150,6 +153,21 @@ def proportional_words(text: str, start: float, end: float) -> list[Word]:
     for unit, weight in zip(units, weights, strict=True):
         begin = start + (end - start) * position / total
         position += weight
-        words.append(Word(round(begin, 3), round(start + (end - start) * position / total, 3),
-                          text[unit.start : unit.end], None))
+        words.append(
+            Word(round(begin, 3), round(start + (end - start) * position / total, 3), text[unit.start : unit.end], None)
+        )
     return words
+
+
+def token_timestamps(decode_one, targets: Sequence[int], alignment: Alignment) -> list[dict]:  # type: ignore[no-untyped-def]
+    """The official ``timestamps`` of an alignment: per CTC token its text, ``start_time``/``end_time`` in
+    seconds (frame · 0.06) and ``score`` (rounded to 3 places). ``decode_one`` maps a token id to text."""
+    return [
+        {
+            "token": decode_one(token),
+            "start_time": span.start * 6 * 10 / 1000,
+            "end_time": span.end * 6 * 10 / 1000,
+            "score": round(span.score, 3),
+        }
+        for token, span in zip(targets, alignment.spans, strict=True)
+    ]

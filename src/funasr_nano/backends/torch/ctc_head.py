@@ -47,8 +47,7 @@ class CTCHead(nn.Module):
         check_shapes(tensors, cls.expected_shapes(config), f"ctc head {source}")
         with torch.device("meta"):
             head = cls(config)
-        head.load_state_dict({k: v.to(device=device, dtype=torch.float32) for k, v in tensors.items()},
-                             assign=True)
+        head.load_state_dict({k: v.to(device=device, dtype=torch.float32) for k, v in tensors.items()}, assign=True)
         return head.eval()
 
     @torch.inference_mode()
