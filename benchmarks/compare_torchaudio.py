@@ -8,7 +8,8 @@ torchaudio works (the GPU machine: torchaudio 2.11 with torch 2.11).
 (b) char timestamps: a random official checkpoint with a CTC head (tests/oracle/official_ctc.py), the
     official ``FunASRNano.inference`` unchanged (real torchaudio) against ours on the same clips.
 
-    python benchmarks/compare_torchaudio.py --device cuda --out benchmarks/results/2026-12-03-h200-compare-torchaudio.json
+    python benchmarks/compare_torchaudio.py --device cuda \
+        --out benchmarks/results/2026-12-03-h200-compare-torchaudio.json
 
 Needs funasr==1.4.16 and torchaudio (its forced_align op).
 """
@@ -81,8 +82,14 @@ def compare_frames(cases: list[tuple[np.ndarray, list[int]]], device: str, have_
     blanks = [lp.shape[1] - 1 for lp, _ in cases]
     emissions = [torch.from_numpy(lp[:, [b, *t]]).to(device) for (lp, t), b in zip(cases, blanks, strict=True)]
     ours = forced_align(emissions, [t for _, t in cases])
-    counts = {"cases": len(cases), "alignable": 0, "equal_torchaudio": 0, "equal_transcription": 0,
-              "unalignable_agree": 0, "mismatches": []}
+    counts = {
+        "cases": len(cases),
+        "alignable": 0,
+        "equal_torchaudio": 0,
+        "equal_transcription": 0,
+        "unalignable_agree": 0,
+        "mismatches": [],
+    }
     for k, ((lp, targets), blank, result) in enumerate(zip(cases, blanks, ours, strict=True)):
         expected = _torchaudio(lp, targets, blank) if have_torchaudio else None
         if not alignable(lp.shape[0], targets):
@@ -119,8 +126,11 @@ def compare_official(device: str, work: Path) -> dict:
             with torch.inference_mode():
                 _, hidden = backend.model.encode_waveforms_with_ctc([torch.from_numpy(wav.numpy())], backend.ctc_head)
                 (result,) = backend.ctc_head.run(hidden, [ids])
-            got = [] if result.alignment is None else token_timestamps(
-                lambda t: tokenizer.decode([t]), ids, result.alignment)
+            got = (
+                []
+                if result.alignment is None
+                else token_timestamps(lambda t: tokenizer.decode([t]), ids, result.alignment)
+            )
             row[stamps_key] = {"tokens": len(official[stamps_key]), "equal": got == official[stamps_key]}
         mine = ours.transcribe(wav.numpy(), vad=False, word_timestamps=True, max_new_tokens=12)
         row["ctc_text_equal"] = mine.segments[0].ctc_text == official["ctc_text"] if mine.segments else None
@@ -150,8 +160,11 @@ def main() -> None:
         document["official_char_timestamps"] = compare_official(args.device, args.work)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(document, indent=1) + "\n")
-    print(json.dumps({k: v for k, v in document.items() if k in ("random", "demo", "official_char_timestamps")},
-                     indent=1)[:4000])
+    print(
+        json.dumps(
+            {k: v for k, v in document.items() if k in ("random", "demo", "official_char_timestamps")}, indent=1
+        )[:4000]
+    )
 
 
 if __name__ == "__main__":

@@ -148,3 +148,84 @@ def test_demo_word_timed_clips_within_a_loose_bound():
         errors += [abs(e["start_error"]) for e in score(item, words)]
     assert len(errors) >= 10
     assert float(np.median(errors)) <= 1.5
+
+
+@pytest.fixture(scope="module")
+def demo_model():
+    return load_model("demo", device="cpu")
+
+
+def test_demo_words_follow_the_segment(demo_model):
+    from funasr_nano import demo
+
+    result = demo_model.transcribe(demo.sample("en"), word_timestamps=True)
+    segment = result.segments[0]
+    assert [w.word for w in segment.words] == segment.text.split()
+    assert segment.ctc_text  # the head's greedy transcript
+    assert segment.start == segment.words[0].start and segment.end == segment.words[-1].end
+    assert all(a.start <= a.end <= b.start + 1e-9 for a, b in zip(segment.words, segment.words[1:], strict=False))
+    assert all(0.0 <= w.probability <= 1.0 for w in segment.words)
+    plain = demo_model.transcribe(demo.sample("en"))
+    assert plain.text == result.text and not plain.segments[0].words
+
+
+def test_cli_json_words_and_srt_cut_at_words(demo_model, tmp_path, monkeypatch, capsys):
+    from funasr_nano import cli, demo, pipeline
+    from funasr_nano.formats import CueLimits, to_srt
+
+    monkeypatch.setattr(pipeline, "load_model", lambda *a, **k: demo_model)
+    assert cli.main(["transcribe", str(demo.sample("en")), "-f", "json", "--word-timestamps", "-q"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    words = document["segments"][0]["words"]
+    assert words and set(words[0]) == {"word", "start", "end", "probability"}
+    assert cli.main(["transcribe", str(demo.sample("en")), "-f", "srt", "--max-words-per-line", "2", "-q"]) == 0
+    srt = capsys.readouterr().out
+    result = demo_model.transcribe(demo.sample("en"), word_timestamps=True)
+    assert srt.rstrip("\n") == to_srt(result, CueLimits(max_words=2)).rstrip("\n")
+    cue_lines = [line for line in srt.splitlines() if line and "-->" not in line and not line.isdigit()]
+    assert all(len(line.split()) <= 2 for line in cue_lines)
+    starts = [w.start for w in result.segments[0].words][::2]
+    stamps = [line.split(" --> ")[0] for line in srt.splitlines() if "-->" in line]
+    assert [round(s, 3) for s in starts] == [_seconds(t) for t in stamps]
+    assert cli.main(["transcribe", str(demo.sample("en")), "-f", "vtt", "--highlight-words", "-q"]) == 0
+    vtt = capsys.readouterr().out
+    assert vtt.count("<u>") == len(result.segments[0].words)
+
+
+def _seconds(stamp: str) -> float:
+    hours, minutes, rest = stamp.split(":")
+    return round(int(hours) * 3600 + int(minutes) * 60 + float(rest.replace(",", ".")), 3)
+
+
+def test_server_word_granularity(demo_model):
+    from fastapi.testclient import TestClient
+
+    from funasr_nano import demo
+    from funasr_nano.server import create_app
+
+    with TestClient(create_app(demo_model)) as http:
+        audio = demo.sample("en").read_bytes()
+        both = http.post(
+            "/v1/audio/transcriptions",
+            files={"file": ("en.flac", audio)},
+            data={"response_format": "verbose_json", "timestamp_granularities[]": ["word", "segment"]},
+        )
+        assert both.status_code == 200, both.text
+        body = both.json()
+        assert body["words"] and set(body["words"][0]) == {"word", "start", "end"} and body["segments"]
+        words_only = http.post(
+            "/v1/audio/transcriptions",
+            files={"file": ("en.flac", audio)},
+            data={"response_format": "verbose_json", "timestamp_granularities[]": "word"},
+        ).json()
+        assert "segments" not in words_only and words_only["words"] == body["words"]
+        wrong = http.post(
+            "/v1/audio/transcriptions",
+            files={"file": ("en.flac", audio)},
+            data={"response_format": "json", "timestamp_granularities[]": "word"},
+        )
+        assert wrong.status_code == 400
+        srt = http.post(
+            "/v1/audio/transcriptions", files={"file": ("en.flac", audio)}, data={"response_format": "srt"}
+        ).text
+        assert srt.split("\n")[1].startswith(f"00:00:0{body['words'][0]['start']:.3f}".replace(".", ",")[:12])

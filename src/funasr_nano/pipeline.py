@@ -207,6 +207,7 @@ def load_model(
         from .backends.mlx import MLXBackend
 
         engine = MLXBackend.load(config, model_dir, stop_ids, device, dtype, batch_size)
+        return FunASRNano(config, tokenizer, engine, model_dir, None, "the MLX backend runs no CTC head yet")
     else:
         from .backends.torch import TorchBackend
 
@@ -218,7 +219,6 @@ def load_model(
             ctc_tensors, str(ctc_head) if borrowed is not None else None,
         )
         return FunASRNano(config, tokenizer, engine, model_dir, ctc_tokenizer, why)
-    return FunASRNano(config, tokenizer, engine, model_dir)
 
 
 def _ctc_parts(
