@@ -219,10 +219,16 @@ def test_server_word_granularity(demo_model):
             data={"response_format": "verbose_json", "timestamp_granularities[]": "word"},
         ).json()
         assert "segments" not in words_only and words_only["words"] == body["words"]
-        wrong = http.post(
+        plain = http.post(
             "/v1/audio/transcriptions",
             files={"file": ("en.flac", audio)},
             data={"response_format": "json", "timestamp_granularities[]": "word"},
+        )
+        assert plain.status_code == 200 and "words" not in plain.json()  # json carries no timestamps
+        wrong = http.post(
+            "/v1/audio/transcriptions",
+            files={"file": ("en.flac", audio)},
+            data={"response_format": "verbose_json", "timestamp_granularities[]": "char"},
         )
         assert wrong.status_code == 400
         srt = http.post(

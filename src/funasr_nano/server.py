@@ -312,17 +312,15 @@ TIMESTAMP_GRANULARITIES = ("word", "segment")
 
 
 def _granularities(value: str | None, response_format: str) -> tuple[str, ...]:
-    """OpenAI's ``timestamp_granularities[]``: word and/or segment, with verbose_json (or srt/vtt, which
-    then cut their cues at word times)."""
+    """OpenAI's ``timestamp_granularities[]``: word and/or segment, for verbose_json (or srt/vtt, which
+    then cut their cues at word times); an unknown granularity is a 400."""
     chosen = tuple(dict.fromkeys(g.strip().lower() for g in (value or "").split(",") if g.strip()))
     unknown = [g for g in chosen if g not in TIMESTAMP_GRANULARITIES]
     if unknown:
         raise APIError(400, f"unsupported timestamp granularity {unknown[0]!r}: use word and/or segment",
                        param="timestamp_granularities")
-    if chosen and response_format not in ("verbose_json", "srt", "vtt"):
-        raise APIError(400, "timestamp_granularities needs response_format=verbose_json",
-                       param="timestamp_granularities")
-    return chosen
+    # json and text carry no timestamps: the granularities are ignored there (decoding no words)
+    return chosen if response_format in ("verbose_json", "srt", "vtt") else ()
 
 
 def _options(fields: dict[str, str | None], service: _Service) -> tuple[str, bool, tuple[str, ...]]:
