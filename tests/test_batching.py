@@ -238,7 +238,7 @@ def test_the_torch_backend_knows_whether_a_segment_fits_without_encoding_it(offi
     backend = model.backend
     for seconds in (0.05, 0.4, 1.0, 3.3, 7.91, 29.99):
         waveform = np.zeros(int(seconds * 16000), np.float32)
-        (embeddings,) = backend._prompt_embeddings([waveform], [prompt])
+        (embeddings,), _ = backend._prompt_embeddings([waveform], [prompt])
         length = embeddings.shape[0]
         assert backend.fits(length + 10)(waveform, prompt, 10)
         assert not backend.fits(length + 9)(waveform, prompt, 10)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .backends import Backend, SegmentFits, SegmentWork, TokenSink
+from .backends import AlignRequest, Backend, SegmentFits, SegmentWork, TokenSink
 from .prompt import PromptIds
 
 
@@ -31,6 +31,7 @@ class _Job:
     prompts: Sequence[PromptIds]
     max_new_tokens: Sequence[int]
     on_tokens: TokenSink | None = None
+    align: AlignRequest | None = None
     future: Future[list[list[int]]] = field(default_factory=Future)
     streamed: bool = False  # its sink has been called: it cannot be decoded again
     sink_error: BaseException | None = None
@@ -110,11 +111,13 @@ class BatchingBackend:
         prompts: Sequence[PromptIds],
         max_new_tokens: Sequence[int],
         on_tokens: TokenSink | None = None,
+        align: AlignRequest | None = None,
     ) -> list[list[int]]:
-        """Blocks until this call's segments are decoded; ``on_tokens`` is called on the worker thread."""
+        """Blocks until this call's segments are decoded; ``on_tokens`` and ``align`` are called on the worker
+        thread (the CTC head and the alignment run there, with the rest of the device work)."""
         if not waveforms:
             return []
-        job = _Job(list(waveforms), list(prompts), list(max_new_tokens), on_tokens)
+        job = _Job(list(waveforms), list(prompts), list(max_new_tokens), on_tokens, align)
         with self._cond:
             if self._closing:
                 raise BatcherClosedError("the server is shutting down")
@@ -201,7 +204,22 @@ class BatchingBackend:
         streaming = any(job.on_tokens is not None for job in jobs)
         started = time.perf_counter()
         waveforms, prompts, budgets = ([segment[k] for segment in segments] for k in range(3))
-        if refill and getattr(self.inner, "accepts_refill", False):
+        aligning = [job for job in jobs if job.align is not None]
+        if aligning:
+            # Alignments are computed together at the end of the call, so it takes no refill.
+
+            def targets(slot: int, tokens: list[int]) -> list[int] | None:
+                job, index = slots[slot]
+                return None if job.align is None else job.align.targets(index, tokens)
+
+            def aligned(slot: int, result: object) -> None:
+                job, index = slots[slot]
+                if job.align is not None:
+                    job.align.on_aligned(index, result)
+
+            generated = self.inner.generate(waveforms, prompts, budgets, sink if streaming else None,
+                                            align=AlignRequest(targets, aligned))
+        elif refill and getattr(self.inner, "accepts_refill", False):
             # The sink must be there from the start: a streaming call may join later.
             generated = self.inner.generate(waveforms, prompts, budgets, sink, refill=take_more, on_done=done)
         else:

@@ -34,8 +34,9 @@ LLM_SUBDIR = "Qwen3-0.6B"
 MLX_WEIGHTS = "model.mlx.safetensors"
 VARIANT_KEY = "funasr_nano_variant"
 CORE_PREFIXES = ("audio_encoder.", "audio_adaptor.", "llm.")
-# The ModelScope Nano checkpoint carries a CTC head that the text path never uses.
-IGNORED_PREFIXES = ("ctc_decoder.", "ctc.")
+# The CTC head (word timestamps): trained only in the ModelScope Nano checkpoint (84 + 2 tensors).
+CTC_PREFIXES = ("ctc_decoder.", "ctc.")
+CTC_VOCAB_SIZE = 60515  # the official default when config.yaml gives no ctc_vocab_size
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")
 
 
@@ -82,11 +83,20 @@ class LLMConfig:
 
 
 @dataclass(frozen=True)
+class CTCConfig:
+    """The CTC head: a Transformer adaptor on the encoder output (``ctc_decoder``), then ``ctc.ctc_lo``."""
+
+    decoder: AdaptorConfig
+    vocab_size: int = CTC_VOCAB_SIZE  # blank = vocab_size - 1
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     encoder: EncoderConfig
     adaptor: AdaptorConfig
     llm: LLMConfig
     variant: str  # "nano" (zh/en/ja) or "mlt" (31 languages)
+    ctc: CTCConfig | None = None  # None: config.yaml declares no CTC head
 
     @property
     def languages(self) -> tuple[str, ...]:
@@ -340,11 +350,37 @@ def read_config(model_dir: Path, variant: str | None = None, name: str | None = 
         raise ModelLoadError(
             f"audio_adaptor_conf.downsample_rate={adaptor.downsample_rate} is not supported (1 is)"
         )
+    ctc = _ctc_config(build, config_yaml, encoder)
     recorded = build.get(VARIANT_KEY)
     if recorded not in (None, "nano", "mlt"):
         raise ModelLoadError(f"{config_yaml}: {VARIANT_KEY} must be nano or mlt, not {_short(recorded)}")
     chosen = variant or recorded or guess_variant(name if name is not None else model_dir.name)
-    return ModelConfig(encoder, adaptor, llm, chosen)
+    return ModelConfig(encoder, adaptor, llm, chosen, ctc)
+
+
+def ctc_config_for_borrowed(config: ModelConfig) -> CTCConfig:
+    """The hub config.yaml's CTC head (architecture.md §1.3), for a model whose config.yaml declares none."""
+    decoder = AdaptorConfig(encoder_dim=config.encoder.output_size, llm_dim=512, ffn_dim=2048, n_layer=5,
+                            attention_heads=8)
+    return CTCConfig(decoder, CTC_VOCAB_SIZE)
+
+
+def _ctc_config(build: dict, config_yaml: Path, encoder: EncoderConfig) -> CTCConfig | None:
+    if not build.get("ctc_decoder"):
+        return None
+    where = f"{config_yaml}: ctc_decoder_conf"
+    conf = _section(build.get("ctc_decoder_conf"), where)
+    decoder = AdaptorConfig(
+        encoder_dim=_integer(conf, "encoder_dim", encoder.output_size, where),
+        llm_dim=_integer(conf, "llm_dim", 512, where),
+        ffn_dim=_integer(conf, "ffn_dim", AdaptorConfig.ffn_dim, where),
+        n_layer=_integer(conf, "n_layer", 5, where),
+        attention_heads=_integer(conf, "attention_heads", AdaptorConfig.attention_heads, where),
+        downsample_rate=_integer(conf, "downsample_rate", 1, where),
+    )
+    if decoder.downsample_rate != 1:
+        raise ModelLoadError(f"{where}: downsample_rate={decoder.downsample_rate} is not supported (1 is)")
+    return CTCConfig(decoder, _integer(build, "ctc_vocab_size", CTC_VOCAB_SIZE, str(config_yaml), minimum=2))
 
 
 def _unwrap(checkpoint: object, path: Path) -> dict[str, torch.Tensor]:
@@ -359,9 +395,8 @@ def _unwrap(checkpoint: object, path: Path) -> dict[str, torch.Tensor]:
     return checkpoint
 
 
-def load_state_dict(model_dir: Path) -> dict[str, torch.Tensor]:
-    """The core tensors of ``model.pt`` (names as in the official model), memory-mapped, never unpickled freely."""
-    path = model_dir / "model.pt"
+def _read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of a ``model.pt`` (``module.`` prefixes removed), memory-mapped, never unpickled freely."""
     try:
         # torch warns on stderr about pickle protocols it did not write; the outcome is reported below.
         with warnings.catch_warnings():
@@ -388,17 +423,40 @@ def load_state_dict(model_dir: Path) -> dict[str, torch.Tensor]:
     state = _unwrap(checkpoint, path)
     tensors: dict[str, torch.Tensor] = {}
     for key, value in state.items():
-        name = key.removeprefix("module.")
-        if name.startswith(IGNORED_PREFIXES):
-            continue
         if not isinstance(value, torch.Tensor):
             raise ModelLoadError(f"{path}: entry {key!r} is not a tensor: not a Fun-ASR-Nano checkpoint")
-        tensors[name] = value
-    if not any(k.startswith(CORE_PREFIXES[0]) for k in tensors) or not any(
-        k.startswith(CORE_PREFIXES[2]) for k in tensors
-    ):
-        raise ModelLoadError(f"{path} has no audio_encoder.*/llm.* tensors: not a Fun-ASR-Nano checkpoint")
+        tensors[key.removeprefix("module.")] = value
     return tensors
+
+
+def load_checkpoint(model_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """The core tensors of ``model.pt`` and its CTC-head tensors (empty when it has none)."""
+    path = model_dir / "model.pt"
+    tensors = _read_checkpoint(path)
+    ctc = {k: v for k, v in tensors.items() if k.startswith(CTC_PREFIXES)}
+    core = {k: v for k, v in tensors.items() if not k.startswith(CTC_PREFIXES)}
+    if not any(k.startswith(CORE_PREFIXES[0]) for k in core) or not any(k.startswith(CORE_PREFIXES[2]) for k in core):
+        raise ModelLoadError(f"{path} has no audio_encoder.*/llm.* tensors: not a Fun-ASR-Nano checkpoint")
+    return core, ctc
+
+
+def load_state_dict(model_dir: Path) -> dict[str, torch.Tensor]:
+    """The core tensors of ``model.pt`` (names as in the official model); the CTC head is left out."""
+    return load_checkpoint(model_dir)[0]
+
+
+def load_ctc_head(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """The ``ctc_decoder.*`` and ``ctc.*`` tensors of another checkpoint (a ``model.pt`` or its directory),
+    to lend its CTC head to a model of the same encoder that has none."""
+    source = Path(path).expanduser()
+    if source.is_dir():
+        source = source / "model.pt"
+    if not _is_file(source):
+        raise ModelLoadError(f"ctc head {path}: no such checkpoint (pass a model.pt or the directory holding it)")
+    ctc = {k: v for k, v in _read_checkpoint(source).items() if k.startswith(CTC_PREFIXES)}
+    if not ctc:
+        raise ModelLoadError(f"{source} has no ctc_decoder.*/ctc.* tensors: it carries no CTC head to borrow")
+    return ctc
 
 
 def check_shapes(

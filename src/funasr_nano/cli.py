@@ -50,6 +50,9 @@ def _add_load_options(add: AddArgument) -> None:
     add("--resampler", default="torchaudio", choices=("torchaudio", "soxr"),
         help="how audio at other rates reaches 16 kHz: the official toolkit's torchaudio filter (default) "
              "or soxr, as it resamples without torchaudio")
+    add("--ctc-head", default=None, metavar="PATH",
+        help="time words with the trained CTC head of another checkpoint of the same encoder (a model.pt or "
+             "its directory), for a model that has none")
 
 
 def _add_transcribe(sub: argparse._SubParsersAction) -> None:
@@ -80,6 +83,12 @@ def _add_transcribe(sub: argparse._SubParsersAction) -> None:
     add("--max-line-width", type=int, default=42, help="srt/vtt columns per line (default: 42)")
     add("--max-line-count", type=int, default=2, help="srt/vtt lines per cue (default: 2)")
     add("--max-cue-duration", type=float, default=7.0, help="srt/vtt seconds per cue (default: 7)")
+    add("--word-timestamps", action="store_true",
+        help="time every word by CTC alignment: json gets segments[].words[], srt/vtt cues are cut at word times")
+    add("--highlight-words", action="store_true",
+        help="srt/vtt: one cue per word with the word underlined (karaoke; implies --word-timestamps)")
+    add("--max-words-per-line", type=int, default=None,
+        help="srt/vtt: at most this many words per cue (implies --word-timestamps)")
     add("--quiet", "-q", action="store_true", help="no progress bar, warnings or summary")
     cluster = p.add_argument_group("on a Ray cluster (pip install 'funasr-nano[ray]')")
     cluster.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",

@@ -1,10 +1,12 @@
 """Output writers: txt, json, srt, vtt and tsv.
 
-Subtitle cues come from segment times: the model gives no word timestamps (the released checkpoint
-has no trained CTC head), so a segment's text is cut into readable cues at punctuation, and each cue
-gets a share of the segment's time proportional to its share of the text (display width). Cues are
-at most ``max_lines`` lines of ``max_line_width`` columns (CJK characters count two) and at most
-``max_duration`` seconds, unless a single word alone is longer.
+A segment's text is cut into readable cues at punctuation: at most ``max_lines`` lines of
+``max_line_width`` columns (CJK characters count two), at most ``max_words`` words (when given) and at
+most ``max_duration`` seconds, unless a single word alone is longer. When the segment has word times
+(``word_timestamps=True``) each cue starts at its first word's start and ends at its last word's end;
+otherwise each cue gets a share of the segment's time proportional to its share of the text (display
+width). ``highlight_words`` repeats each cue once per word with that word underlined, for the duration of
+the word (karaoke-style, as whisper's ``--highlight_words``).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import math
 import os
 import unicodedata
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .errors import UsageError
@@ -32,6 +34,8 @@ class CueLimits:
     max_line_width: int = 42  # columns
     max_lines: int = 2
     max_duration: float = 7.0  # seconds
+    max_words: int | None = None  # words per cue (whisper's --max_words_per_line); None: no limit
+    highlight_words: bool = False  # one cue per word, the word underlined (needs word times)
 
     def __post_init__(self) -> None:
         for name in ("max_line_width", "max_lines"):
@@ -41,6 +45,9 @@ class CueLimits:
         duration = self.max_duration
         if isinstance(duration, bool) or not isinstance(duration, (int, float)) or not 0 < duration < math.inf:
             raise UsageError(f"max_duration must be a positive number of seconds, not {duration!r}")
+        if self.max_words is not None and (isinstance(self.max_words, bool) or not isinstance(self.max_words, int)
+                                           or self.max_words < 1):
+            raise UsageError(f"max words per line must be a whole number of at least 1, not {self.max_words!r}")
 
 
 @dataclass(frozen=True)
@@ -160,19 +167,42 @@ def wrap(units: Sequence[_Unit], limits: CueLimits) -> list[str]:
     return [_join(units[start:end]) for start, end in reversed(breaks)]
 
 
+def _word_units(segment: Segment) -> tuple[list[_Unit], list[tuple[float, float]]]:
+    """One unit per timed word (its spacing from the text), and each word's times."""
+    units: list[_Unit] = []
+    position = 0
+    for word in segment.words:
+        found = segment.text.find(word.word, position)
+        spaced = found > 0 and segment.text[found - 1].isspace() if found >= 0 else not _is_wide(word.word[0])
+        position = found + len(word.word) if found >= 0 else position
+        units.append(_unit(word.word, spaced and bool(units)))
+    return units, [(w.start, w.end) for w in segment.words]
+
+
 def _segment_cues(segment: Segment, limits: CueLimits) -> list[Cue]:
-    units = _units(segment.text)
+    if segment.words:
+        units, times = _word_units(segment)
+    else:
+        units = _units(segment.text)
+        if not units:
+            return []
+        weights = [max(1, u.width) for u in units]
+        seconds_per_column = (segment.end - segment.start) / sum(weights)
+        offsets = [0]
+        for weight in weights:
+            offsets.append(offsets[-1] + weight)
+        times = [(segment.start + offsets[k] * seconds_per_column, segment.start + offsets[k + 1] * seconds_per_column)
+                 for k in range(len(units))]
     if not units:
         return []
-    weights = [max(1, u.width) for u in units]
-    seconds_per_column = (segment.end - segment.start) / sum(weights)
-    offsets = [0]
-    for weight in weights:
-        offsets.append(offsets[-1] + weight)
+
+    def span(first: int, end: int) -> float:
+        return times[end - 1][1] - times[first][0]
 
     def fits(first: int, end: int) -> bool:
-        duration = (offsets[end] - offsets[first]) * seconds_per_column
-        return duration <= limits.max_duration and _fits(units[first:end], limits)
+        if limits.max_words is not None and end - first > limits.max_words:
+            return False
+        return span(first, end) <= limits.max_duration and _fits(units[first:end], limits)
 
     cues = []
     first = 0
@@ -183,14 +213,29 @@ def _segment_cues(segment: Segment, limits: CueLimits) -> list[Cue]:
         if end < len(units):
             # Rather than where the cue filled up, end it at a sentence end if one lies past the first
             # 30 % of the cue, else at a clause end in its second half.
-            span = offsets[end] - offsets[first]
+            widths = [0]
+            for unit in units[first:end]:
+                widths.append(widths[-1] + max(1, unit.width))
             candidates = [k for k in range(first + 1, end + 1)
-                          if offsets[k] - offsets[first] >= _MIN_FILL[units[k - 1].break_priority] * span]
+                          if widths[k - first] >= _MIN_FILL[units[k - 1].break_priority] * widths[-1]]
             end = max(candidates, key=lambda k: (units[k - 1].break_priority, k))
-        lines = wrap(units[first:end], limits)
-        start_time = segment.start + offsets[first] * seconds_per_column
-        cues.append(Cue(start_time, segment.start + offsets[end] * seconds_per_column, tuple(lines)))
+        if limits.highlight_words and segment.words:
+            cues.extend(_highlighted(units[first:end], times[first:end], limits))
+        else:
+            cues.append(Cue(times[first][0], times[end - 1][1], tuple(wrap(units[first:end], limits))))
         first = end
+    return cues
+
+
+def _highlighted(units: list[_Unit], times: list[tuple[float, float]], limits: CueLimits) -> list[Cue]:
+    """The cue's text once per word, that word underlined, from its start to the next word's start (the
+    gaps filled, so the text stays on screen), as whisper's highlight_words. The tags keep the word's plain
+    width, so every repetition breaks its lines where the plain cue does."""
+    cues = []
+    for k, (start, end) in enumerate(times):
+        marked = [replace(u, text=f"<u>{u.text}</u>") if i == k else u for i, u in enumerate(units)]
+        finish = times[k + 1][0] if k + 1 < len(times) else end
+        cues.append(Cue(start, max(end, finish), tuple(wrap(marked, limits))))
     return cues
 
 
@@ -221,7 +266,9 @@ def to_srt(result: Transcription, limits: CueLimits | None = None) -> str:
 
 
 def _vtt_escape(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    escaped = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    # the highlight tags are markup that VTT (and SRT players) understand
+    return escaped.replace("&lt;u&gt;", "<u>").replace("&lt;/u&gt;", "</u>")
 
 
 def to_vtt(result: Transcription, limits: CueLimits | None = None) -> str:
@@ -256,13 +303,21 @@ def to_json(result: Transcription) -> str:
         "language": result.language,
         "duration": result.duration,
         "segments": [
-            {"id": index, "start": round(s.start, 3), "end": round(s.end, 3), "text": s.text,
-             "text_tn": s.text_tn, "flags": s.flags}
+            _json_segment(index, s, any(seg.words for seg in result.segments))
             for index, s in enumerate(result.segments)
         ],
         "timings": {stage: round(seconds, 4) for stage, seconds in result.timings.items()},
     }
     return json.dumps(document, ensure_ascii=False, indent=2) + "\n"
+
+
+def _json_segment(index: int, segment: Segment, words: bool) -> dict:
+    entry: dict = {"id": index, "start": round(segment.start, 3), "end": round(segment.end, 3), "text": segment.text,
+                   "text_tn": segment.text_tn, "flags": segment.flags}
+    if words:
+        entry["words"] = [{"word": w.word, "start": w.start, "end": w.end, "probability": w.probability}
+                          for w in segment.words]
+    return entry
 
 
 def render(result: Transcription, fmt: str, limits: CueLimits | None = None) -> str:

@@ -15,14 +15,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .alignment import CTCResult
 from .audio import AudioInput, load_audio
-from .backends import Backend, TokenSink
+from .backends import AlignRequest, Backend, TokenSink
+from .ctc_tokenizer import CTCTokenizer, greedy_text
 from .errors import FunASRNanoError, UsageError
 from .features import SAMPLE_RATE
 from .guards import REPETITION, TRUNCATED, cut_repetition, find_repetition, is_truncated, token_budget
 from .prompt import PromptIds, PromptTokenizer, clean_text, strip_punctuation
 from .result import Segment
 from .streaming import TextCallback, TextStream
+from .timestamps import aligned_words, proportional_words
 from .vad import SpeechMap, VadOptions, add_context, find_speech, split_point
 
 ProgressCallback = Callable[[float], None]  # called with the seconds of audio just finished
@@ -41,6 +44,7 @@ class DecodeSettings:
     resampler: str = "torchaudio"  # how inputs at other rates reach 16 kHz (see resample.py)
     language: str | None = None  # the trained language name in the prompt, None for automatic
     on_text: TextCallback | None = None  # each recording's text as it is decoded (see streaming.py)
+    word_timestamps: bool = False  # each segment's words (CTC-aligned where the model has a CTC head)
 
 
 @dataclass(frozen=True)
@@ -110,10 +114,21 @@ class _Piece:
         return (self.audio_end - self.audio_begin) / SAMPLE_RATE
 
 
+def _reported_tokens(tokens: list[int], repair: bool) -> tuple[list[int], tuple[int, int] | None]:
+    """The ids a finished segment reports (a surviving loop cut when repairing) and the loop found."""
+    repetition = find_repetition(tokens) if repair else None
+    return (cut_repetition(tokens, repetition) if repetition is not None else tokens), repetition
+
+
 class SegmentDecoder:
-    def __init__(self, backend: Backend, tokenizer: PromptTokenizer, batch_size: int = 32):
+    def __init__(
+        self, backend: Backend, tokenizer: PromptTokenizer, batch_size: int = 32,
+        ctc_tokenizer: CTCTokenizer | None = None,
+    ):
+        """ctc_tokenizer: given when the backend has a CTC head, whose alignments then time the words."""
         self.backend = backend
         self.tokenizer = tokenizer
+        self.ctc_tokenizer = ctc_tokenizer
         self.group_size = max(1, SEGMENTS_PER_BATCH_SLOT * batch_size)
         self.vad_device = backend.device
 
@@ -185,29 +200,47 @@ class SegmentDecoder:
             order = sorted(range(len(pieces)), key=lambda i: -pieces[i].audio_seconds)
             ordered = [pieces[i] for i in order]
             started = time.perf_counter()
+            aligned: dict[int, CTCResult] = {}
+            extra = {}
+            if settings.word_timestamps and self.ctc_tokenizer is not None:
+                extra["align"] = AlignRequest(self._ctc_targets(settings.vad is not None), aligned.__setitem__)
             generated = self.backend.generate(
                 [p.audio for p in ordered], [settings.prompt] * len(order), [budgets[i] for i in order],
-                _stream_sink(ordered),
+                _stream_sink(ordered), **extra,
             )
             elapsed = time.perf_counter() - started
             tokens: list[list[int]] = [[] for _ in pieces]
+            ctc: list[CTCResult | None] = [None] * len(pieces)
             for slot, index in enumerate(order):
                 tokens[index] = generated[slot]
+                ctc[index] = aligned.get(slot)
             for recording in {id(p.recording): p.recording for p in pieces}.values():
                 recording.timings["decode"] += elapsed  # shared by every file in the call
             retries: list[_Piece] = []
             # Latest first: finishing a streamed recording's head sends the text of the pieces after it,
             # which commits them, so those must have been settled (or split) already.
-            for piece, ids, budget in reversed(list(zip(pieces, tokens, budgets, strict=True))):
-                retries.extend(self._settle(piece, ids, budget, settings.vad is not None, report))
+            for piece, ids, budget, head in reversed(list(zip(pieces, tokens, budgets, ctc, strict=True))):
+                retries.extend(self._settle(piece, ids, budget, settings, report, head))
             pieces = retries
 
+    def _ctc_targets(self, repair: bool):  # type: ignore[no-untyped-def]
+        """The CTC ids of the text each segment will report (what the official ``timestamps`` aligns)."""
+        assert self.ctc_tokenizer is not None
+        ctc_tokenizer = self.ctc_tokenizer
+
+        def targets(_: int, ids: list[int]) -> list[int]:
+            return ctc_tokenizer.encode(clean_text(self.tokenizer.decode(_reported_tokens(ids, repair)[0])))
+
+        return targets
+
     def _settle(
-        self, piece: _Piece, tokens: list[int], budget: int, repair: bool, report: ProgressCallback
+        self, piece: _Piece, tokens: list[int], budget: int, settings: DecodeSettings, report: ProgressCallback,
+        ctc: CTCResult | None = None,
     ) -> list[_Piece]:
         """Finish a piece, or return the two halves to retry it as."""
+        repair = settings.vad is not None
         truncated = is_truncated(tokens, budget)
-        repetition = find_repetition(tokens) if repair else None
+        reported, repetition = _reported_tokens(tokens, repair)
         speech = piece.recording.speech
         stream = piece.recording.stream
         if (
@@ -226,19 +259,37 @@ class SegmentDecoder:
             return halves
         flags = []
         if repetition is not None:
-            tokens = cut_repetition(tokens, repetition)
             flags.append(REPETITION)
         if truncated:
             flags.append(TRUNCATED)
-        raw = self.tokenizer.decode(tokens)
+        raw = self.tokenizer.decode(reported)
         start, end = piece.begin / SAMPLE_RATE, piece.end / SAMPLE_RATE
-        segment = Segment(start, end, clean_text(raw), strip_punctuation(raw), tokens, flags)
+        segment = Segment(start, end, clean_text(raw), strip_punctuation(raw), reported, flags)
+        if settings.word_timestamps:
+            self._time_words(segment, piece, ctc)
         piece.recording.segments.append(segment)
         if stream is not None:
             stream.finish(piece, segment.text)
         piece.recording.pending -= 1
         report(piece.audio_seconds)
         return []
+
+
+    def _time_words(self, segment: Segment, piece: _Piece, ctc: CTCResult | None) -> None:
+        """The segment's words; with an alignment, the segment's times become its first and last word's
+        (so a cue does not begin in the silence VAD kept around the speech)."""
+        if ctc is None or self.ctc_tokenizer is None:
+            segment.words = proportional_words(segment.text, segment.start, segment.end)
+            return
+        segment.ctc_text = greedy_text(self.ctc_tokenizer, ctc.greedy)
+        if ctc.alignment is None:
+            segment.words = proportional_words(segment.text, segment.start, segment.end)
+            return
+        pieces = [self.ctc_tokenizer.token_bytes(t) for t in self.ctc_tokenizer.encode(segment.text)]
+        segment.words = aligned_words(segment.text, pieces, ctc.alignment, piece.audio_begin / SAMPLE_RATE,
+                                      piece.audio_end / SAMPLE_RATE)
+        if segment.words:
+            segment.start, segment.end = segment.words[0].start, segment.words[-1].end
 
 
 def _stream_sink(pieces: list[_Piece]) -> TokenSink | None:

@@ -3,14 +3,26 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from .audio import AudioInput, check_resampler, check_sample_rate
 from .backends import Backend, dtype_name
 from .backends.selection import choose_backend
-from .checkpoint import LLM_SUBDIR, ModelConfig, load_state_dict, model_name, read_config, resolve_model_dir
-from .errors import FunASRNanoError, UsageError, option
+from .checkpoint import (
+    LLM_SUBDIR,
+    ModelConfig,
+    ctc_config_for_borrowed,
+    load_checkpoint,
+    load_ctc_head,
+    model_name,
+    read_config,
+    resolve_model_dir,
+)
+from .ctc_tokenizer import VOCAB_FILE, CTCTokenizer
+from .errors import FunASRNanoError, ModelLoadError, UsageError, option
 from .languages import resolve_language
 from .longform import DecodedRecording, DecodeSettings, ProgressCallback, SegmentDecoder
 from .prompt import PromptTokenizer, normalize_hotwords
@@ -18,15 +30,31 @@ from .result import Transcription, join_texts
 from .streaming import TextCallback
 from .vad import VadOptions
 
+NO_CTC_NOTE = "this model has no trained CTC head: word times are proportional estimates ({why})"
+
 
 class FunASRNano:
     """A loaded Fun-ASR-Nano model. Create it with :func:`funasr_nano.load_model`."""
 
-    def __init__(self, config: ModelConfig, tokenizer: PromptTokenizer, backend: Backend, model_dir: Path):
+    def __init__(
+        self, config: ModelConfig, tokenizer: PromptTokenizer, backend: Backend, model_dir: Path,
+        ctc_tokenizer: CTCTokenizer | None = None, no_ctc_reason: str = "",
+    ):
+        """ctc_tokenizer: the CTC vocabulary, given when the backend runs a CTC head (word timestamps)."""
         self.config = config
         self.tokenizer = tokenizer
         self.backend = backend
         self.model_dir = model_dir
+        self.ctc_tokenizer = ctc_tokenizer
+        self.no_ctc_reason = no_ctc_reason
+        self._noted = False
+
+    @property
+    def word_timestamps_note(self) -> str | None:
+        """Why word times are estimates, or None when a CTC head aligns them."""
+        if self.ctc_tokenizer is not None:
+            return None
+        return NO_CTC_NOTE.format(why=self.no_ctc_reason or "none in the checkpoint; pass ctc_head=PATH")
 
     @property
     def languages(self) -> tuple[str, ...]:
@@ -45,6 +73,7 @@ class FunASRNano:
         progress: ProgressCallback | None = None,
         on_text: TextCallback | None = None,
         resampler: str = "torchaudio",
+        word_timestamps: bool = False,
     ) -> Transcription:
         """Transcribe one recording (path, bytes, or samples at ``sample_rate``, default 16 kHz).
 
@@ -58,9 +87,14 @@ class FunASRNano:
         to stream is not split and decoded again, so a loop in it is cut and a token-budget overrun only
         flagged. resampler: how audio at other rates is brought to 16 kHz: "torchaudio" (default: the
         filter the official toolkit uses where torchaudio is installed, computed without torchaudio) or
-        "soxr" (librosa's, which the official toolkit uses otherwise).
+        "soxr" (librosa's, which the official toolkit uses otherwise). word_timestamps: give each segment
+        its ``words`` (``Word(start, end, word, probability)``), timed by CTC forced alignment of the text
+        against the model's CTC head, as the official ``timestamps``; the segment's times then come from its
+        first and last word. Without a trained CTC head the word times are proportional estimates (said
+        once, as a warning).
         """
-        settings = self._settings(language, hotwords, itn, sample_rate, max_new_tokens, vad, on_text, resampler)
+        settings = self._settings(language, hotwords, itn, sample_rate, max_new_tokens, vad, on_text, resampler,
+                                  word_timestamps)
         (result,) = self._run([audio], settings, progress)
         if isinstance(result, FunASRNanoError):
             raise result
@@ -78,11 +112,13 @@ class FunASRNano:
         vad: bool | VadOptions = True,
         progress: ProgressCallback | None = None,
         resampler: str = "torchaudio",
+        word_timestamps: bool = False,
     ) -> Iterator[Transcription | FunASRNanoError]:
         """Transcribe many recordings in shared batches; yields, in input order, each one's
         ``Transcription`` or the ``FunASRNanoError`` that input raised (unreadable audio), so one bad file
         does not stop the rest. Inputs are read lazily; options are those of :meth:`transcribe`."""
-        settings = self._settings(language, hotwords, itn, sample_rate, max_new_tokens, vad, None, resampler)
+        settings = self._settings(language, hotwords, itn, sample_rate, max_new_tokens, vad, None, resampler,
+                                  word_timestamps)
         return self._run(audios, settings, progress)
 
     def _settings(
@@ -95,6 +131,7 @@ class FunASRNano:
         vad: bool | VadOptions,
         on_text: TextCallback | None,
         resampler: str,
+        word_timestamps: bool = False,
     ) -> DecodeSettings:
         language_name = resolve_language(language, self.languages)
         if sample_rate is not None:
@@ -105,13 +142,17 @@ class FunASRNano:
         if not isinstance(vad, (bool, VadOptions)):
             raise UsageError(f"vad must be True, False or a VadOptions, not {type(vad).__name__}")
         vad_options = VadOptions() if vad is True else vad or None
+        if word_timestamps and self.word_timestamps_note and not self._noted:
+            self._noted = True
+            warnings.warn(self.word_timestamps_note, stacklevel=3)
         return DecodeSettings(prompt, max_new_tokens, vad_options, sample_rate, check_resampler(resampler),
-                              language_name, on_text)
+                              language_name, on_text, bool(word_timestamps))
 
     def _run(
         self, audios: Iterable[AudioInput], settings: DecodeSettings, progress: ProgressCallback | None
     ) -> Iterator[Transcription | FunASRNanoError]:
-        decoder = SegmentDecoder(self.backend, self.tokenizer, getattr(self.backend, "batch_size", 32))
+        decoder = SegmentDecoder(self.backend, self.tokenizer, getattr(self.backend, "batch_size", 32),
+                                 self.ctc_tokenizer)
         return (
             item if isinstance(item, FunASRNanoError) else _transcription(item, settings.language)
             for item in decoder.run(audios, settings, progress)
@@ -139,6 +180,7 @@ def load_model(
     hub: str = "hf",
     variant: str | None = None,
     int8: bool = False,
+    ctc_head: str | os.PathLike[str] | None = None,
 ) -> FunASRNano:
     """Load a model from a local hub-layout directory or a hub id (downloaded on first use).
 
@@ -147,13 +189,16 @@ def load_model(
     hub: "hf" | "modelscope" (where a hub id is downloaded from); variant: "nano" | "mlt" (guessed from the
     hub id or the directory's own name when None); int8: weight-only int8 LLM weights (torch on CPU only: faster
     decoding, greedy ids may differ from fp32). Generation stops on config.json's ``eos_token_id``, as the
-    official model's does (``<|im_end|>`` when the config names none).
+    official model's does (``<|im_end|>`` when the config names none). ctc_head: a checkpoint (``model.pt``
+    or its directory) of the same encoder whose trained CTC head times the words of a model that has none
+    (the ModelScope Nano ``model.pt`` for the Hugging Face Nano); a head that does not fit is refused.
     """
     dtype_name(dtype)  # a bad dtype fails before anything is read
     model_dir = resolve_model_dir(model, hub)
     config = read_config(model_dir, variant, model_name(model))
     tokenizer = PromptTokenizer(model_dir / LLM_SUBDIR / "tokenizer.json")
     stop_ids = config.llm.eos_token_ids or (tokenizer.im_end_id,)
+    borrowed = load_ctc_head(ctc_head) if ctc_head is not None else None
     engine: Backend
     if choose_backend(backend, model_dir) == "mlx":
         if int8:
@@ -162,14 +207,58 @@ def load_model(
         from .backends.mlx import MLXBackend
 
         engine = MLXBackend.load(config, model_dir, stop_ids, device, dtype, batch_size)
+        return FunASRNano(config, tokenizer, engine, model_dir, None, "the MLX backend runs no CTC head yet")
     else:
         from .backends.torch import TorchBackend
 
+        core, own_ctc = load_checkpoint(model_dir)
+        ctc_config, ctc_tensors, ctc_tokenizer, why = _ctc_parts(config, model_dir, own_ctc, ctc_head, borrowed)
+        config = replace(config, ctc=ctc_config)
         engine = TorchBackend(
-            config, load_state_dict(model_dir), stop_ids, device, dtype, batch_size,
-            str(model_dir / "model.pt"), int8,
+            config, core, stop_ids, device, dtype, batch_size, str(model_dir / "model.pt"), int8,
+            ctc_tensors, str(ctc_head) if borrowed is not None else None,
         )
-    return FunASRNano(config, tokenizer, engine, model_dir)
+        return FunASRNano(config, tokenizer, engine, model_dir, ctc_tokenizer, why)
+
+
+def _ctc_parts(
+    config: ModelConfig, model_dir: Path, own: dict, ctc_head: object, borrowed: dict | None,
+) -> tuple[object, dict | None, CTCTokenizer | None, str]:
+    """The CTC config, tensors and tokenizer to run (or Nones), and why there is no CTC head otherwise.
+
+    A model's own head is used only when complete (as the official toolkit, which disables an incomplete
+    one); a borrowed head must fit exactly."""
+    if borrowed is not None:
+        ctc_config = config.ctc or ctc_config_for_borrowed(config)
+        vocab = model_dir / VOCAB_FILE
+        if not vocab.is_file():
+            vocab = Path(str(ctc_head)).expanduser()
+            vocab = (vocab if vocab.is_dir() else vocab.parent) / VOCAB_FILE
+        if not vocab.is_file():
+            raise ModelLoadError(f"ctc head {ctc_head}: no {VOCAB_FILE} beside it or in {model_dir}")
+        tokenizer = CTCTokenizer(vocab)
+        if tokenizer.vocab_size != ctc_config.vocab_size:
+            raise ModelLoadError(
+                f"ctc head {ctc_head}: {vocab} has {tokenizer.vocab_size} ids, config.yaml's ctc_vocab_size is "
+                f"{ctc_config.vocab_size}: they do not belong together"
+            )
+        return ctc_config, borrowed, tokenizer, ""
+    if config.ctc is None:
+        return None, None, None, "config.yaml declares none"
+    if not own:
+        return None, None, None, "the checkpoint has no ctc_decoder.*/ctc.* tensors; pass ctc_head=PATH"
+    from .backends.torch.ctc_head import CTCHead
+
+    expected = CTCHead.expected_shapes(config.ctc)
+    if {k: tuple(v.shape) for k, v in own.items()} != expected:
+        return None, None, None, "the checkpoint's CTC head is incomplete or does not fit config.yaml"
+    vocab = model_dir / VOCAB_FILE
+    if not vocab.is_file():
+        return None, None, None, f"{VOCAB_FILE} is missing"
+    tokenizer = CTCTokenizer(vocab)
+    if tokenizer.vocab_size != config.ctc.vocab_size:
+        return None, None, None, f"{VOCAB_FILE} does not fit config.yaml's ctc_vocab_size"
+    return config.ctc, own, tokenizer, ""
 
 
 __all__ = ["FunASRNano", "load_model", "join_texts"]

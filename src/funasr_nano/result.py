@@ -33,6 +33,18 @@ def join_texts(texts: Sequence[str]) -> str:
 
 
 @dataclass
+class Word:
+    """A word (or one CJK character) with its punctuation, as faster-whisper's ``Word``: seconds from the
+    start of the audio; ``probability`` is the CTC head's (None where the times are proportional estimates
+    because the model has no trained CTC head)."""
+
+    start: float
+    end: float
+    word: str
+    probability: float | None
+
+
+@dataclass
 class Segment:
     start: float  # seconds from the start of the audio
     end: float
@@ -41,6 +53,10 @@ class Segment:
     tokens: list[int] = field(default_factory=list)
     # Problems the decoder guards found: "repetition" (a loop was cut), "truncated" (hit the token budget).
     flags: list[str] = field(default_factory=list)
+    # With word_timestamps=True: the words in order (empty otherwise).
+    words: list[Word] = field(default_factory=list)
+    # With word_timestamps=True and a CTC head: the head's own greedy transcript (the official ``ctc_text``).
+    ctc_text: str | None = None
 
 
 @dataclass

@@ -266,11 +266,12 @@ class _Service:
         return load_audio(upload, resampler=self.config.resampler, max_seconds=self.config.max_audio_s)
 
     def transcribe(self, samples: np.ndarray, language: str | None, prompt: str | None,
-                   on_text: TextCallback | None = None) -> Transcription:
+                   on_text: TextCallback | None = None, word_timestamps: bool = False) -> Transcription:
         """Blocking; runs in a request thread."""
         assert self.model is not None
         return self.model.transcribe(samples, language=language, hotwords=prompt, on_text=on_text,
-                                     max_new_tokens=self.config.max_new_tokens, vad=self.config.vad)
+                                     max_new_tokens=self.config.max_new_tokens, vad=self.config.vad,
+                                     word_timestamps=word_timestamps)
 
     def admit(self) -> None:
         """Take a place in the queue; only requests whose upload is complete ask for one."""
@@ -302,18 +303,39 @@ async def _read_form(request: Request) -> tuple[Any, UploadFile, dict[str, str |
             raise APIError(400, "the 'file' field with the audio is required (multipart/form-data)",
                            param="file")
         names = ("response_format", "stream", "prompt", "language")
-        return form, upload, {name: _form_text(form, name) for name in names}
+        fields = {name: _form_text(form, name) for name in names}
+        granularities = [*form.getlist("timestamp_granularities[]"), *form.getlist("timestamp_granularities")]
+        if any(isinstance(g, UploadFile) for g in granularities):
+            raise APIError(400, "'timestamp_granularities[]' must be text fields", param="timestamp_granularities")
+        fields["timestamp_granularities"] = ",".join(str(g) for g in granularities) or None
+        return form, upload, fields
     except BaseException:
         await form.close()
         raise
 
 
-def _options(fields: dict[str, str | None], service: _Service) -> tuple[str, bool]:
-    """The response format and whether to stream; the prompt and language checked too."""
+TIMESTAMP_GRANULARITIES = ("word", "segment")
+
+
+def _granularities(value: str | None, response_format: str) -> tuple[str, ...]:
+    """OpenAI's ``timestamp_granularities[]``: word and/or segment, for verbose_json (or srt/vtt, which
+    then cut their cues at word times); an unknown granularity is a 400."""
+    chosen = tuple(dict.fromkeys(g.strip().lower() for g in (value or "").split(",") if g.strip()))
+    unknown = [g for g in chosen if g not in TIMESTAMP_GRANULARITIES]
+    if unknown:
+        raise APIError(400, f"unsupported timestamp granularity {unknown[0]!r}: use word and/or segment",
+                       param="timestamp_granularities")
+    # json and text carry no timestamps: the granularities are ignored there (decoding no words)
+    return chosen if response_format in ("verbose_json", "srt", "vtt") else ()
+
+
+def _options(fields: dict[str, str | None], service: _Service) -> tuple[str, bool, tuple[str, ...]]:
+    """The response format, whether to stream and the timestamp granularities; prompt and language checked."""
     response_format = (fields["response_format"] or "json").strip().lower()
     if response_format not in RESPONSE_FORMATS:
         raise APIError(400, f"unsupported response_format {response_format!r}: use one of "
                             + ", ".join(RESPONSE_FORMATS), param="response_format")
+    granularities = _granularities(fields.get("timestamp_granularities"), response_format)
     prompt = fields["prompt"]
     if prompt is not None and len(prompt) > MAX_PROMPT_CHARS:
         raise APIError(400, f"the prompt is longer than {MAX_PROMPT_CHARS} characters", param="prompt")
@@ -321,7 +343,7 @@ def _options(fields: dict[str, str | None], service: _Service) -> tuple[str, boo
         resolve_language(fields["language"], service.base_model.languages)  # before decoding any audio
     except UsageError as exc:
         raise APIError(400, str(exc), param="language", code="unsupported_language") from exc
-    return response_format, (fields["stream"] or "").strip().lower() in _TRUE
+    return response_format, (fields["stream"] or "").strip().lower() in _TRUE, granularities
 
 
 async def _transcription(request: Request, service: _Service) -> Response:
@@ -329,7 +351,7 @@ async def _transcription(request: Request, service: _Service) -> Response:
     loop = asyncio.get_running_loop()
     form, upload, fields = await _read_form(request)
     try:
-        response_format, stream = _options(fields, service)
+        response_format, stream, granularities = _options(fields, service)
         service.admit()  # the whole upload is here: only now does it take a place in the queue
         try:
             with _user_errors():
@@ -343,12 +365,16 @@ async def _transcription(request: Request, service: _Service) -> Response:
         language, prompt = fields["language"], fields["prompt"]
         if stream:
             return _stream(service, samples, language, prompt)
+        # Subtitles are cut at word times whenever the model has a CTC head to time them.
+        words = "word" in granularities or (response_format in ("srt", "vtt") and service.base_model.ctc_tokenizer
+                                            is not None)
         with _user_errors():
-            result = await loop.run_in_executor(service.pool, service.transcribe, samples, language, prompt)
+            result = await loop.run_in_executor(service.pool, service.transcribe, samples, language, prompt,
+                                                None, words)
     finally:
         service.release()
     service.served += 1
-    return render(result, response_format)
+    return render(result, response_format, granularities)
 
 
 def _as_api_error(exc: BaseException) -> APIError | None:
@@ -595,7 +621,9 @@ def serve_main(args: Any) -> int:
     dtype_name(args.dtype)
     announce_default_model(args)
     model = load_model(args.model, device=args.device, dtype=args.dtype, backend=args.backend,
-                       batch_size=args.batch_size, hub=args.hub, variant=args.variant)
+                       batch_size=args.batch_size, hub=args.hub, variant=args.variant, ctc_head=args.ctc_head)
+    if model.word_timestamps_note:
+        print(f"note: {model.word_timestamps_note.replace('ctc_head=PATH', '--ctc-head PATH')}", file=sys.stderr)
     config = ServerConfig(
         model_name=args.model_name or str(args.model).rstrip("/").split("/")[-1],
         api_key=args.api_key or None,

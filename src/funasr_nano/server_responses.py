@@ -43,9 +43,11 @@ def _usage(result: Transcription) -> dict[str, Any]:
     return {"type": "duration", "seconds": round(result.duration, 3)}
 
 
-def verbose_json(result: Transcription) -> dict[str, Any]:
+def verbose_json(result: Transcription, granularities: tuple[str, ...] = ()) -> dict[str, Any]:
     """OpenAI's verbose_json. Greedy decoding: temperature 0. The model reports no log-probabilities
-    or speech probability, so those fields are null rather than invented; ``flags`` is ours."""
+    or speech probability, so those fields are null rather than invented; ``flags`` is ours.
+    granularities: OpenAI's ``timestamp_granularities``: "word" adds ``words: [{word, start, end}]``; the
+    segments are there unless only "word" was asked for (as OpenAI answers)."""
     segments = [
         {
             "id": index,
@@ -62,21 +64,26 @@ def verbose_json(result: Transcription) -> dict[str, Any]:
         }
         for index, segment in enumerate(result.segments)
     ]
-    return {
+    body: dict[str, Any] = {
         "task": "transcribe",
         "language": language_code(result.language),
         "duration": round(result.duration, 3),
         "text": result.text,
-        "segments": segments,
-        "usage": _usage(result),
     }
+    if "word" in granularities:
+        body["words"] = [{"word": w.word, "start": w.start, "end": w.end}
+                         for segment in result.segments for w in segment.words]
+    if granularities != ("word",):
+        body["segments"] = segments
+    body["usage"] = _usage(result)
+    return body
 
 
-def render(result: Transcription, response_format: str) -> Response:
+def render(result: Transcription, response_format: str, granularities: tuple[str, ...] = ()) -> Response:
     if response_format == "json":
         return JSONResponse({"text": result.text, "usage": _usage(result)})
     if response_format == "verbose_json":
-        return JSONResponse(verbose_json(result))
+        return JSONResponse(verbose_json(result, granularities))
     if response_format == "text":
         # OpenAI's text is the json "text" on one line, not the CLI's txt file (a line per segment)
         return PlainTextResponse(result.text + "\n")

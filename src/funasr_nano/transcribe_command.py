@@ -15,6 +15,7 @@ import os
 import sys
 import time
 import unicodedata
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,7 +160,7 @@ def check_options(args: argparse.Namespace) -> None:
     """The mistakes that need no model to notice, found before anything heavy is imported."""
     from .backends import dtype_name
 
-    for name in ("batch_size", "max_new_tokens", "threads", "max_line_width", "max_line_count"):
+    for name in ("batch_size", "max_new_tokens", "threads", "max_line_width", "max_line_count", "max_words_per_line"):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise UsageError(f"{option(name)} must be at least 1")
@@ -193,7 +194,9 @@ def run(args: argparse.Namespace) -> int:
     formats = output_formats(args, len(inputs))
     check_options(args)
     hotwords = read_hotwords(args.hotwords, args.hotwords_file)
-    limits = CueLimits(args.max_line_width, args.max_line_count, args.max_cue_duration)
+    limits = CueLimits(args.max_line_width, args.max_line_count, args.max_cue_duration, args.max_words_per_line,
+                       args.highlight_words)
+    word_timestamps = args.word_timestamps or args.highlight_words or args.max_words_per_line is not None
     if any(item.path is None for item in inputs) and sys.stdin.isatty():
         raise UsageError("- reads audio from standard input, which is a terminal: pipe a file in "
                          "(funasr-nano transcribe - < talk.wav)")
@@ -215,19 +218,24 @@ def run(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(args.threads)
     model = load_model(args.model, device=args.device, dtype=args.dtype, backend=args.backend,
-                       batch_size=args.batch_size, int8=args.int8, hub=args.hub, variant=args.variant)
+                       batch_size=args.batch_size, int8=args.int8, hub=args.hub, variant=args.variant,
+                       ctc_head=args.ctc_head)
     resolve_language(args.language, model.languages)  # a bad --language is said before the progress bar starts
+    note = model.word_timestamps_note if word_timestamps else None
+    if note and not args.quiet:
+        print(f"note: {note.replace('ctc_head=PATH', '--ctc-head PATH')}", file=sys.stderr)
     estimates = [0.0 if item.path is None else probe_duration(item.path) or 0.0 for item in inputs]
     progress = AudioProgress(sum(estimates), enabled=not args.quiet)
     failures = len(errors)
     done = 0
     started = time.perf_counter()
     audio_seconds = 0.0
+    warnings.filterwarnings("ignore", message=".*no trained CTC head.*")  # said above as a note
     try:
         results = model.transcribe_many(
             _sources(inputs), language=args.language, hotwords=hotwords, itn=not args.no_itn,
             max_new_tokens=args.max_new_tokens, vad=not args.no_vad, progress=progress.advance,
-            resampler=args.resampler,
+            resampler=args.resampler, word_timestamps=word_timestamps,
         )
         for item, estimate, result in zip(inputs, estimates, results, strict=True):
             if isinstance(result, FunASRNanoError):

@@ -4,6 +4,7 @@ around that (audio I/O, prompts, segmentation, guards, formats) is shared and ba
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -46,6 +47,22 @@ SegmentFits = Callable[[np.ndarray, PromptIds, int], bool]
 SegmentRefill = Callable[[int, SegmentFits], list[SegmentWork]]
 
 
+# Asked, once an input's ids are generated, for the CTC token ids of the text it will be reported as (None:
+# no alignment wanted for this input).
+CTCTargets = Callable[[int, list[int]], "list[int] | None"]
+# Called with an input's index and what the CTC head gave it (``alignment.CTCResult``).
+CTCSink = Callable[[int, object], None]
+
+
+@dataclass(frozen=True)
+class AlignRequest:
+    """Ask ``generate`` to run the CTC head on the encoder output it computed anyway and align the
+    generated text: ``targets`` turns each input's ids into CTC ids, ``on_aligned`` receives the result."""
+
+    targets: CTCTargets
+    on_aligned: CTCSink
+
+
 class Backend(Protocol):
     name: str
     device: str
@@ -56,9 +73,10 @@ class Backend(Protocol):
         prompts: Sequence[PromptIds],
         max_new_tokens: Sequence[int],
         on_tokens: TokenSink | None = None,
+        align: AlignRequest | None = None,
     ) -> list[list[int]]:
         """Greedy new token ids (stop token excluded) for each 16 kHz mono segment and its prompt;
-        ``on_tokens`` sees them as they are decoded."""
+        ``on_tokens`` sees them as they are decoded; ``align`` (backends with a CTC head) aligns them."""
         ...
 
 

@@ -9,6 +9,7 @@ from ...checkpoint import ModelConfig, check_shapes
 from ...features import extract_features
 from ...prompt import PromptIds, num_audio_tokens
 from .adaptor import AudioAdaptor
+from .ctc_head import CTCHead
 from .encoder import SenseVoiceEncoder, padding_masks
 from .qwen3 import Qwen3ForCausalLM
 
@@ -54,20 +55,37 @@ class FunASRNano(nn.Module):
         model.llm.rotary = type(model.llm.rotary)(config.llm, model.llm.rotary.cos.shape[0]).to(device)
         return model.eval()
 
-    @torch.inference_mode()
     def encode(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
         """LFR features [T_i, 560] -> audio embeddings [ceil(T_i/8), llm_dim] (one batched pass)."""
+        return self.encode_with_ctc(features, None)[0]
+
+    def encode_waveforms(self, waveforms: list[torch.Tensor]) -> list[torch.Tensor]:
+        return self.encode_waveforms_with_ctc(waveforms, None)[0]
+
+    @torch.inference_mode()
+    def encode_with_ctc(
+        self, features: list[torch.Tensor], ctc_head: CTCHead | None
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor] | None]:
+        """LFR features [T_i, 560] -> audio embeddings [ceil(T_i/8), llm_dim] (one batched pass), and with
+        ``ctc_head`` its ctc_decoder output [T_i, W] on the same encoder output (for alignment)."""
         param = self.llm.model.embed_tokens.weight
         lengths = torch.tensor([f.shape[0] for f in features], device=param.device)
         padded = nn.utils.rnn.pad_sequence(list(features), batch_first=True).to(device=param.device, dtype=param.dtype)
         encoded = self.audio_encoder(padded, lengths)
         _, key_mask = padding_masks(lengths, padded.shape[1], padded.dtype)
         adapted = self.audio_adaptor(encoded, key_mask)
-        return [adapted[i, : num_audio_tokens(int(n))] for i, n in enumerate(lengths.tolist())]
+        counts = lengths.tolist()
+        audio = [adapted[i, : num_audio_tokens(int(n))] for i, n in enumerate(counts)]
+        if ctc_head is None:
+            return audio, None
+        hidden = ctc_head.hidden(encoded, lengths)
+        return audio, [hidden[i, :n] for i, n in enumerate(counts)]
 
-    def encode_waveforms(self, waveforms: list[torch.Tensor]) -> list[torch.Tensor]:
+    def encode_waveforms_with_ctc(
+        self, waveforms: list[torch.Tensor], ctc_head: CTCHead | None
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor] | None]:
         device = self.llm.model.embed_tokens.weight.device
-        return self.encode(extract_features([w.to(device) for w in waveforms]))
+        return self.encode_with_ctc(extract_features([w.to(device) for w in waveforms]), ctc_head)
 
     @torch.inference_mode()
     def prompt_embeddings(self, prompt: PromptIds, audio: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,171 @@
+"""Our forced alignment and char timestamps against torchaudio and the official toolkit, run where
+torchaudio works (the GPU machine: torchaudio 2.11 with torch 2.11).
+
+(a) frames: ``funasr_nano.alignment.forced_align`` (on --device, batched) against
+    ``torchaudio.functional.forced_align`` (CPU, as the official toolkit calls it) and against the
+    transcription of its kernel in tests/forced_align_reference.py, on random log-probs of many shapes
+    (quantised so that ties between paths are common) and on the demo model's log-probs;
+(b) char timestamps: a random official checkpoint with a CTC head (tests/oracle/official_ctc.py), the
+    official ``FunASRNano.inference`` unchanged (real torchaudio) against ours on the same clips.
+
+    python benchmarks/compare_torchaudio.py --device cuda \
+        --out benchmarks/results/2026-12-03-h200-compare-torchaudio.json
+
+Needs funasr==1.4.16 and torchaudio (its forced_align op).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "tests" / "oracle"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from forced_align_reference import torchaudio_forced_align  # noqa: E402
+
+from funasr_nano.alignment import alignable, forced_align, token_labels  # noqa: E402
+
+
+def _torchaudio(log_probs: np.ndarray, targets: list[int], blank: int) -> list[int] | None:
+    import torchaudio.functional as F
+
+    try:
+        labels, _ = F.forced_align(torch.from_numpy(log_probs)[None], torch.tensor([targets]), blank=blank)
+    except (RuntimeError, ValueError):
+        return None
+    return labels[0].tolist()
+
+
+def random_cases(seed: int) -> list[tuple[np.ndarray, list[int]]]:
+    rng = np.random.default_rng(seed)
+    cases = []
+    for frames in (1, 2, 3, 4, 7, 16, 33, 100, 257):
+        for length in (1, 2, 3, 6, 13, 40, 120):
+            for vocab in (3, 8, 50):
+                for quantum in (None, 0.25, 1.0, 4.0):
+                    logits = rng.normal(size=(frames, vocab)).astype(np.float32) * 3
+                    lp = torch.log_softmax(torch.from_numpy(logits), -1).numpy()
+                    if quantum is not None:
+                        lp = (np.round(lp / quantum) * quantum).astype(np.float32)
+                    targets = [int(x) for x in rng.integers(0, min(vocab - 1, 5), size=length)]
+                    cases.append((lp, targets))
+    return cases
+
+
+def demo_cases() -> list[tuple[np.ndarray, list[int]]]:
+    import funasr_nano
+    from funasr_nano import demo
+    from funasr_nano.audio import load_audio
+
+    model = funasr_nano.load_model("demo", device="cpu")
+    backend, tokenizer = model.backend, model.ctc_tokenizer
+    cases = []
+    for lang in ("en", "zh", "ja"):
+        wav = load_audio(demo.sample(lang))
+        with torch.inference_mode():
+            _, hidden = backend.model.encode_waveforms_with_ctc([torch.from_numpy(wav)], backend.ctc_head)
+            lp = torch.log_softmax(backend.ctc_head.ctc.ctc_lo(hidden[0]), -1).numpy()
+        for text in (demo.sample_text(lang), model.transcribe(demo.sample(lang)).text):
+            cases.append((lp, tokenizer.encode(text)))
+    return cases
+
+
+def compare_frames(cases: list[tuple[np.ndarray, list[int]]], device: str, have_torchaudio: bool) -> dict:
+    blanks = [lp.shape[1] - 1 for lp, _ in cases]
+    emissions = [torch.from_numpy(lp[:, [b, *t]]).to(device) for (lp, t), b in zip(cases, blanks, strict=True)]
+    ours = forced_align(emissions, [t for _, t in cases])
+    counts = {
+        "cases": len(cases),
+        "alignable": 0,
+        "equal_torchaudio": 0,
+        "equal_transcription": 0,
+        "unalignable_agree": 0,
+        "mismatches": [],
+    }
+    for k, ((lp, targets), blank, result) in enumerate(zip(cases, blanks, ours, strict=True)):
+        expected = _torchaudio(lp, targets, blank) if have_torchaudio else None
+        if not alignable(lp.shape[0], targets):
+            counts["unalignable_agree"] += int(result is None and (expected is None or not have_torchaudio))
+            continue
+        counts["alignable"] += 1
+        labels = token_labels(result, targets, blank) if result is not None else None
+        transcription = torchaudio_forced_align(lp, targets, blank)
+        counts["equal_transcription"] += int(labels == transcription)
+        if have_torchaudio:
+            counts["equal_torchaudio"] += int(labels == expected)
+            if labels != expected and len(counts["mismatches"]) < 10:
+                counts["mismatches"].append({"case": k, "frames": lp.shape[0], "targets": targets})
+    return counts
+
+
+def compare_official(device: str, work: Path) -> dict:
+    from build_official import make_wav
+    from official_ctc import build, official_inference
+
+    import funasr_nano
+    from funasr_nano.timestamps import token_timestamps
+
+    am = build(work, seed=3)
+    ours = funasr_nano.load_model(work, device=device, dtype="float32")
+    backend, tokenizer = ours.backend, ours.ctc_tokenizer
+    rows = []
+    for k, samples in enumerate((16_000, 37_920, 52_800, 126_560, 320_000)):
+        wav = make_wav(samples, 40 + k)
+        official = official_inference(am, wav)  # the official code unchanged: torchaudio's forced_align
+        row = {"samples": samples, "ctc_text_equal": None}
+        for text_key, stamps_key in (("text", "timestamps"), ("ctc_text", "ctc_timestamps")):
+            ids = tokenizer.encode(official[text_key])
+            with torch.inference_mode():
+                _, hidden = backend.model.encode_waveforms_with_ctc([torch.from_numpy(wav.numpy())], backend.ctc_head)
+                (result,) = backend.ctc_head.run(hidden, [ids])
+            got = (
+                []
+                if result.alignment is None
+                else token_timestamps(lambda t: tokenizer.decode([t]), ids, result.alignment)
+            )
+            row[stamps_key] = {"tokens": len(official[stamps_key]), "equal": got == official[stamps_key]}
+        mine = ours.transcribe(wav.numpy(), vad=False, word_timestamps=True, max_new_tokens=12)
+        row["ctc_text_equal"] = mine.segments[0].ctc_text == official["ctc_text"] if mine.segments else None
+        rows.append(row)
+    return {"clips": rows, "all_equal": all(r["timestamps"]["equal"] and r["ctc_timestamps"]["equal"] for r in rows)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--work", type=Path, default=Path("/tmp/funasr-nano-official-ctc"))
+    args = parser.parse_args()
+    from common import provenance
+
+    try:
+        import torchaudio  # noqa: F401
+
+        have_torchaudio = True
+    except ImportError:
+        have_torchaudio = False
+    document = provenance("compare-torchaudio", args.device)
+    document["torchaudio"] = __import__("torchaudio").__version__ if have_torchaudio else None
+    document["random"] = compare_frames(random_cases(0), args.device, have_torchaudio)
+    document["demo"] = compare_frames(demo_cases(), args.device, have_torchaudio)
+    if have_torchaudio:
+        document["official_char_timestamps"] = compare_official(args.device, args.work)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(document, indent=1) + "\n")
+    print(
+        json.dumps(
+            {k: v for k, v in document.items() if k in ("random", "demo", "official_char_timestamps")}, indent=1
+        )[:4000]
+    )
+
+
+if __name__ == "__main__":
+    main()
