@@ -139,9 +139,10 @@ def test_mlx_fp32_gives_the_torch_text(samples):
 # training voices, 4 by held-out voices) -------------------------------------------------------------------
 
 SUBSET = Path(__file__).parent / "data" / "demo"
-# Error rates measured on this subset (benchmarks/results/*-accuracy-demo-*.json has the full test splits)
-# plus a margin; the demo model does not reach the targets (en 5 %, zh 5 %, ja 10 %) yet.
-CEILINGS = {"en": 0.75, "zh": 0.45, "ja": 0.50}
+# Below the targets (zh CER 5 %, ja CER 10 %) with a margin; English misses its 5 % target (17 % WER on this
+# subset: names and the corpus's random word strings), so its ceiling is its measured level plus a margin.
+# benchmarks/results/*-accuracy-demo-*.json has the full test splits.
+CEILINGS = {"en": 0.30, "zh": 0.04, "ja": 0.08}
 
 
 def _accuracy_module():

@@ -97,6 +97,8 @@ def _add_transcribe(sub: argparse._SubParsersAction) -> None:
                               "files already done (--overwrite redoes them)")
     cluster.add_argument("--replicas", type=int, default=1,
                          help="model replicas (one GPU each where the cluster has GPUs; default: 1)")
+    cluster.add_argument("--replica-cpus", type=float, default=1.0,
+                         help="CPU cores per CPU replica, also its torch threads (default: 1)")
 
 
 def _transcribe(args: argparse.Namespace) -> int:

@@ -17,6 +17,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--ray writes files, not stdout: give --output-dir")
     if args.replicas < 1:
         raise UsageError("--replicas must be at least 1")
+    if not 0 < args.replica_cpus < float("inf"):
+        raise UsageError("--replica-cpus must be a positive number of cores")
     if "-" in args.inputs:
         raise UsageError("- (standard input) cannot be sent to a cluster: name files, folders or URLs")
     check_options(args)
@@ -36,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
         formats=formats,
         limits=CueLimits(args.max_line_width, args.max_line_count, args.max_cue_duration),
         replicas=args.replicas,
+        cpus_per_replica=args.replica_cpus,
         address=None if args.ray == "local" else args.ray,
         overwrite=args.overwrite,
         progress=not args.quiet,

@@ -87,9 +87,13 @@ def _prepare(row: dict[str, Any], vad: VadOptions | None, resampler: str) -> dic
 class Replica:
     """One model copy; Ray Data calls it with batches of prepared files."""
 
-    def __init__(self, model: ModelOptions, decode: DecodeOptions):
+    def __init__(self, model: ModelOptions, decode: DecodeOptions, threads: int | None = None):
         from ..pipeline import load_model
 
+        if threads:  # a CPU replica decodes on as many threads as it holds cores
+            import torch
+
+            torch.set_num_threads(threads)
         self.model = load_model(**asdict(model))
         self.decode = decode
 
@@ -219,7 +223,11 @@ def transcribe_collection(
             .map(_prepare, fn_kwargs={"vad": vad, "resampler": decode.resampler}, num_cpus=1)
             .map_batches(
                 Replica,
-                fn_constructor_kwargs={"model": model, "decode": decode},
+                fn_constructor_kwargs={
+                    "model": model,
+                    "decode": decode,
+                    "threads": None if gpus_per_replica else max(1, round(cpus_per_replica)),
+                },
                 batch_size=files_per_batch,
                 compute=ray.data.ActorPoolStrategy(size=replicas),
                 num_gpus=gpus_per_replica,
