@@ -118,8 +118,8 @@ def main() -> None:
     import argparse
 
     from model import DemoModel, demo_sizes
-    from train import CTC_SPECIALS, ctc_encoder
 
+    from funasr_nano.ctc_tokenizer import CTCTokenizer
     from funasr_nano.prompt import PromptTokenizer
 
     parser = argparse.ArgumentParser()
@@ -130,8 +130,8 @@ def main() -> None:
     args = parser.parse_args()
     parts = [torch.load(p, map_location="cpu") for p in sorted(args.snapshot.glob("weights-*.pt"))]
     vocab = PromptTokenizer(args.base / "Qwen3-0.6B" / "tokenizer.json")._tokenizer.get_vocab_size()
-    _, ranks = ctc_encoder(args.base / "multilingual.tiktoken")
-    sizes = demo_sizes(llm_vocab=-(-vocab // 64) * 64, ctc_vocab=ranks + CTC_SPECIALS)
+    ctc_vocab = CTCTokenizer(args.base / "multilingual.tiktoken").vocab_size
+    sizes = demo_sizes(llm_vocab=-(-vocab // 64) * 64, ctc_vocab=ctc_vocab)
     model = DemoModel(sizes)
     meta = {"steps": int(parts[0]["step"]), "seconds": round(float(parts[0]["trained"])), "clips": args.clips}
     model.load_state_dict({k: v.float() for part in parts for k, v in part.items() if k not in ("step", "trained")})

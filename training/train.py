@@ -14,7 +14,6 @@ tokens) plus CTC on the CTC head (weight 1, as the official config's ``ctc_weigh
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import math
 import random
@@ -28,19 +27,9 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from data import BatchMaker, ClipPool, load_corpus  # noqa: E402
 from model import DemoModel, demo_sizes  # noqa: E402
-from tokenizers_build import GPT2_PATTERN  # noqa: E402
 
+from funasr_nano.ctc_tokenizer import CTCTokenizer  # noqa: E402
 from funasr_nano.prompt import IM_END, PromptTokenizer  # noqa: E402
-
-CTC_SPECIALS = 1679  # SenseVoiceTokenizer's specials, appended after the ranks; blank = last id
-
-
-def ctc_encoder(path: Path):
-    import tiktoken
-
-    ranks = {base64.b64decode(t): int(r) for t, r in (line.split() for line in path.read_text().splitlines())}
-    encoding = tiktoken.Encoding("demo-ctc", pat_str=GPT2_PATTERN, mergeable_ranks=ranks, special_tokens={})
-    return encoding.encode_ordinary, len(ranks)
 
 
 def splice(model: DemoModel, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -107,16 +96,16 @@ def main() -> None:
     corpus = load_corpus(args.corpus)
     tokenizer = PromptTokenizer(args.base / "Qwen3-0.6B" / "tokenizer.json")
     eos_id = tokenizer._tokenizer.token_to_id(IM_END)
-    encode_ctc, ranks = ctc_encoder(args.base / "multilingual.tiktoken")
+    ctc = CTCTokenizer(args.base / "multilingual.tiktoken")
     vocab = tokenizer._tokenizer.get_vocab_size()
-    sizes = demo_sizes(llm_vocab=-(-vocab // 64) * 64, ctc_vocab=ranks + CTC_SPECIALS)
+    sizes = demo_sizes(llm_vocab=-(-vocab // 64) * 64, ctc_vocab=ctc.vocab_size)
     blank = sizes.ctc_vocab - 1
     model = DemoModel(sizes).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.98), weight_decay=0.01)
     args.work.mkdir(parents=True, exist_ok=True)
     state_path = args.work / "state.pt"
     step, trained = 0, 0.0
-    maker = BatchMaker(corpus, tokenizer, encode_ctc, eos_id, args.seed)
+    maker = BatchMaker(corpus, tokenizer, ctc.encode, eos_id, args.seed)
     if state_path.exists():
         state = torch.load(state_path, map_location=device, weights_only=False)
         model.load_state_dict(state["model"])

@@ -14,15 +14,12 @@ import sys
 from collections.abc import Callable, Sequence
 
 from . import __version__
+from .demo import MODEL_NAME, announce_default
 from .errors import FunASRNanoError, UsageError, cli_spelling
 
 # The bundled demo model works offline on a first run; it has heard synthetic voices only, so using it
-# without asking is said once on stderr.
-DEFAULT_MODEL = "demo"
-DEMO_NOTE = (
-    "note: using the bundled demo model (synthetic voices only, not for real speech); "
-    "pass --model nano or --model mlt for the real Fun-ASR-Nano models"
-)
+# without asking is said once on stderr (demo.announce_default).
+DEFAULT_MODEL = MODEL_NAME
 # What a program killed by SIGPIPE reports: the reader of our output has gone (`... | head`).
 BROKEN_PIPE_STATUS = 141
 
@@ -170,7 +167,7 @@ def _convert(args: argparse.Namespace) -> int:
         raise UsageError(f"converting for MLX needs mlx, which does not import here ({error}): {MLX_INSTALL_HINT}")
     from .backends.mlx.convert import convert
 
-    announce_default_model(args)
+    announce_default(args)
     quantization = convert(
         resolve_model_dir(args.model, args.hub), Path(args.out), args.bits, args.group_size, args.quantize_encoder,
         args.variant, model_name(args.model),
@@ -193,13 +190,6 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
-def announce_default_model(args: argparse.Namespace) -> None:
-    """The note that the bundled demo model is used because no --model was given (once, on stderr)."""
-    if getattr(args, "default_model", False) and not getattr(args, "quiet", False):
-        print(DEMO_NOTE, file=sys.stderr)
-        args.default_model = False
-
-
 def _silence_output() -> None:
     """Point stdout and stderr at /dev/null, so that nothing more (Python's flush at exit included) fails
     on the pipe whose reader has gone."""
@@ -215,7 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = {"transcribe": _transcribe, "serve": _serve, "convert": _convert}
     try:
         args = parser().parse_args(argv)
-        # Said when the model is loaded (announce_default_model), not before an option error.
+        # Said when the model is loaded (demo.announce_default), not before an option error.
         args.default_model = getattr(args, "model", "") is None
         if args.default_model:
             args.model = DEFAULT_MODEL

@@ -605,7 +605,7 @@ def is_loopback(host: str) -> bool:
 def serve_main(args: Any) -> int:
     """``funasr-nano serve``: load the model, then serve it until interrupted (see cli.py for options)."""
     from .backends import dtype_name
-    from .cli import announce_default_model
+    from .demo import announce_default
     from .pipeline import load_model
 
     for name in ("max_upload_mb", "max_audio_s", "max_queue", "max_uploads", "batch_size", "read_timeout_s",
@@ -619,7 +619,7 @@ def serve_main(args: Any) -> int:
     if not 0 <= args.port <= 65535:
         raise UsageError(f"--port {args.port} is not a TCP port (0-65535)")
     dtype_name(args.dtype)
-    announce_default_model(args)
+    announce_default(args)
     model = load_model(args.model, device=args.device, dtype=args.dtype, backend=args.backend,
                        batch_size=args.batch_size, hub=args.hub, variant=args.variant, ctc_head=args.ctc_head)
     if model.word_timestamps_note:

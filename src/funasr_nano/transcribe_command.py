@@ -208,11 +208,11 @@ def run(args: argparse.Namespace) -> int:
     if not inputs:
         _summary(args, 0, total, len(skipped), 0.0, 0.0, len(errors))
         return 1 if errors else 0
-    from .cli import announce_default_model
+    from .demo import announce_default
     from .languages import resolve_language
     from .pipeline import load_model
 
-    announce_default_model(args)
+    announce_default(args)
     if args.threads:
         import torch
 

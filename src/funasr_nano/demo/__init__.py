@@ -13,6 +13,10 @@ from functools import cache
 from pathlib import Path
 
 MODEL_NAME = "demo"
+DEMO_NOTE = (
+    "note: using the bundled demo model (synthetic voices only, not for real speech); "
+    "pass --model nano or --model mlt for the real Fun-ASR-Nano models"
+)
 MODEL_DIR = Path(__file__).resolve().parent / "model"
 _SAMPLES_DIR = Path(__file__).resolve().parent / "samples"
 
@@ -36,3 +40,12 @@ def sample_text(language: str = "en") -> str:
     """What the sample clip says (the text espeak-ng was given, in the written form)."""
     sample(language)
     return _manifest()[language]["text"]
+
+
+def announce_default(args: object) -> None:
+    """The command line's note that the demo model is used because no --model was given (once, on stderr)."""
+    import sys
+
+    if getattr(args, "default_model", False) and not getattr(args, "quiet", False):
+        print(DEMO_NOTE, file=sys.stderr)
+        args.default_model = False

@@ -26,7 +26,10 @@ def run(args: argparse.Namespace) -> int:
     hotwords = read_hotwords(args.hotwords, args.hotwords_file)
     if importlib.util.find_spec("ray") is None:
         raise UsageError("--ray needs Ray: pip install 'funasr-nano[ray]'")
+    from ..demo import announce_default
     from .ray_job import DecodeOptions, ModelOptions, transcribe_collection
+
+    announce_default(args)
 
     summary = transcribe_collection(
         args.inputs,
