@@ -4,6 +4,9 @@
 (tests/oracle/build_official.py), in the hub directory layout, with its reference tensors.  Built once per
 content of build_official.py (and funasr version) and cached under ~/.cache/funasr-nano-tests (override
 with FUNASR_NANO_TEST_CACHE), so repeated test runs reuse it.
+
+``official_ctc``: a tiny random official checkpoint WITH a CTC head (tests/oracle/official_ctc.py) and the
+official model reloaded from it; built once per session (the torch and MLX timestamp tests share it).
 """
 
 from __future__ import annotations
@@ -81,3 +84,14 @@ def official_tiny() -> OfficialBuild:
         _build(model_dir)
     reference = torch.load(model_dir / "reference.pt", weights_only=True)
     return OfficialBuild(model_dir=model_dir, reference=reference)
+
+
+@pytest.fixture(scope="session")
+def official_ctc(tmp_path_factory):
+    pytest.importorskip("funasr")
+    if str(ORACLE_SCRIPT.parent) not in sys.path:
+        sys.path.insert(0, str(ORACLE_SCRIPT.parent))
+    from official_ctc import build
+
+    out = tmp_path_factory.mktemp("official-ctc")
+    return out, build(out, seed=3)

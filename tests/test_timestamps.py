@@ -22,15 +22,6 @@ sys.path.insert(0, str(Path(__file__).parent / "oracle"))
 DATA = Path(__file__).parent / "data" / "word_timed"
 
 
-@pytest.fixture(scope="module")
-def official_ctc(tmp_path_factory):
-    pytest.importorskip("funasr")
-    from official_ctc import build
-
-    out = tmp_path_factory.mktemp("official-ctc")
-    return out, build(out, seed=3)
-
-
 def _ours_token_timestamps(model, wav: np.ndarray, text: str) -> list[dict]:
     backend, tokenizer = model.backend, model.ctc_tokenizer
     ids = tokenizer.encode(text)

@@ -204,10 +204,17 @@ def load_model(
         if int8:
             raise UsageError(f"{option('int8', True)} is a torch-backend option; MLX quantizes with "
                              "`funasr-nano convert --bits 8`")
-        from .backends.mlx import MLXBackend
+        from .backends.mlx.backend import MLXBackend, read_weights
 
-        engine = MLXBackend.load(config, model_dir, stop_ids, device, dtype, batch_size)
-        return FunASRNano(config, tokenizer, engine, model_dir, None, "the MLX backend runs no CTC head yet")
+        weights = read_weights(model_dir)
+        ctc_config, ctc_tensors, ctc_tokenizer, why = _ctc_parts(config, model_dir, weights.ctc, ctc_head, borrowed)
+        weights.ctc = {}
+        config = replace(config, ctc=ctc_config)
+        engine = MLXBackend.load(
+            config, model_dir, stop_ids, device, dtype, batch_size, weights,
+            ctc_tensors, str(ctc_head) if borrowed is not None else None,
+        )
+        return FunASRNano(config, tokenizer, engine, model_dir, ctc_tokenizer, why)
     else:
         from .backends.torch import TorchBackend
 

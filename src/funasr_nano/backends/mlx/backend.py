@@ -3,19 +3,21 @@ greedy decode. Apple Silicon GPU through Metal; also runs on CPU (``mlx[cpu]`` o
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import mlx.core as mx
 import numpy as np
 import torch
 
-from ...checkpoint import MLX_WEIGHTS, ModelConfig, load_state_dict
+from ...checkpoint import CTC_PREFIXES, MLX_WEIGHTS, ModelConfig, load_checkpoint
 from ...errors import UsageError, option
 from ...features import extract_features
 from ...prompt import PromptIds
-from .. import TokenSink, dtype_name
+from .. import AlignRequest, TokenSink, dtype_name
 from .convert import read_converted
+from .ctc_head import CTCHead
 from .generate import greedy_generate
 from .model import FunASRNanoMLX, arrays_from_state_dict, check_array_shapes, load_arrays
 from .quantization import Quantization, apply_layout
@@ -45,6 +47,30 @@ def pick_dtype(dtype: str, device: mx.Device) -> mx.Dtype:
     return getattr(mx, name)
 
 
+@dataclass
+class Weights:
+    """What a model directory holds for MLX: the core weights (MLX arrays of a converted copy, or the
+    official torch tensors of ``model.pt``), the checkpoint's own CTC-head tensors (empty when it has none;
+    same keys and shapes either way) and the converted copy's quantization."""
+
+    core: dict[str, mx.array] | dict[str, torch.Tensor]
+    ctc: dict[str, mx.array] | dict[str, torch.Tensor]
+    quantization: Quantization | None
+    source: Path
+    converted: bool
+
+
+def read_weights(model_dir: Path) -> Weights:
+    """From the converted copy (``model.mlx.safetensors``) if the directory has one, else ``model.pt``."""
+    converted = model_dir / MLX_WEIGHTS
+    if converted.is_file():
+        arrays, quantization = read_converted(converted)
+        ctc = {k: arrays.pop(k) for k in list(arrays) if k.startswith(CTC_PREFIXES)}
+        return Weights(arrays, ctc, quantization, converted, True)
+    core, ctc = load_checkpoint(model_dir)
+    return Weights(core, ctc, None, model_dir / "model.pt", False)
+
+
 class MLXBackend:
     name = "mlx"
 
@@ -55,6 +81,7 @@ class MLXBackend:
         device: mx.Device,
         batch_size: int = 32,
         quantization: Quantization | None = None,
+        ctc_head: CTCHead | None = None,
     ):
         self.model = model
         self.stop_ids = frozenset(stop_ids)
@@ -62,6 +89,7 @@ class MLXBackend:
         self.device = "gpu" if device.type == mx.gpu else "cpu"
         self.batch_size = batch_size
         self.quantization = quantization
+        self.ctc_head = ctc_head
 
     @classmethod
     def load(
@@ -72,34 +100,52 @@ class MLXBackend:
         device: str = "auto",
         dtype: str = "auto",
         batch_size: int = 32,
+        weights: Weights | None = None,
+        ctc_tensors: Mapping[str, torch.Tensor | mx.array] | None = None,
+        ctc_source: str | None = None,
     ) -> MLXBackend:
-        """From the converted copy (``model.mlx.safetensors``) if the directory has one, else ``model.pt``."""
+        """weights: what :func:`read_weights` read from ``model_dir`` (read here when None). ctc_tensors: the CTC
+        head's tensors (``ctc_decoder.*``, ``ctc.*``; the checkpoint's own or a borrowed head's), from
+        ``ctc_source``; without them (or without a CTC head in the config) there is no alignment. The head
+        runs in float32 whatever ``dtype`` and quantization the rest of the model has."""
         chosen = pick_device(device)
         precision = pick_dtype(dtype, chosen)
-        converted = model_dir / MLX_WEIGHTS
+        weights = weights or read_weights(model_dir)
         with mx.stream(chosen):
             model = FunASRNanoMLX(config)
-            quantization = None
-            if converted.is_file():
-                arrays, quantization = read_converted(converted)
-                if quantization is not None:
-                    apply_layout(model, quantization)
-                check_array_shapes(model, arrays, converted)
+            if weights.converted:
+                if weights.quantization is not None:
+                    apply_layout(model, weights.quantization)
+                check_array_shapes(model, weights.core, weights.source)
+                arrays = weights.core
             else:
-                checkpoint = model_dir / "model.pt"
-                arrays = arrays_from_state_dict(model, load_state_dict(model_dir), str(checkpoint))
+                arrays = arrays_from_state_dict(model, weights.core, str(weights.source))
+            weights.core = {}
             load_arrays(model, arrays, precision)
-        return cls(model, stop_ids, chosen, batch_size, quantization)
+            head = None
+            if ctc_tensors and config.ctc is not None:
+                head = CTCHead.from_tensors(config.ctc, ctc_tensors, ctc_source or str(weights.source))
+        return cls(model, stop_ids, chosen, batch_size, weights.quantization, head)
 
     def encode_waveforms(self, waveforms: Sequence[np.ndarray]) -> list[mx.array]:
-        """16 kHz segments -> audio embeddings [ceil(T_lfr/8), H] on this backend's stream.
+        """16 kHz segments -> audio embeddings [ceil(T_lfr/8), H] on this backend's stream."""
+        return self.encode_waveforms_with_ctc(waveforms, None)[0]
+
+    def encode_waveforms_with_ctc(
+        self, waveforms: Sequence[np.ndarray], head: CTCHead | None
+    ) -> tuple[list[mx.array], list[mx.array] | None]:
+        """16 kHz segments -> audio embeddings [ceil(T_lfr/8), H] on this backend's stream, and with ``head``
+        the ctc_decoder output [T_lfr, W] of each (evaluated, as the embeddings).
 
         Features stay in torch on the CPU (shared with the torch backend): ~0.15 s for a 41 s clip on
         2 CPU cores here, small next to the model, and an MLX port disagreed by up to 9e-4 in log-mel.
         """
         features = extract_features([torch.from_numpy(w) for w in waveforms])
         with mx.stream(self.mx_device):
-            return self.model.encode([f.numpy() for f in features])
+            audio, hidden = self.model.encode_with_ctc([f.numpy() for f in features], head)
+            if hidden is not None:
+                mx.eval(audio, hidden)
+            return audio, hidden
 
     def generate(
         self,
@@ -107,13 +153,21 @@ class MLXBackend:
         prompts: Sequence[PromptIds],
         max_new_tokens: Sequence[int],
         on_tokens: TokenSink | None = None,
+        align: AlignRequest | None = None,
     ) -> list[list[int]]:
+        """align: run the CTC head on the encoder output of this call and align each input's text, all
+        inputs' alignments together at the end of the call."""
+        head = self.ctc_head if align is not None else None
         # Segments of similar length share a batch, which keeps left padding small.
         order = sorted(range(len(waveforms)), key=lambda i: waveforms[i].size)
         results: list[list[int]] = [[] for _ in waveforms]
+        hidden: list[mx.array | None] = [None] * len(waveforms)
         for start in range(0, len(order), self.batch_size):
             chunk = order[start : start + self.batch_size]
-            audio = self.encode_waveforms([waveforms[i] for i in chunk])
+            audio, ctc_hidden = self.encode_waveforms_with_ctc([waveforms[i] for i in chunk], head)
+            if ctc_hidden is not None:
+                for index, h in zip(chunk, ctc_hidden, strict=True):
+                    hidden[index] = h
             with mx.stream(self.mx_device):
                 embeddings = [
                     self.model.prompt_embeddings(prompts[i], a) for i, a in zip(chunk, audio, strict=True)
@@ -123,6 +177,13 @@ class MLXBackend:
                 generated = greedy_generate(self.model.llm, embeddings, budgets, self.stop_ids, row_sink)
                 for index, tokens in zip(chunk, generated, strict=True):
                     results[index] = tokens
+        if head is not None and align is not None:
+            targets = [align.targets(i, tokens) for i, tokens in enumerate(results)]
+            with mx.stream(self.mx_device):
+                aligned = head.run(hidden, targets)
+            for index, result in enumerate(aligned):
+                if result is not None:
+                    align.on_aligned(index, result)
         return results
 
 

@@ -3,7 +3,9 @@
 The output keeps the hub layout (``config.yaml``, ``Qwen3-0.6B/`` with config and tokenizer) and
 replaces ``model.pt`` with ``model.mlx.safetensors``: MLX parameter layout, optionally quantized.
 Float tensors keep the checkpoint's precision (bf16 for the hub files); quantization scales and
-biases are stored in float32, exactly as computed from the float32-upcast weights.
+biases are stored in float32, exactly as computed from the float32-upcast weights. A CTC head in the
+checkpoint (``ctc_decoder.*``, ``ctc.*``, for word timestamps) is kept under its official keys, never
+quantized, in the checkpoint's precision (it runs in float32), with its vocabulary file.
 """
 
 from __future__ import annotations
@@ -15,15 +17,16 @@ import mlx.core as mx
 import torch
 from mlx.utils import tree_flatten
 
-from ...checkpoint import LLM_SUBDIR, MLX_WEIGHTS, VARIANT_KEY, load_state_dict, read_config
+from ...checkpoint import LLM_SUBDIR, MLX_WEIGHTS, VARIANT_KEY, load_checkpoint, read_config
+from ...ctc_tokenizer import VOCAB_FILE
 from ...errors import ModelLoadError, UsageError
-from .model import FunASRNanoMLX, arrays_from_state_dict, load_arrays
+from .model import FunASRNanoMLX, arrays_from_state_dict, load_arrays, to_mlx
 from .quantization import DEFAULT_GROUP_SIZE, Quantization, quantize_model
 
 FORMAT = "funasr-nano-mlx"
 FORMAT_VERSION = "1"
 # Files of the hub directory besides the weights that a converted copy keeps.
-_COPIED_FILES = ("config.yaml", "configuration.json")
+_COPIED_FILES = ("config.yaml", "configuration.json", VOCAB_FILE)
 
 
 def read_converted(path: Path) -> tuple[dict[str, mx.array], Quantization | None]:
@@ -65,7 +68,7 @@ def convert(
     if quantize_audio and bits is None:
         raise UsageError("quantizing the audio encoder needs --bits 4 or 8")
     config = read_config(model_dir, variant, name)
-    tensors = load_state_dict(model_dir)
+    tensors, ctc = load_checkpoint(model_dir)
     float_dtypes = {t.dtype for t in tensors.values() if t.is_floating_point()}
     storage = mx.bfloat16 if float_dtypes == {torch.bfloat16} else mx.float32
     with mx.stream(mx.cpu):
@@ -83,6 +86,8 @@ def convert(
             return array if keep else array.astype(storage)
 
         arrays = {name: stored(name, array) for name, array in tree_flatten(model.parameters())}
+        # The CTC head as the checkpoint holds it: same keys and layout in MLX (no FSMN), never quantized.
+        arrays.update({name: to_mlx(name, tensor) for name, tensor in ctc.items()})
         metadata = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,

@@ -16,6 +16,7 @@ from ...checkpoint import ModelConfig, check_shapes
 from ...errors import ModelLoadError
 from ...prompt import PromptIds, num_audio_tokens
 from .adaptor import AudioAdaptor
+from .ctc_head import CTCHead
 from .encoder import SenseVoiceEncoder, padding_masks
 from .qwen3 import Qwen3ForCausalLM
 
@@ -38,13 +39,24 @@ class FunASRNanoMLX(nn.Module):
 
     def encode(self, features: Sequence[np.ndarray]) -> list[mx.array]:
         """LFR features [T_i, 560] -> audio embeddings [ceil(T_i/8), llm_dim] (one batched pass)."""
+        return self.encode_with_ctc(features, None)[0]
+
+    def encode_with_ctc(
+        self, features: Sequence[np.ndarray], ctc_head: CTCHead | None
+    ) -> tuple[list[mx.array], list[mx.array] | None]:
+        """LFR features [T_i, 560] -> audio embeddings [ceil(T_i/8), llm_dim] (one batched pass), and with
+        ``ctc_head`` its ctc_decoder output [T_i, W] (float32) on the same encoder output (for alignment)."""
         lengths = [f.shape[0] for f in features]
         frames = max(lengths)
         padded = np.stack([np.pad(f, ((0, frames - f.shape[0]), (0, 0))) for f in features])
         frame_mask, key_mask = padding_masks(lengths, frames, self.dtype)
         encoded = self.audio_encoder(mx.array(padded).astype(self.dtype), frame_mask, key_mask)
         adapted = self.audio_adaptor(encoded, key_mask)
-        return [adapted[i, : num_audio_tokens(n)] for i, n in enumerate(lengths)]
+        audio = [adapted[i, : num_audio_tokens(n)] for i, n in enumerate(lengths)]
+        if ctc_head is None:
+            return audio, None
+        hidden = ctc_head.hidden(encoded, key_mask)
+        return audio, [hidden[i, :n] for i, n in enumerate(lengths)]
 
     def prompt_embeddings(self, prompt: PromptIds, audio: mx.array) -> mx.array:
         """[len(prefix) + n_audio + len(suffix), H]: text embeddings around the audio embeddings."""
@@ -58,7 +70,7 @@ def _torch_layout(name: str, shape: tuple[int, ...]) -> tuple[int, ...]:
     return (shape[0], shape[2], shape[1]) if name.endswith(FSMN_SUFFIX) else shape
 
 
-def _to_mlx(name: str, tensor: torch.Tensor) -> mx.array:
+def to_mlx(name: str, tensor: torch.Tensor) -> mx.array:
     tensor = tensor.contiguous()
     if tensor.dtype == torch.bfloat16:  # numpy has no bfloat16: move the raw bits
         array = mx.array(tensor.view(torch.int16).numpy()).view(mx.bfloat16)
@@ -79,7 +91,7 @@ def arrays_from_state_dict(
         if head is not None:
             tensors[EMBED_KEY] = head
     check_shapes(tensors, expected, source)
-    return {k: _to_mlx(k, v) for k, v in tensors.items()}
+    return {k: to_mlx(k, v) for k, v in tensors.items()}
 
 
 def check_array_shapes(model: FunASRNanoMLX, arrays: Mapping[str, mx.array], source: Path) -> None:
