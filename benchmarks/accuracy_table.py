@@ -24,7 +24,7 @@ COLUMNS = [(split, lang) for split in ("sentences", "voices", "long") for lang i
 
 
 def load(item: str) -> tuple[str, dict]:
-    name, path = item.split("=", 1)
+    name, path = item.rsplit("=", 1)
     return name, json.loads(Path(path).read_text(encoding="utf-8"))
 
 
