@@ -298,43 +298,42 @@ class SpeechScanner:
         self.options = options or VadOptions()
         self.vad = load_vad(device)
         self.samples = 0  # added so far
-        self._pending: list[np.ndarray] = []
-        self._pending_size = 0
-        self._context = np.zeros(CONTEXT_SAMPLES, np.float32)
+        # One pass of audio after the 64 samples of context before it (zeros at the start), filled in place.
+        self._buffer = np.zeros(CONTEXT_SAMPLES + _FRAMES_PER_PASS * FRAME_SAMPLES, np.float32)
+        self._filled = CONTEXT_SAMPLES
         self._state: LSTMState | None = None
         self._probabilities: list[np.ndarray] = []
         self._energy: list[np.ndarray] = []
 
     def add(self, samples: np.ndarray) -> None:
         self.samples += samples.size
-        self._pending.append(samples)
-        self._pending_size += samples.size
-        pass_samples = _FRAMES_PER_PASS * FRAME_SAMPLES
-        if self._pending_size < pass_samples:
-            return
-        pending = np.concatenate(self._pending)
-        whole = pending.size // pass_samples * pass_samples
-        for first in range(0, whole, pass_samples):
-            self._run(pending[first : first + pass_samples])
-        self._pending, self._pending_size = [pending[whole:]], pending.size - whole
+        while samples.size:
+            taken = min(samples.size, self._buffer.size - self._filled)
+            self._buffer[self._filled : self._filled + taken] = samples[:taken]
+            self._filled += taken
+            samples = samples[taken:]
+            if self._filled == self._buffer.size:
+                self._run(self._buffer)
+                self._buffer[:CONTEXT_SAMPLES] = self._buffer[-CONTEXT_SAMPLES:]
+                self._filled = CONTEXT_SAMPLES
 
     def finish(self) -> SpeechMap:
-        rest = np.concatenate(self._pending) if self._pending else np.zeros(0, np.float32)
-        if rest.size:
-            self._run(np.pad(rest, (0, -rest.size % FRAME_SAMPLES)))  # the last frame zero-padded
-        self._pending, self._pending_size = [], 0
+        if self._filled > CONTEXT_SAMPLES:
+            end = CONTEXT_SAMPLES + -(-(self._filled - CONTEXT_SAMPLES) // FRAME_SAMPLES) * FRAME_SAMPLES
+            self._buffer[self._filled : end] = 0  # the last frame zero-padded
+            self._run(self._buffer[:end])
+        self._filled = CONTEXT_SAMPLES
         probabilities = np.concatenate(self._probabilities) if self._probabilities else np.zeros(0, np.float32)
         energy = np.concatenate(self._energy) if self._energy else np.zeros(0, np.float32)
         score = quietness_from_energy(energy, probabilities)
         return SpeechMap(segments_from_probabilities(probabilities, self.samples, self.options, score), score)
 
     @torch.inference_mode()
-    def _run(self, samples: np.ndarray) -> None:
-        """One pass over whole frames (the zero-padded last frame included)."""
-        frames = samples.reshape(-1, FRAME_SAMPLES)
-        self._energy.append(frame_energy(frames))
-        padded = torch.from_numpy(np.concatenate([self._context, samples])).to(self.vad.device)
-        windows = padded.unfold(0, CONTEXT_SAMPLES + FRAME_SAMPLES, FRAME_SAMPLES)
+    def _run(self, padded: np.ndarray) -> None:
+        """One pass over whole frames (the zero-padded last frame included), after their context."""
+        frames = padded[CONTEXT_SAMPLES:].reshape(-1, FRAME_SAMPLES)
+        self._energy.append(np.concatenate([frame_energy(frames[row : row + 256])
+                                            for row in range(0, len(frames), 256)]))
+        windows = torch.from_numpy(padded).to(self.vad.device).unfold(0, CONTEXT_SAMPLES + FRAME_SAMPLES, FRAME_SAMPLES)
         found, self._state = self.vad.pass_probabilities(windows, self._state)
         self._probabilities.append(found.cpu().numpy())
-        self._context = samples[-CONTEXT_SAMPLES:].copy()
