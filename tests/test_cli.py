@@ -278,17 +278,17 @@ def test_the_resampler_flag_reaches_the_audio_loader(recordings, official_tiny, 
     import funasr_nano.longform as longform
 
     seen: list[str] = []
-    load_audio = longform.load_audio
+    stream_audio = longform.stream_audio  # files are read in chunks, by this, in both passes
 
-    def recording_load(source, sample_rate=None, *, resampler="torchaudio", **kwargs):  # type: ignore[no-untyped-def]
+    def recording_stream(source, sample_rate=None, *, resampler="torchaudio", **kwargs):  # type: ignore[no-untyped-def]
         seen.append(resampler)
-        return load_audio(source, sample_rate, resampler=resampler, **kwargs)
+        return stream_audio(source, sample_rate, resampler=resampler, **kwargs)
 
-    monkeypatch.setattr(longform, "load_audio", recording_load)
+    monkeypatch.setattr(longform, "stream_audio", recording_stream)
     for flag in ([], ["--resampler", "soxr"]):
         assert main(["transcribe", str(recordings / "alpha.wav"), "-m", str(official_tiny.model_dir), *FAST, "-q",
                      *flag]) == 0
-    assert seen == ["torchaudio", "soxr"]
+    assert seen == ["torchaudio", "torchaudio", "soxr", "soxr"]
 
 
 # --- the wider class: every mistake is one `error:` line, in the command line's words ---------------------

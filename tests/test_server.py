@@ -602,13 +602,13 @@ def test_large_uploads_are_spooled_to_a_temporary_file_removed_afterwards(base_u
     import funasr_nano.server as server
 
     seen: list[Any] = []
-    load_audio = server.load_audio
+    scan_audio = server.scan_audio  # the upload's first pass (in chunks); its second reads the same file
 
-    def recording(source, **kwargs):  # type: ignore[no-untyped-def]
+    def recording(source, *args, **kwargs):  # type: ignore[no-untyped-def]
         seen.append((source, getattr(source, "_rolled", None), isinstance(source, (bytes, bytearray))))
-        return load_audio(source, **kwargs)
+        return scan_audio(source, *args, **kwargs)
 
-    monkeypatch.setattr(server, "load_audio", recording)
+    monkeypatch.setattr(server, "scan_audio", recording)
     clip = speech[: 8 * 16000]
     stereo_48k = np.repeat(np.stack([clip, 0.5 * clip], axis=1), 3, axis=0)  # 8 s, 1.5 MB as 16-bit WAV
     buffer = io.BytesIO()

@@ -7,6 +7,10 @@ to PyAV (FFmpeg's decoder, as torchaudio uses) and never to libsndfile, whose mp
 damaged frames straight to the terminal. With ``max_seconds`` a file is refused from its header's
 duration when it states one, and otherwise as soon as decoding passes the limit, so a small compressed
 upload cannot make the caller decode hours of audio.
+
+:func:`stream_audio` yields the same samples in chunks (libsndfile blocks, PyAV frames, resampled as they
+come by :class:`~funasr_nano.resample.ChunkedResampler`), so a recording of any length is read in bounded
+memory.
 """
 
 from __future__ import annotations
@@ -14,18 +18,20 @@ from __future__ import annotations
 import io
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 
 from .errors import AudioError, AudioTooLongError, UsageError, option
-from .resample import RESAMPLERS, TARGET_RATE, resample
+from .resample import RESAMPLERS, TARGET_RATE, ChunkedResampler, resample
 
 # Any: a torch.Tensor, accepted without importing torch here.
 AudioInput = str | os.PathLike | bytes | IO[bytes] | np.ndarray | Any
 # Rates beyond this are not audio a person records, and their resampling filters grow with the rate.
 MAX_SAMPLE_RATE = 1_000_000
+BLOCK_FRAMES = 1 << 16  # frames libsndfile reads at a time when streaming
 # Raw elementary streams: FFmpeg guesses their duration from the bitrate, so it is no reason to refuse.
 _GUESSED_DURATION_FORMATS = frozenset({"mp3", "mp2", "aac", "ac3", "eac3", "dts"})
 
@@ -108,6 +114,50 @@ def _decode_soundfile(source: str | IO[bytes], max_seconds: float | None) -> tup
     return samples.mean(axis=1), rate
 
 
+def _soundfile_chunks(source: str | IO[bytes], max_seconds: float | None) -> Iterator[tuple[np.ndarray, int]]:
+    """The file's samples at its own rate, channels averaged, a block at a time, with the rate."""
+    import soundfile
+
+    with soundfile.SoundFile(source) as audio:
+        rate = check_sample_rate(audio.samplerate, AudioError)
+        limit = _Limit(max_seconds, rate)
+        limit.check_declared(audio.frames / rate if audio.frames > 0 else None)
+        total = 0
+        while True:
+            block = audio.read(frames=BLOCK_FRAMES, dtype="float32", always_2d=True)
+            if not len(block):
+                return
+            total += len(block)
+            limit.check_decoded(total)
+            yield block.mean(axis=1), rate
+
+
+def _av_stream_chunks(source: str | IO[bytes], max_seconds: float | None) -> Iterator[tuple[np.ndarray, int]]:
+    import av
+
+    with av.open(source, mode="r") as container:
+        stream = _av_audio_stream(container)
+        rate = check_sample_rate(stream.rate, AudioError)
+        limit = _Limit(max_seconds, rate)
+        _check_av_duration(container, limit)
+        total = 0
+        for chunk in _av_chunks(container, stream):
+            total += chunk.size
+            limit.check_decoded(total)
+            yield chunk.astype(np.float32, copy=False), rate
+
+
+def _av_audio_stream(container: Any) -> Any:
+    if not container.streams.audio:
+        raise AudioError("the file has no audio stream")
+    return container.streams.audio[0]
+
+
+def _check_av_duration(container: Any, limit: _Limit) -> None:
+    if container.duration and container.format.name not in _GUESSED_DURATION_FORMATS:
+        limit.check_declared(container.duration / 1_000_000)  # av.time_base is microseconds
+
+
 def _av_chunks(container: Any, stream: Any) -> Iterator[np.ndarray]:
     """The stream's samples at its own rate, channels averaged, one decoded frame at a time."""
     import av
@@ -136,13 +186,10 @@ def _decode_av(source: str | IO[bytes], max_seconds: float | None) -> tuple[np.n
     import av  # m4a/aac/webm/mp4/mp3 and anything ffmpeg reads
 
     with av.open(source, mode="r") as container:
-        if not container.streams.audio:
-            raise AudioError("the file has no audio stream")
-        stream = container.streams.audio[0]
+        stream = _av_audio_stream(container)
         rate = check_sample_rate(stream.rate, AudioError)
         limit = _Limit(max_seconds, rate)
-        if container.duration and container.format.name not in _GUESSED_DURATION_FORMATS:
-            limit.check_declared(container.duration / 1_000_000)  # av.time_base is microseconds
+        _check_av_duration(container, limit)
         return _collect(_av_chunks(container, stream), limit), rate
 
 
@@ -162,7 +209,8 @@ def _head(source: str | IO[bytes]) -> bytes:
     return head
 
 
-def _decode(source: str | IO[bytes], label: str, max_seconds: float | None) -> tuple[np.ndarray, int]:
+def _is_mp3(source: str | IO[bytes], label: str) -> bool:
+    """Whether the file is MP3 (PyAV only); an empty or unreadable one is an AudioError."""
     try:
         head = _head(source)
     except OSError as exc:
@@ -170,7 +218,18 @@ def _decode(source: str | IO[bytes], label: str, max_seconds: float | None) -> t
     if not head:
         what = label if isinstance(source, str) else "the audio"
         raise AudioError(f"{what} is empty (0 bytes): nothing to transcribe")
-    decoders = (_decode_av,) if looks_like_mp3(head) else (_decode_soundfile, _decode_av)
+    return looks_like_mp3(head)
+
+
+def _undecodable(label: str, errors: list[str]) -> AudioError:
+    hint = (
+        " (PyAV is missing: `pip install av` for mp3/m4a/aac/webm/mp4)" if "PyAV not installed" in errors else ""
+    )
+    return AudioError(f"cannot decode audio {label}: not a supported or intact audio file{hint}")
+
+
+def _decode(source: str | IO[bytes], label: str, max_seconds: float | None) -> tuple[np.ndarray, int]:
+    decoders = (_decode_av,) if _is_mp3(source, label) else (_decode_soundfile, _decode_av)
     errors = []
     for decoder in decoders:
         if not isinstance(source, str):
@@ -183,10 +242,62 @@ def _decode(source: str | IO[bytes], label: str, max_seconds: float | None) -> t
             raise
         except Exception as exc:
             errors.append(type(exc).__name__)
-    hint = (
-        " (PyAV is missing: `pip install av` for mp3/m4a/aac/webm/mp4)" if "PyAV not installed" in errors else ""
-    )
-    raise AudioError(f"cannot decode audio {label}: not a supported or intact audio file{hint}")
+    raise _undecodable(label, errors)
+
+
+def _decoded_chunks(source: str | IO[bytes], label: str, max_seconds: float | None
+                    ) -> Iterator[tuple[np.ndarray, int]]:
+    """:func:`_decode` a chunk at a time. A decoder that fails before its first chunk hands over to the
+    next, as there; one that fails later ends the file with the same one-line error."""
+    decoders = (_av_stream_chunks,) if _is_mp3(source, label) else (_soundfile_chunks, _av_stream_chunks)
+    errors = []
+    for decoder in decoders:
+        if not isinstance(source, str):
+            source.seek(0)
+        started = False
+        try:
+            for chunk in decoder(source, max_seconds):
+                started = True
+                yield chunk
+            return
+        except ImportError:
+            errors.append("PyAV not installed")
+        except AudioError:
+            raise
+        except Exception as exc:
+            errors.append(type(exc).__name__)
+        if started:
+            break
+    raise _undecodable(label, errors)
+
+
+def is_file_input(source: AudioInput) -> bool:
+    """A path, bytes or a file object (an encoded file), rather than an array of samples."""
+    return isinstance(source, (str, os.PathLike, bytes, bytearray, memoryview)) or (
+        hasattr(source, "read") and hasattr(source, "seek"))
+
+
+@contextmanager
+def _opened(source: AudioInput) -> Iterator[tuple[str | IO[bytes], str]]:
+    """What the decoders read for a path (checked first), bytes or a file object, and its label."""
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if path.is_dir():
+            raise AudioError(f"{path} is a directory, not an audio file")
+        if not path.is_file():
+            raise AudioError(f"audio file not found: {path}" if not path.exists() else
+                             f"{path} is not a regular file")
+        try:
+            str(path).encode("utf-8")
+        except UnicodeEncodeError:  # a name that is not UTF-8: libsndfile cannot open it by name
+            with path.open("rb") as handle:
+                yield handle, str(path)
+        else:
+            yield str(path), str(path)
+    elif isinstance(source, (bytes, bytearray, memoryview)):
+        yield io.BytesIO(bytes(source)), "(bytes)"
+    else:
+        yield source, "(file object)"
 
 
 def _array_samples(source: Any, sample_rate: int | None, max_seconds: float | None) -> tuple[np.ndarray, int]:
@@ -226,24 +337,9 @@ def load_audio(
     check_max_seconds(max_seconds)
     if sample_rate is not None:
         sample_rate = check_sample_rate(sample_rate)
-    if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        if path.is_dir():
-            raise AudioError(f"{path} is a directory, not an audio file")
-        if not path.is_file():
-            raise AudioError(f"audio file not found: {path}" if not path.exists() else
-                             f"{path} is not a regular file")
-        try:
-            str(path).encode("utf-8")
-        except UnicodeEncodeError:  # a name that is not UTF-8: libsndfile cannot open it by name
-            with path.open("rb") as handle:
-                samples, rate = _decode(handle, str(path), max_seconds)
-        else:
-            samples, rate = _decode(str(path), str(path), max_seconds)
-    elif isinstance(source, (bytes, bytearray, memoryview)):
-        samples, rate = _decode(io.BytesIO(bytes(source)), "(bytes)", max_seconds)
-    elif hasattr(source, "read") and hasattr(source, "seek"):
-        samples, rate = _decode(source, "(file object)", max_seconds)
+    if is_file_input(source):
+        with _opened(source) as (file, label):
+            samples, rate = _decode(file, label, max_seconds)
     else:
         samples, rate = _array_samples(source, sample_rate, max_seconds)
     if samples.size == 0:
@@ -251,3 +347,38 @@ def load_audio(
     if not np.isfinite(samples).all():
         raise AudioError("the audio contains NaN or infinite samples")
     return np.ascontiguousarray(resample(samples, rate, resampler), dtype=np.float32)
+
+
+def stream_audio(
+    source: AudioInput,
+    sample_rate: int | None = None,
+    *,
+    resampler: str = "torchaudio",
+    max_seconds: float | None = None,
+) -> Iterator[np.ndarray]:
+    """:func:`load_audio` in chunks: 16 kHz mono float32 pieces that, joined, are the samples it returns
+    (the same errors, raised when reached), holding only a few seconds of audio at a time."""
+    check_resampler(resampler)
+    check_max_seconds(max_seconds)
+    if sample_rate is not None:
+        sample_rate = check_sample_rate(sample_rate)
+    if not is_file_input(source):
+        yield load_audio(source, sample_rate, resampler=resampler, max_seconds=max_seconds)
+        return
+    with _opened(source) as (file, label):
+        yield from _resampled_chunks(file, label, resampler, max_seconds)
+
+
+def _resampled_chunks(source: str | IO[bytes], label: str, resampler: str, max_seconds: float | None
+                      ) -> Iterator[np.ndarray]:
+    converter: ChunkedResampler | None = None
+    for samples, rate in _decoded_chunks(source, label, max_seconds):
+        if not np.isfinite(samples).all():
+            raise AudioError("the audio contains NaN or infinite samples")
+        converter = converter or ChunkedResampler(rate, resampler)
+        resampled = converter.push(samples)
+        if resampled.size:
+            yield resampled
+    if converter is None or converter.received == 0:
+        raise AudioError("the audio is empty (0 samples): nothing to transcribe")
+    yield converter.finish()

@@ -18,6 +18,7 @@ import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import IO
 
 from .errors import UsageError
 from .result import Segment, Transcription
@@ -256,13 +257,67 @@ def _timestamp(ms: int, separator: str) -> str:
     return f"{hours:02d}:{minutes:02d}:{seconds:02d}{separator}{millis:03d}"
 
 
-def to_srt(result: Transcription, limits: CueLimits | None = None) -> str:
-    blocks = []
-    for index, cue in enumerate(subtitle_cues(result.segments, limits), start=1):
-        start, end = _milliseconds(cue)
-        times = f"{_timestamp(start, ',')} --> {_timestamp(end, ',')}"
-        blocks.append(f"{index}\n{times}\n" + "\n".join(cue.lines) + "\n")
-    return "\n".join(blocks)
+class LineWriter:
+    """A format written a segment at a time: its header, then each segment's lines, which joined are
+    :func:`render`'s text (txt, tsv, srt, vtt; json needs the whole result)."""
+
+    header = ""
+
+    def __init__(self, limits: CueLimits | None = None):
+        self.limits = limits
+
+    def segment(self, segment: Segment) -> str:
+        raise NotImplementedError
+
+    def render(self, segments: Sequence[Segment]) -> str:
+        return self.header + "".join(self.segment(s) for s in segments)
+
+
+class _Txt(LineWriter):
+    """One segment per line, so long recordings stay readable and diffable."""
+
+    def segment(self, segment: Segment) -> str:
+        return segment.text.strip() + "\n" if segment.text.strip() else ""
+
+
+class _Tsv(LineWriter):
+    """Whisper's tsv: integer milliseconds, one segment per row."""
+
+    header = "start\tend\ttext\n"
+
+    def segment(self, segment: Segment) -> str:
+        text = " ".join(segment.text.split())
+        return f"{round(segment.start * 1000)}\t{round(segment.end * 1000)}\t{text}\n" if text else ""
+
+
+class _Srt(LineWriter):
+    def __init__(self, limits: CueLimits | None = None):
+        super().__init__(limits)
+        self.cues = 0
+
+    def segment(self, segment: Segment) -> str:
+        blocks = []
+        for cue in _segment_cues(segment, self.limits or CueLimits()):
+            self.cues += 1
+            start, end = _milliseconds(cue)
+            times = f"{_timestamp(start, ',')} --> {_timestamp(end, ',')}"
+            blocks.append(("\n" if self.cues > 1 else "") + f"{self.cues}\n{times}\n" + "\n".join(cue.lines) + "\n")
+        return "".join(blocks)
+
+
+class _Vtt(LineWriter):
+    header = "WEBVTT\n"
+
+    def segment(self, segment: Segment) -> str:
+        blocks = []
+        for cue in _segment_cues(segment, self.limits or CueLimits()):
+            start, end = _milliseconds(cue)
+            times = f"{_timestamp(start, '.')} --> {_timestamp(end, '.')}"
+            blocks.append(f"\n{times}\n" + "\n".join(_vtt_escape(line) for line in cue.lines) + "\n")
+        return "".join(blocks)
+
+
+LINE_WRITERS: dict[str, type[LineWriter]] = {"txt": _Txt, "tsv": _Tsv, "srt": _Srt, "vtt": _Vtt}
 
 
 def _vtt_escape(text: str) -> str:
@@ -271,28 +326,22 @@ def _vtt_escape(text: str) -> str:
     return escaped.replace("&lt;u&gt;", "<u>").replace("&lt;/u&gt;", "</u>")
 
 
+def to_srt(result: Transcription, limits: CueLimits | None = None) -> str:
+    return _Srt(limits).render(result.segments)
+
+
 def to_vtt(result: Transcription, limits: CueLimits | None = None) -> str:
-    blocks = ["WEBVTT\n"]
-    for cue in subtitle_cues(result.segments, limits):
-        start, end = _milliseconds(cue)
-        times = f"{_timestamp(start, '.')} --> {_timestamp(end, '.')}"
-        blocks.append(f"{times}\n" + "\n".join(_vtt_escape(line) for line in cue.lines) + "\n")
-    return "\n".join(blocks)
+    return _Vtt(limits).render(result.segments)
 
 
 def to_txt(result: Transcription) -> str:
     """One segment per line, so long recordings stay readable and diffable."""
-    return "".join(segment.text.strip() + "\n" for segment in result.segments if segment.text.strip())
+    return _Txt().render(result.segments)
 
 
 def to_tsv(result: Transcription) -> str:
     """Whisper's tsv: integer milliseconds, one segment per row."""
-    rows = ["start\tend\ttext"]
-    for segment in result.segments:
-        text = " ".join(segment.text.split())
-        if text:
-            rows.append(f"{round(segment.start * 1000)}\t{round(segment.end * 1000)}\t{text}")
-    return "\n".join(rows) + "\n"
+    return _Tsv().render(result.segments)
 
 
 def to_json(result: Transcription) -> str:
@@ -337,6 +386,10 @@ def output_paths(directory: Path, stem: str, formats: Sequence[str]) -> list[Pat
     return [directory / f"{stem}.{fmt}" for fmt in formats]
 
 
+def _partial(path: Path) -> Path:
+    return path.with_name(f".{path.name}.partial")
+
+
 def write_outputs(
     result: Transcription, directory: Path, stem: str, formats: Sequence[str], limits: CueLimits | None = None
 ) -> list[Path]:
@@ -345,14 +398,68 @@ def write_outputs(
     Each file is written under a temporary name and renamed into place, so an interrupted run never
     leaves a truncated output that a later ``--skip-existing`` run would take as done.
     """
-    paths = output_paths(directory, stem, formats)
-    for fmt, path in zip(formats, paths, strict=True):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f".{path.name}.partial")
+    outputs = ProgressiveOutputs(directory, stem, formats, limits)
+    outputs.finish(result)
+    return outputs.paths
+
+
+class ProgressiveOutputs:
+    """One recording's output files, written as its segments are decoded: txt, tsv, srt and vtt grow a
+    segment at a time under a temporary name (``.stem.txt.partial``), json is written at the end, and
+    :meth:`finish` renames them all into place. The finished files are :func:`render`'s text; an
+    interrupted run (:meth:`discard`, or a crash) never leaves a half-written file under a final name."""
+
+    def __init__(self, directory: Path, stem: str, formats: Sequence[str], limits: CueLimits | None = None):
+        self.paths = output_paths(directory, stem, formats)
+        self.formats, self.limits = list(formats), limits
+        self.sent: list[Segment] = []
+        self._files: dict[str, IO[str]] = {}
+        self._writers: dict[str, LineWriter] = {}
+
+    def _open(self) -> None:
+        if self._files or not self.paths:
+            return
         try:
-            partial.write_text(render(result, fmt, limits), encoding="utf-8", newline="\n")
-            os.replace(partial, path)
+            for fmt, path in zip(self.formats, self.paths, strict=True):
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self._files[fmt] = _partial(path).open("w", encoding="utf-8", newline="\n")
+                if fmt in LINE_WRITERS:
+                    self._writers[fmt] = LINE_WRITERS[fmt](self.limits)
+                    self._files[fmt].write(self._writers[fmt].header)
         except BaseException:
-            partial.unlink(missing_ok=True)
+            self.discard()
             raise
-    return paths
+
+    def add(self, segment: Segment) -> None:
+        """Append a final segment (segments come in time order) to the line formats."""
+        self._open()
+        self.sent.append(segment)
+        for fmt, writer in self._writers.items():
+            self._files[fmt].write(writer.segment(segment))
+            self._files[fmt].flush()
+
+    def finish(self, result: Transcription) -> None:
+        """Write what only the whole result gives (json), then rename every file into place."""
+        self._open()
+        try:
+            in_order = len(self.sent) == len(result.segments) and all(
+                s is t for s, t in zip(self.sent, result.segments, strict=True))
+            for fmt, path in zip(self.formats, self.paths, strict=True):
+                handle = self._files.pop(fmt)
+                if fmt not in self._writers or not in_order:  # json; or segments that came out of order
+                    handle.seek(0)
+                    handle.truncate()
+                    handle.write(render(result, fmt, self.limits))
+                handle.close()
+                os.replace(_partial(path), path)
+        except BaseException:
+            self.discard()
+            raise
+
+    def discard(self) -> None:
+        """Close and remove the temporary files (the final names are left as they were)."""
+        for handle in self._files.values():
+            handle.close()
+        self._files.clear()
+        for path in self.paths:
+            _partial(path).unlink(missing_ok=True)

@@ -4,6 +4,11 @@ many files, guard retries, and each recording's timed segments.
 The backend sees segments only. Segments of consecutive files share ``generate`` calls of
 ``4 x batch_size`` segments (longest first, so the engine's continuous batching drains little), and
 a file is handed back as soon as its last segment is decoded, in input order.
+
+Files (paths, bytes, file objects) are read in chunks, twice, in bounded memory whatever their length:
+a first pass finds the speech (:func:`scan_audio`; the cut scores need the whole file's loudness range),
+a second cuts each segment's audio out as the decoding reaches it. The segments and their text are those
+of the whole-file path that arrays and :class:`PreparedAudio` take.
 """
 
 from __future__ import annotations
@@ -16,20 +21,22 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .alignment import CTCResult
-from .audio import AudioInput, load_audio
+from .audio import AudioInput, is_file_input, load_audio, stream_audio
 from .backends import AlignRequest, Backend, TokenSink
 from .ctc_tokenizer import CTCTokenizer, greedy_text
-from .errors import FunASRNanoError, UsageError
+from .errors import AudioError, FunASRNanoError, UsageError
 from .features import SAMPLE_RATE
 from .guards import REPETITION, TRUNCATED, cut_repetition, find_repetition, is_truncated, token_budget
 from .prompt import PromptIds, PromptTokenizer, clean_text, strip_punctuation
 from .result import Segment
 from .streaming import TextCallback, TextStream
 from .timestamps import aligned_words, proportional_words
-from .vad import SpeechMap, VadOptions, add_context, find_speech, split_point
+from .vad import SpeechMap, SpeechScanner, VadOptions, add_context, find_speech, split_point
 
 ProgressCallback = Callable[[float], None]  # called with the seconds of audio just finished
+SegmentCallback = Callable[[int, Segment], None]  # (input index, segment), in time order within an input
 
+_NO_AUDIO = np.zeros(0, np.float32)
 MAX_SPLITS = 1  # a looping or truncated segment is split once and retried; a loop that survives is cut
 MIN_SPLIT_SECONDS = 3.0  # shorter segments are not split: halves under ~1 s lose too much context
 SEGMENTS_PER_BATCH_SLOT = 4
@@ -45,6 +52,8 @@ class DecodeSettings:
     language: str | None = None  # the trained language name in the prompt, None for automatic
     on_text: TextCallback | None = None  # each recording's text as it is decoded (see streaming.py)
     word_timestamps: bool = False  # each segment's words (CTC-aligned where the model has a CTC head)
+    on_segment: SegmentCallback | None = None  # each segment once final, in time order (see SegmentDecoder.run)
+    max_seconds: float | None = None  # longer file inputs are refused (AudioTooLongError)
 
 
 @dataclass(frozen=True)
@@ -64,13 +73,56 @@ def prepare_audio(
     sample_rate: int | None = None,
     resampler: str = "torchaudio",
     vad_device: str = "cpu",
+    max_seconds: float | None = None,
 ) -> PreparedAudio:
     """Decode, resample and (when ``vad`` is given) run the VAD: everything before the model."""
     started = time.perf_counter()
-    samples = load_audio(source, sample_rate, resampler=resampler)
+    samples = load_audio(source, sample_rate, resampler=resampler, max_seconds=max_seconds)
     loaded = time.perf_counter()
     speech = None if vad is None else find_speech(samples, vad, vad_device)
     return PreparedAudio(samples, speech, loaded - started, time.perf_counter() - loaded)
+
+
+@dataclass(frozen=True)
+class ScannedAudio:
+    """A file whose speech was found by a first pass over it in chunks (:func:`scan_audio`); its samples
+    are read again, in chunks, as its segments are decoded. ``source`` must read the same the second time
+    (a path, bytes, or a seekable file object left open until the decoding ends)."""
+
+    source: AudioInput
+    speech: SpeechMap
+    num_samples: int
+    resampler: str = "torchaudio"
+    scan_seconds: float = 0.0
+
+
+def scan_audio(
+    source: AudioInput, vad: VadOptions, resampler: str = "torchaudio", vad_device: str = "cpu",
+    max_seconds: float | None = None,
+) -> ScannedAudio:
+    """Decode, resample and run the VAD over a file in chunks, keeping only what the VAD found."""
+    started = time.perf_counter()
+    scanner = SpeechScanner(vad, vad_device)
+    for chunk in stream_audio(source, resampler=resampler, max_seconds=max_seconds):
+        scanner.add(chunk)
+    speech = scanner.finish()
+    return ScannedAudio(source, speech, scanner.samples, resampler, time.perf_counter() - started)
+
+
+def _cut(scanned: ScannedAudio, spans: list[tuple[int, int]]) -> Iterator[np.ndarray]:
+    """The audio of each (begin, end) sample span, in order (spans ascending, not overlapping), from a
+    second pass over the file that keeps only the samples between the previous span and the next."""
+    buffer, base = np.zeros(0, np.float32), 0  # samples [base, base + buffer.size) of the recording
+    chunks = stream_audio(scanned.source, resampler=scanned.resampler)
+    for begin, end in spans:
+        while base + buffer.size < end:
+            chunk = next(chunks, None)
+            if chunk is None:
+                raise AudioError("the file changed while it was being transcribed: it is shorter now")
+            drop = min(max(0, begin - base), buffer.size)  # samples before the span are not needed
+            buffer, base = np.concatenate([buffer[drop:], chunk]), base + drop
+        yield buffer[begin - base : end - base].copy()
+        buffer, base = buffer[end - base :], end
 
 
 @dataclass
@@ -82,18 +134,35 @@ class DecodedRecording:
 
 @dataclass
 class _Recording:
-    samples: np.ndarray
+    index: int  # its place among the inputs
+    num_samples: int
     speech: SpeechMap | None
     started: float
     timings: dict[str, float]
     stream: TextStream | None = None
-    pending: int = 0
+    pending: int = 0  # pieces cut and not yet settled
+    cut: bool = False  # every piece has been cut
     segments: list[Segment] = field(default_factory=list)
+    error: FunASRNanoError | None = None  # the second pass over the file failed
+    unsent: list[_Piece] = field(default_factory=list)  # pieces, in time order, from the first not sent on
+    on_segment: SegmentCallback | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.cut and self.pending == 0
 
     def result(self) -> DecodedRecording:
         self.timings["total"] = time.perf_counter() - self.started
         ordered = sorted(self.segments, key=lambda s: s.start)
-        return DecodedRecording(ordered, self.samples.size / SAMPLE_RATE, self.timings)
+        return DecodedRecording(ordered, self.num_samples / SAMPLE_RATE, self.timings)
+
+    def send_settled(self) -> None:
+        """Hand the segments of the settled pieces at the front of the time order to ``on_segment``."""
+        while self.unsent and self.unsent[0].segment is not None:
+            segment = self.unsent.pop(0).segment
+            if self.on_segment is not None:
+                assert segment is not None
+                self.on_segment(self.index, segment)
 
 
 @dataclass(eq=False)  # a piece is itself, whatever its span: TextStream keys on it
@@ -103,11 +172,9 @@ class _Piece:
     end: int
     audio_begin: int  # the span the model hears: the speech plus context padding
     audio_end: int
+    audio: np.ndarray  # samples [audio_begin, audio_end) of the recording
     splits: int = 0
-
-    @property
-    def audio(self) -> np.ndarray:
-        return self.recording.samples[self.audio_begin : self.audio_end]
+    segment: Segment | None = None  # once settled
 
     @property
     def audio_seconds(self) -> float:
@@ -138,15 +205,27 @@ class SegmentDecoder:
         settings: DecodeSettings,
         progress: ProgressCallback | None = None,
     ) -> Iterator[DecodedRecording | FunASRNanoError]:
-        """Each source's segments, or the error that source raised, in input order."""
+        """Each source's segments, or the error that source raised, in input order. ``settings.on_segment``
+        gets each segment as soon as it and every earlier one of its recording are final."""
         report = progress or (lambda seconds: None)
         waiting: deque[_Piece] = deque()
         in_order: deque[_Recording | FunASRNanoError] = deque()
-        for source in sources:
-            in_order.append(self._prepare(source, settings, waiting, report))
-            while len(waiting) >= self.group_size:
-                self._decode([waiting.popleft() for _ in range(self.group_size)], settings, report)
+        for index, source in enumerate(sources):
+            prepared = self._prepare(index, source, settings, report)
+            if isinstance(prepared, FunASRNanoError):
+                in_order.append(prepared)
                 yield from self._completed(in_order)
+                continue
+            recording, pieces = prepared
+            in_order.append(recording)
+            try:
+                for piece in pieces:  # cut as the decoding needs them: a file's audio is never all held
+                    waiting.append(piece)
+                    if len(waiting) >= self.group_size:
+                        self._decode([waiting.popleft() for _ in range(self.group_size)], settings, report)
+                        yield from self._completed(in_order)
+            except FunASRNanoError as exc:  # the second pass over a file failed
+                recording.error = exc
             yield from self._completed(in_order)
         while waiting:
             group = [waiting.popleft() for _ in range(min(self.group_size, len(waiting)))]
@@ -157,41 +236,71 @@ class SegmentDecoder:
     def _completed(
         in_order: deque[_Recording | FunASRNanoError],
     ) -> Iterator[DecodedRecording | FunASRNanoError]:
-        while in_order and (isinstance(in_order[0], FunASRNanoError) or in_order[0].pending == 0):
+        while in_order and (isinstance(in_order[0], FunASRNanoError) or in_order[0].done):
             item = in_order.popleft()
-            yield item if isinstance(item, FunASRNanoError) else item.result()
+            yield item if isinstance(item, FunASRNanoError) else item.error or item.result()
 
     def _prepare(
-        self, source: AudioInput, settings: DecodeSettings, waiting: deque[_Piece], report: ProgressCallback
-    ) -> _Recording | FunASRNanoError:
+        self, index: int, source: AudioInput, settings: DecodeSettings, report: ProgressCallback
+    ) -> tuple[_Recording, Iterator[_Piece]] | FunASRNanoError:
+        """The recording and its pieces, cut lazily (files: from a second pass over them)."""
         started = time.perf_counter()
         try:
-            prepared = (
-                source if isinstance(source, PreparedAudio)
-                else prepare_audio(source, settings.vad, settings.sample_rate, settings.resampler, self.vad_device)
-            )
+            if isinstance(source, (PreparedAudio, ScannedAudio)):
+                prepared = source
+            elif settings.vad is not None and is_file_input(source):
+                prepared = scan_audio(source, settings.vad, settings.resampler, self.vad_device, settings.max_seconds)
+            else:
+                prepared = prepare_audio(source, settings.vad, settings.sample_rate, settings.resampler,
+                                         self.vad_device, settings.max_seconds)
         except FunASRNanoError as exc:
             return exc
-        samples = prepared.samples
-        timings = {"load_audio": prepared.load_seconds, "decode": 0.0}
-        recording = _Recording(samples, None, started, timings)
+        if isinstance(prepared, ScannedAudio):
+            num_samples = prepared.num_samples
+            timings = {"load_audio": 0.0, "vad": prepared.scan_seconds, "decode": 0.0}  # the scan does both
+        else:
+            num_samples = prepared.samples.size
+            timings = {"load_audio": prepared.load_seconds, "decode": 0.0}
+        recording = _Recording(index, num_samples, None, started, timings, on_segment=settings.on_segment)
         if settings.vad is None:
-            pieces = [_Piece(recording, 0, samples.size, 0, samples.size)]
+            if isinstance(prepared, ScannedAudio):
+                raise UsageError("a ScannedAudio is cut by its VAD: it cannot be decoded with VAD off")
+            spans = heard = [(0, num_samples)]
         else:
             if prepared.speech is None:
                 raise UsageError("this PreparedAudio was made with VAD off: prepare it with the same vad option")
             recording.speech = prepared.speech
-            recording.timings["vad"] = prepared.vad_seconds
+            if isinstance(prepared, PreparedAudio):
+                recording.timings["vad"] = prepared.vad_seconds
             spans = recording.speech.spans
-            heard = add_context(spans, settings.vad.pad, samples.size)
-            pieces = [_Piece(recording, b, e, hb, he) for (b, e), (hb, he) in zip(spans, heard, strict=True)]
-        recording.pending = len(pieces)
+            heard = add_context(spans, settings.vad.pad, num_samples)
         if settings.on_text is not None:
             recording.stream = TextStream(self.tokenizer.decode, settings.on_text, cut_loops=settings.vad is not None)
-            recording.stream.start(pieces)
-        waiting.extend(pieces)
-        report(samples.size / SAMPLE_RATE - sum(p.audio_seconds for p in pieces))  # non-speech is done
-        return recording
+        if isinstance(prepared, ScannedAudio):
+            audio: Iterator[np.ndarray] = _cut(prepared, heard)
+        else:
+            audio = (prepared.samples[begin:end] for begin, end in heard)
+        return recording, self._pieces(recording, spans, heard, audio, report)
+
+    @staticmethod
+    def _pieces(
+        recording: _Recording, spans: list[tuple[int, int]], heard: list[tuple[int, int]],
+        audio: Iterator[np.ndarray], report: ProgressCallback,
+    ) -> Iterator[_Piece]:
+        heard_until = 0
+        try:
+            for (begin, end), (audio_begin, audio_end) in zip(spans, heard, strict=True):
+                piece = _Piece(recording, begin, end, audio_begin, audio_end, next(audio))
+                recording.pending += 1
+                recording.unsent.append(piece)
+                if recording.stream is not None:
+                    recording.stream.start([piece])
+                report((audio_begin - heard_until) / SAMPLE_RATE)  # the non-speech before it is done
+                heard_until = audio_end
+                yield piece
+            report((recording.num_samples - heard_until) / SAMPLE_RATE)
+        finally:
+            recording.cut = True
 
     def _decode(self, pieces: list[_Piece], settings: DecodeSettings, report: ProgressCallback) -> None:
         """Decode pieces in one backend call, then their retries in another, until all are settled."""
@@ -249,11 +358,15 @@ class SegmentDecoder:
             and not (stream is not None and stream.is_committed(piece))
         ):
             cut = split_point(speech.score, piece.begin, piece.end)
-            piece.recording.pending += 1
+            recording = piece.recording
+            recording.pending += 1
+            offset = cut - piece.audio_begin
             halves = [
-                _Piece(piece.recording, piece.begin, cut, piece.audio_begin, cut, piece.splits + 1),
-                _Piece(piece.recording, cut, piece.end, cut, piece.audio_end, piece.splits + 1),
+                _Piece(recording, piece.begin, cut, piece.audio_begin, cut, piece.audio[:offset], piece.splits + 1),
+                _Piece(recording, cut, piece.end, cut, piece.audio_end, piece.audio[offset:], piece.splits + 1),
             ]
+            place = recording.unsent.index(piece)
+            recording.unsent[place : place + 1] = halves
             if stream is not None:
                 stream.split(piece, halves)
             return halves
@@ -272,6 +385,8 @@ class SegmentDecoder:
             stream.finish(piece, segment.text)
         piece.recording.pending -= 1
         report(piece.audio_seconds)
+        piece.segment, piece.audio = segment, _NO_AUDIO  # its audio is not needed any more
+        piece.recording.send_settled()
         return []
 
 

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from .audio import AudioInput, check_resampler, check_sample_rate
+from .audio import AudioInput, check_max_seconds, check_resampler, check_sample_rate
 from .backends import Backend, dtype_name
 from .backends.selection import choose_backend
 from .checkpoint import (
@@ -24,7 +24,7 @@ from .checkpoint import (
 from .ctc_tokenizer import VOCAB_FILE, CTCTokenizer
 from .errors import FunASRNanoError, ModelLoadError, UsageError, option
 from .languages import resolve_language
-from .longform import DecodedRecording, DecodeSettings, ProgressCallback, SegmentDecoder
+from .longform import DecodedRecording, DecodeSettings, ProgressCallback, SegmentCallback, SegmentDecoder
 from .prompt import PromptTokenizer, normalize_hotwords
 from .result import Transcription, join_texts
 from .streaming import TextCallback
@@ -74,6 +74,7 @@ class FunASRNano:
         on_text: TextCallback | None = None,
         resampler: str = "torchaudio",
         word_timestamps: bool = False,
+        max_seconds: float | None = None,
     ) -> Transcription:
         """Transcribe one recording (path, bytes, or samples at ``sample_rate``, default 16 kHz).
 
@@ -91,10 +92,15 @@ class FunASRNano:
         its ``words`` (``Word(start, end, word, probability)``), timed by CTC forced alignment of the text
         against the model's CTC head, as the official ``timestamps``; the segment's times then come from its
         first and last word. Without a trained CTC head the word times are proportional estimates (said
-        once, as a warning).
+        once, as a warning). max_seconds: refuse longer audio (``AudioTooLongError``), from a file's
+        header or as soon as decoding passes the limit.
+
+        Files (paths, bytes, file objects) are read in chunks, in memory that does not grow with their
+        length (with VAD on): a first pass finds the speech, a second cuts each segment's audio as the
+        decoding reaches it; the result is the same as for the whole recording's samples.
         """
         settings = self._settings(language, hotwords, itn, sample_rate, max_new_tokens, vad, on_text, resampler,
-                                  word_timestamps)
+                                  word_timestamps, max_seconds=max_seconds)
         (result,) = self._run([audio], settings, progress)
         if isinstance(result, FunASRNanoError):
             raise result
@@ -113,12 +119,16 @@ class FunASRNano:
         progress: ProgressCallback | None = None,
         resampler: str = "torchaudio",
         word_timestamps: bool = False,
+        max_seconds: float | None = None,
+        on_segment: SegmentCallback | None = None,
     ) -> Iterator[Transcription | FunASRNanoError]:
         """Transcribe many recordings in shared batches; yields, in input order, each one's
         ``Transcription`` or the ``FunASRNanoError`` that input raised (unreadable audio), so one bad file
-        does not stop the rest. Inputs are read lazily; options are those of :meth:`transcribe`."""
+        does not stop the rest. Inputs are read lazily; options are those of :meth:`transcribe`.
+        on_segment: called with (input index, segment) as soon as a segment and every earlier one of its
+        input are final, in time order within each input (to write outputs progressively)."""
         settings = self._settings(language, hotwords, itn, sample_rate, max_new_tokens, vad, None, resampler,
-                                  word_timestamps)
+                                  word_timestamps, on_segment, max_seconds)
         return self._run(audios, settings, progress)
 
     def _settings(
@@ -132,6 +142,8 @@ class FunASRNano:
         on_text: TextCallback | None,
         resampler: str,
         word_timestamps: bool = False,
+        on_segment: SegmentCallback | None = None,
+        max_seconds: float | None = None,
     ) -> DecodeSettings:
         language_name = resolve_language(language, self.languages)
         if sample_rate is not None:
@@ -145,8 +157,9 @@ class FunASRNano:
         if word_timestamps and self.word_timestamps_note and not self._noted:
             self._noted = True
             warnings.warn(self.word_timestamps_note, stacklevel=3)
+        check_max_seconds(max_seconds)
         return DecodeSettings(prompt, max_new_tokens, vad_options, sample_rate, check_resampler(resampler),
-                              language_name, on_text, bool(word_timestamps))
+                              language_name, on_text, bool(word_timestamps), on_segment, max_seconds)
 
     def _run(
         self, audios: Iterable[AudioInput], settings: DecodeSettings, progress: ProgressCallback | None

@@ -107,17 +107,8 @@ def resample_like_torchaudio(samples: np.ndarray, rate: int) -> np.ndarray:
     if rate == TARGET_RATE:
         return samples
     plan = _plan(rate)
-    waveform = torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32))
-    padded = torch.nn.functional.pad(waveform[None, None, :], (plan.width, plan.width + plan.orig))
-    with torch.inference_mode():
-        if plan.kernel is not None:  # torchaudio's own convolution, with its own kernel
-            phases = torch.nn.functional.conv1d(padded, plan.kernel, stride=plan.orig)[0]
-            resampled = phases.t().reshape(-1)
-        else:
-            frames = padded[0, 0].unfold(0, plan.orig + 2 * plan.width, plan.orig)  # a view, no copy
-            parts = [frames[:, first : first + taps.shape[0]] @ taps for first, taps in plan.groups]
-            resampled = torch.cat(parts, dim=1).reshape(-1)
-        return resampled[: output_length(samples.size, rate)].numpy()
+    padded = np.pad(np.asarray(samples, dtype=np.float32), (plan.width, plan.width + plan.orig))
+    return _phases(plan, padded)[: output_length(samples.size, rate)]
 
 
 def resample_like_librosa(samples: np.ndarray, rate: int) -> np.ndarray:
@@ -138,3 +129,113 @@ def resample(samples: np.ndarray, rate: int, resampler: str = "torchaudio") -> n
     if resampler == "soxr":
         return resample_like_librosa(samples, rate)
     return resample_like_torchaudio(samples, rate)
+
+
+# The CPU convolution changes algorithm (and so its float rounding) below ~20k input samples; above that
+# every output sample is the same whatever call computes it. A chunked resampler therefore convolves at
+# least this much input per call (or the whole recording in one call, as resample() does).
+_MIN_CALL_INPUT = 1 << 18
+_CALL_INPUT = 1 << 20  # input samples gathered before a call
+# Output held back until the end: the total is cut to output_length() (or librosa's length), which the
+# float32 rounding in output_length() places up to ~ total * 2**-24 samples before the computed end.
+_HOLD_BACK = 1 << 16
+
+
+class ChunkedResampler:
+    """:func:`resample` for a recording that arrives in chunks: :meth:`push` each chunk, then
+    :meth:`finish`; the outputs joined are the samples one call on the whole recording returns, bit for
+    bit, while less than ~2**20 input samples are held."""
+
+    def __init__(self, rate: int, resampler: str = "torchaudio"):
+        self.rate, self.resampler = rate, resampler
+        self.received = 0
+        self.emitted = 0
+        self._held = np.zeros(0, np.float32)
+        self._soxr = None
+        if rate == TARGET_RATE:
+            return
+        if resampler == "soxr":
+            import soxr
+
+            self._soxr = soxr.ResampleStream(rate, TARGET_RATE, 1, dtype="float32", quality="soxr_hq")
+            return
+        self._plan = _plan(rate)
+        # The padded input (torchaudio pads `width` zeros in front) from output frame `_first_frame` on;
+        # frames before `_done_frames` have been computed: they are kept as history for the last call.
+        self._pending: list[np.ndarray] = [np.zeros(self._plan.width, np.float32)]
+        self._pending_size = self._plan.width
+        self._buffer = np.zeros(0, np.float32)
+        self._first_frame = 0
+        self._done_frames = 0
+
+    def push(self, samples: np.ndarray) -> np.ndarray:
+        """The 16 kHz samples that are final once ``samples`` (mono float32) have been added."""
+        self.received += samples.size
+        if self.rate == TARGET_RATE:
+            return self._release(samples, final=False)
+        if self._soxr is not None:
+            return self._release(self._soxr.resample_chunk(samples), final=False)
+        self._pending.append(samples.astype(np.float32, copy=False))
+        self._pending_size += samples.size
+        if self._pending_size < _CALL_INPUT:
+            return np.zeros(0, np.float32)
+        return self._release(self._convolve(final=False), final=False)
+
+    def finish(self) -> np.ndarray:
+        """The rest of the samples, the total cut to the length one whole call returns."""
+        if self.rate == TARGET_RATE:
+            return self._release(np.zeros(0, np.float32), final=True)
+        if self._soxr is not None:
+            tail = self._soxr.resample_chunk(np.zeros(0, np.float32), last=True)
+            return self._release(tail, final=True, length=math.ceil(self.received * (TARGET_RATE / self.rate)))
+        self._pending.append(np.zeros(self._plan.width + self._plan.orig, np.float32))
+        return self._release(self._convolve(final=True), final=True,
+                             length=output_length(self.received, self.rate))
+
+    def _convolve(self, final: bool) -> np.ndarray:
+        """The output of the frames the input now completes (the last call: of every frame left)."""
+        plan = self._plan
+        taps = plan.orig + 2 * plan.width
+        self._buffer = np.concatenate([self._buffer, *self._pending])
+        self._pending, self._pending_size = [], 0
+        end_frame = self._first_frame + max(0, (self._buffer.size - taps) // plan.orig + 1)
+        # A last call that is short reaches back into the kept history, so that it is long enough.
+        first = self._first_frame if final else self._done_frames
+        new = np.zeros(0, np.float32)
+        if end_frame > first:
+            start = (first - self._first_frame) * plan.orig
+            end = (end_frame - 1 - self._first_frame) * plan.orig + taps
+            new = _phases(plan, self._buffer[start:end])[(self._done_frames - first) * plan.new :]
+        self._done_frames = end_frame
+        keep_from = max(self._first_frame, end_frame - -(-_MIN_CALL_INPUT // plan.orig))
+        self._buffer = self._buffer[(keep_from - self._first_frame) * plan.orig :].copy()
+        self._first_frame = keep_from
+        return new
+
+    def _release(self, samples: np.ndarray, final: bool, length: int | None = None) -> np.ndarray:
+        held = np.concatenate([self._held, samples.astype(np.float32, copy=False)])
+        if final:
+            if length is not None:
+                wanted = length - self.emitted
+                if wanted < 0:
+                    raise RuntimeError("chunked resampling released samples past the recording's end")
+                held = held[:wanted] if held.size >= wanted else np.pad(held, (0, wanted - held.size))
+            self._held = np.zeros(0, np.float32)
+            self.emitted += held.size
+            return held
+        ready = max(0, held.size - (0 if self.rate == TARGET_RATE else _HOLD_BACK))
+        self._held = held[ready:]
+        self.emitted += ready
+        return held[:ready]
+
+
+def _phases(plan: _Plan, padded: np.ndarray) -> np.ndarray:
+    """The output of every whole frame of ``padded`` (a stretch of the padded input starting on a frame)."""
+    waveform = torch.from_numpy(np.ascontiguousarray(padded, dtype=np.float32))
+    with torch.inference_mode():
+        if plan.kernel is not None:  # torchaudio's own convolution, with its own kernel
+            phases = torch.nn.functional.conv1d(waveform[None, None, :], plan.kernel, stride=plan.orig)[0]
+            return phases.t().reshape(-1).numpy()
+        frames = waveform.unfold(0, plan.orig + 2 * plan.width, plan.orig)  # a view, no copy
+        parts = [frames[:, first : first + taps.shape[0]] @ taps for first, taps in plan.groups]
+        return torch.cat(parts, dim=1).reshape(-1).numpy()

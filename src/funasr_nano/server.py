@@ -37,10 +37,12 @@ from .audio import load_audio
 from .batching import BatcherClosedError, BatchingBackend
 from .errors import AudioError, AudioTooLongError, UsageError
 from .languages import resolve_language
+from .longform import ScannedAudio, scan_audio
 from .pipeline import FunASRNano
 from .result import Transcription
 from .server_responses import RESPONSE_FORMATS, APIError, render, sse_stream
 from .streaming import TextCallback
+from .vad import VadOptions
 
 log = logging.getLogger("funasr_nano.server")
 
@@ -260,16 +262,22 @@ class _Service:
         if self.batcher is not None:
             self.batcher.close()
 
-    def load(self, upload: IO[bytes]) -> np.ndarray:
-        """The upload's samples; audio over the duration limit is refused from its header or as soon as
-        decoding passes the limit (AudioTooLongError, a 413). Blocking (a request thread)."""
+    def load(self, upload: IO[bytes]) -> np.ndarray | ScannedAudio:
+        """The upload read once: with VAD, in chunks, keeping only the speech found (its segments' audio
+        is read again as they are decoded, so the upload stays open until then); without, its samples.
+        Audio over the duration limit is refused from its header or as soon as decoding passes the limit
+        (AudioTooLongError, a 413). Blocking (a request thread)."""
+        if self.config.vad:
+            assert self.model is not None
+            return scan_audio(upload, VadOptions(), self.config.resampler, self.model.backend.device,
+                              self.config.max_audio_s)
         return load_audio(upload, resampler=self.config.resampler, max_seconds=self.config.max_audio_s)
 
-    def transcribe(self, samples: np.ndarray, language: str | None, prompt: str | None,
+    def transcribe(self, audio: np.ndarray | ScannedAudio, language: str | None, prompt: str | None,
                    on_text: TextCallback | None = None, word_timestamps: bool = False) -> Transcription:
         """Blocking; runs in a request thread."""
         assert self.model is not None
-        return self.model.transcribe(samples, language=language, hotwords=prompt, on_text=on_text,
+        return self.model.transcribe(audio, language=language, hotwords=prompt, on_text=on_text,
                                      max_new_tokens=self.config.max_new_tokens, vad=self.config.vad,
                                      word_timestamps=word_timestamps)
 
@@ -347,32 +355,36 @@ def _options(fields: dict[str, str | None], service: _Service) -> tuple[str, boo
 
 
 async def _transcription(request: Request, service: _Service) -> Response:
-    """Read the whole upload, then take a place in the queue, decode, answer."""
+    """Read the whole upload, then take a place in the queue, decode, answer. The spooled upload is
+    removed once its decoding has ended (it is read again as its segments are decoded)."""
     loop = asyncio.get_running_loop()
     form, upload, fields = await _read_form(request)
+    streaming = False
     try:
         response_format, stream, granularities = _options(fields, service)
         service.admit()  # the whole upload is here: only now does it take a place in the queue
         try:
             with _user_errors():
-                samples = await loop.run_in_executor(service.pool, service.load, upload.file)
+                audio = await loop.run_in_executor(service.pool, service.load, upload.file)
         except BaseException:
             service.release()
             raise
+        try:
+            language, prompt = fields["language"], fields["prompt"]
+            if stream:
+                streaming = True
+                return _stream(service, audio, language, prompt, upload.file.close)
+            # Subtitles are cut at word times whenever the model has a CTC head to time them.
+            words = "word" in granularities or (response_format in ("srt", "vtt")
+                                                and service.base_model.ctc_tokenizer is not None)
+            with _user_errors():
+                result = await loop.run_in_executor(service.pool, service.transcribe, audio, language, prompt,
+                                                    None, words)
+        finally:
+            service.release()
     finally:
-        await form.close()  # removes the spooled upload
-    try:
-        language, prompt = fields["language"], fields["prompt"]
-        if stream:
-            return _stream(service, samples, language, prompt)
-        # Subtitles are cut at word times whenever the model has a CTC head to time them.
-        words = "word" in granularities or (response_format in ("srt", "vtt") and service.base_model.ctc_tokenizer
-                                            is not None)
-        with _user_errors():
-            result = await loop.run_in_executor(service.pool, service.transcribe, samples, language, prompt,
-                                                None, words)
-    finally:
-        service.release()
+        if not streaming:
+            await form.close()  # removes the spooled upload
     service.served += 1
     return render(result, response_format, granularities)
 
@@ -402,7 +414,8 @@ def _user_errors() -> Iterator[None]:
         raise error from exc
 
 
-def _stream(service: _Service, samples: np.ndarray, language: str | None, prompt: str | None) -> Response:
+def _stream(service: _Service, audio: np.ndarray | ScannedAudio, language: str | None, prompt: str | None,
+            close_upload: Callable[[], None]) -> Response:
     """Server-sent events of the text as it is decoded: the decode runs in a request thread and hands
     each new piece of text to the event loop, which sends it as a ``transcript.text.delta`` event.
 
@@ -417,9 +430,11 @@ def _stream(service: _Service, samples: np.ndarray, language: str | None, prompt
 
     def decode() -> None:
         try:
-            put(service.transcribe(samples, language, prompt, on_text=put))
+            put(service.transcribe(audio, language, prompt, on_text=put))
         except BaseException as exc:  # handed to the event loop, which reports it in the stream
             put(exc)
+        finally:
+            close_upload()  # removes the spooled upload
 
     service.active += 1  # a second hold on the request's slot, kept until the decode ends
     decoding = loop.run_in_executor(service.pool, decode)

@@ -5,6 +5,8 @@ One unreadable file prints its one-line error and the rest still finish; the exi
 With ``-o`` the outputs mirror the inputs' folders below the folder they have in common, so files of the
 same name from different folders never collide; existing outputs are replaced with a warning on stderr
 (``--overwrite``: silently; ``--skip-existing``: those inputs are left out, to resume a batch job).
+With ``-o`` the txt, tsv, srt and vtt files grow as segments are decoded, under a temporary name
+(``.name.txt.partial``), and every output takes its final name when its file is finished.
 """
 
 from __future__ import annotations
@@ -21,9 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import FunASRNanoError, UsageError, option
-from .formats import FORMATS, CueLimits, output_paths, render, write_outputs
+from .formats import FORMATS, CueLimits, ProgressiveOutputs, output_paths, render
 from .progress import AudioProgress, probe_duration
-from .result import Transcription
+from .result import Segment, Transcription
 
 AUDIO_SUFFIXES = frozenset({
     ".wav", ".flac", ".mp3", ".m4a", ".aac", ".ogg", ".oga", ".opus", ".webm", ".mp4", ".mkv", ".mov", ".wma",
@@ -231,17 +233,21 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     audio_seconds = 0.0
     warnings.filterwarnings("ignore", message=".*no trained CTC head.*")  # said above as a note
+    outputs = _Outputs(inputs, formats, args, limits) if args.output_dir else None
     try:
         results = model.transcribe_many(
             _sources(inputs), language=args.language, hotwords=hotwords, itn=not args.no_itn,
             max_new_tokens=args.max_new_tokens, vad=not args.no_vad, progress=progress.advance,
             resampler=args.resampler, word_timestamps=word_timestamps,
+            on_segment=outputs.add if outputs is not None else None,
         )
-        for item, estimate, result in zip(inputs, estimates, results, strict=True):
+        for index, (item, estimate, result) in enumerate(zip(inputs, estimates, results, strict=True)):
             if isinstance(result, FunASRNanoError):
                 progress.adjust_total(-estimate)
                 progress.write(f"error: {item.label}: {result}", to_stderr=True)
                 failures += 1
+                if outputs is not None:
+                    outputs.discard(index)
                 continue
             progress.adjust_total(result.duration - estimate)
             audio_seconds += result.duration
@@ -249,7 +255,10 @@ def run(args: argparse.Namespace) -> int:
             if summary and not args.quiet:
                 progress.write(f"warning: {item.label}: {summary}", to_stderr=True)
             try:
-                _emit(result, item, formats, args, limits, progress, len(inputs) > 1)
+                if outputs is not None:
+                    outputs.finish(index, result, progress)
+                else:
+                    _print(result, item, formats, limits, progress, len(inputs) > 1)
             except BrokenPipeError:
                 raise  # stdout's reader has gone: the command line stops quietly
             except OSError as exc:
@@ -258,9 +267,58 @@ def run(args: argparse.Namespace) -> int:
                 continue
             done += 1
     finally:
+        if outputs is not None:
+            outputs.discard_all()  # an interrupted file leaves no temporary files; finished ones stay
         progress.close()
     _summary(args, done, total, len(skipped), audio_seconds, time.perf_counter() - started, failures)
     return 1 if failures else 0
+
+
+class _Outputs:
+    """The ``-o`` files of each input, written segment by segment as the pipeline hands them over."""
+
+    def __init__(self, inputs: list[_Input], formats: list[str], args: argparse.Namespace, limits: CueLimits):
+        self.inputs, self.formats, self.args, self.limits = inputs, formats, args, limits
+        self.open: dict[int, ProgressiveOutputs] = {}
+        self.replaced: dict[int, list[Path]] = {}
+        self.failed: dict[int, OSError] = {}  # a write failed: reported with the input's result
+
+    def _files(self, index: int) -> ProgressiveOutputs:
+        if index not in self.open:
+            files = ProgressiveOutputs(Path(self.args.output_dir), self.inputs[index].name, self.formats, self.limits)
+            self.replaced[index] = [p for p in files.paths if p.exists()]
+            self.open[index] = files
+        return self.open[index]
+
+    def add(self, index: int, segment: Segment) -> None:
+        if index in self.failed:
+            return
+        try:
+            self._files(index).add(segment)
+        except OSError as exc:  # not the other inputs' problem: said once this input is done
+            self.failed[index] = exc
+            self.discard(index)
+
+    def finish(self, index: int, result: Transcription, progress: AudioProgress) -> None:
+        if index in self.failed:
+            raise self.failed.pop(index)
+        files = self._files(index)
+        del self.open[index]
+        files.finish(result)
+        replaced = self.replaced.pop(index)
+        if replaced and not self.args.overwrite and not self.args.quiet:
+            names = ", ".join(printable(str(p)) for p in replaced)
+            progress.write(f"warning: {self.inputs[index].label}: replaced {names} (--skip-existing keeps them, "
+                           "--overwrite replaces them without this warning)", to_stderr=True)
+
+    def discard(self, index: int) -> None:
+        files = self.open.pop(index, None)
+        if files is not None:
+            files.discard()
+
+    def discard_all(self) -> None:
+        for index in list(self.open):
+            self.discard(index)
 
 
 def _skipped(inputs: list[_Input], formats: list[str], args: argparse.Namespace) -> list[_Input]:
@@ -282,19 +340,11 @@ def _summary(args: argparse.Namespace, done: int, total: int, skipped: int, audi
     print("; ".join(parts), file=sys.stderr)
 
 
-def _emit(
-    result: Transcription, item: _Input, formats: list[str], args: argparse.Namespace, limits: CueLimits,
-    progress: AudioProgress, several: bool,
+def _print(
+    result: Transcription, item: _Input, formats: list[str], limits: CueLimits, progress: AudioProgress,
+    several: bool,
 ) -> None:
-    if args.output_dir:
-        directory = Path(args.output_dir)
-        replaced = [p for p in output_paths(directory, item.name, formats) if p.exists()]
-        write_outputs(result, directory, item.name, formats, limits)
-        if replaced and not args.overwrite and not args.quiet:
-            names = ", ".join(printable(str(p)) for p in replaced)
-            progress.write(f"warning: {item.label}: replaced {names} (--skip-existing keeps them, "
-                           "--overwrite replaces them without this warning)", to_stderr=True)
-    elif formats == ["txt"]:
+    if formats == ["txt"]:
         progress.write((f"{item.label}\t" if several else "") + result.text)
     else:
         progress.write(render(result, formats[0], limits).rstrip("\n"))

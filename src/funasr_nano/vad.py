@@ -4,7 +4,8 @@ Fun-ASR-Nano is a segment-level model (whole long clips loop or stop early), so 
 speech segments of at most ~30 s. The silero-vad weights ship inside the ``silero-vad`` wheel; they are
 run here as one batched pass over the whole recording (the convolutional front end is independent per
 32 ms frame, only the LSTM is sequential): the same probabilities as silero's own frame-by-frame loop,
-~10x faster on CPU, and on CUDA when the model runs there.
+~10x faster on CPU, and on CUDA when the model runs there. :class:`SpeechScanner` finds the same speech
+in a recording that arrives in chunks, keeping two numbers per 32 ms frame and less than one pass of audio.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ CONTEXT_SAMPLES = 64  # each window sees the last 64 samples of the previous one
 FRAME_SECONDS = FRAME_SAMPLES / SAMPLE_RATE
 _FRAMES_PER_PASS = 4096  # ~2 min of audio per batched pass bounds memory on hour-long files
 _ENCODER_STRIDES = (1, 2, 2, 1)
+LSTMState = tuple[torch.Tensor, torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -102,14 +104,20 @@ class SileroVAD:
         padded = torch.zeros(CONTEXT_SAMPLES + frames * FRAME_SAMPLES, device=self.device)
         padded[CONTEXT_SAMPLES : CONTEXT_SAMPLES + samples.size] = torch.from_numpy(samples).to(self.device)
         windows = padded.unfold(0, CONTEXT_SAMPLES + FRAME_SAMPLES, FRAME_SAMPLES)
-        weight, bias = self.head
         state = None
         probabilities = []
         for first in range(0, frames, _FRAMES_PER_PASS):
-            features = self._frame_features(windows[first : first + _FRAMES_PER_PASS])
-            hidden, state = self.lstm(features[None], state)  # the state carries over to the next pass
-            probabilities.append(torch.sigmoid(F.relu(hidden[0]) @ weight[0, :, 0] + bias))
+            found, state = self.pass_probabilities(windows[first : first + _FRAMES_PER_PASS], state)
+            probabilities.append(found)
         return torch.cat(probabilities).cpu().numpy()
+
+    def pass_probabilities(self, windows: torch.Tensor, state: LSTMState | None
+                           ) -> tuple[torch.Tensor, LSTMState]:
+        """One pass: [N, 576] windows -> N probabilities, and the LSTM state the next pass starts from."""
+        features = self._frame_features(windows)
+        hidden, state = self.lstm(features[None], state)  # the state carries over to the next pass
+        weight, bias = self.head
+        return torch.sigmoid(F.relu(hidden[0]) @ weight[0, :, 0] + bias), state
 
 
 @lru_cache(maxsize=4)
@@ -125,6 +133,11 @@ def _smooth(values: np.ndarray, width: int) -> np.ndarray:
     return np.convolve(values, np.ones(width, np.float32) / width, mode="same")
 
 
+def frame_energy(frames: np.ndarray) -> np.ndarray:
+    """Loudness in dB of each row of [N, 512] samples (one 32 ms frame per row)."""
+    return 10 * np.log10(np.mean(frames**2, axis=1) + 1e-10)
+
+
 def quietness(samples: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
     """Per-frame score, lowest where a cut hurts least: speech probability plus relative loudness.
 
@@ -136,7 +149,13 @@ def quietness(samples: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
         return np.zeros(0, np.float32)
     padded = np.zeros(frames * FRAME_SAMPLES, np.float32)
     padded[: samples.size] = samples
-    energy = 10 * np.log10(np.mean(padded.reshape(frames, FRAME_SAMPLES) ** 2, axis=1) + 1e-10)
+    return quietness_from_energy(frame_energy(padded.reshape(frames, FRAME_SAMPLES)), probabilities)
+
+
+def quietness_from_energy(energy: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
+    """:func:`quietness` from each frame's :func:`frame_energy`: the loudness is relative to the whole file."""
+    if probabilities.size == 0:
+        return np.zeros(0, np.float32)
     spread = float(energy.max() - energy.min())
     loudness = (energy - energy.min()) / spread if spread > 0 else np.zeros_like(energy)
     return _smooth(probabilities, 5) + _smooth(loudness.astype(np.float32), 5)
@@ -266,3 +285,55 @@ def find_speech(samples: np.ndarray, options: VadOptions | None = None, device: 
     score = quietness(samples, probabilities)
     spans = segments_from_probabilities(probabilities, samples.size, options or VadOptions(), score)
     return SpeechMap(spans, score)
+
+
+class SpeechScanner:
+    """:func:`find_speech` for a recording that arrives in chunks: :meth:`add` each chunk of 16 kHz mono
+    samples, then :meth:`finish`. The network runs over the same passes of frames as there (so the same
+    probabilities, bit for bit); kept are a probability and an energy per 32 ms frame and less than one
+    pass (~2 min) of audio. The speech is known only at the end, since the cut scores are relative to the
+    loudest and quietest frames of the whole recording."""
+
+    def __init__(self, options: VadOptions | None = None, device: str = "cpu"):
+        self.options = options or VadOptions()
+        self.vad = load_vad(device)
+        self.samples = 0  # added so far
+        # One pass of audio after the 64 samples of context before it (zeros at the start), filled in place.
+        self._buffer = np.zeros(CONTEXT_SAMPLES + _FRAMES_PER_PASS * FRAME_SAMPLES, np.float32)
+        self._filled = CONTEXT_SAMPLES
+        self._state: LSTMState | None = None
+        self._probabilities: list[np.ndarray] = []
+        self._energy: list[np.ndarray] = []
+
+    def add(self, samples: np.ndarray) -> None:
+        self.samples += samples.size
+        while samples.size:
+            taken = min(samples.size, self._buffer.size - self._filled)
+            self._buffer[self._filled : self._filled + taken] = samples[:taken]
+            self._filled += taken
+            samples = samples[taken:]
+            if self._filled == self._buffer.size:
+                self._run(self._buffer)
+                self._buffer[:CONTEXT_SAMPLES] = self._buffer[-CONTEXT_SAMPLES:]
+                self._filled = CONTEXT_SAMPLES
+
+    def finish(self) -> SpeechMap:
+        if self._filled > CONTEXT_SAMPLES:
+            end = CONTEXT_SAMPLES + -(-(self._filled - CONTEXT_SAMPLES) // FRAME_SAMPLES) * FRAME_SAMPLES
+            self._buffer[self._filled : end] = 0  # the last frame zero-padded
+            self._run(self._buffer[:end])
+        self._filled = CONTEXT_SAMPLES
+        probabilities = np.concatenate(self._probabilities) if self._probabilities else np.zeros(0, np.float32)
+        energy = np.concatenate(self._energy) if self._energy else np.zeros(0, np.float32)
+        score = quietness_from_energy(energy, probabilities)
+        return SpeechMap(segments_from_probabilities(probabilities, self.samples, self.options, score), score)
+
+    @torch.inference_mode()
+    def _run(self, padded: np.ndarray) -> None:
+        """One pass over whole frames (the zero-padded last frame included), after their context."""
+        frames = padded[CONTEXT_SAMPLES:].reshape(-1, FRAME_SAMPLES)
+        self._energy.append(np.concatenate([frame_energy(frames[row : row + 256])
+                                            for row in range(0, len(frames), 256)]))
+        windows = torch.from_numpy(padded).to(self.vad.device).unfold(0, CONTEXT_SAMPLES + FRAME_SAMPLES, FRAME_SAMPLES)
+        found, self._state = self.vad.pass_probabilities(windows, self._state)
+        self._probabilities.append(found.cpu().numpy())

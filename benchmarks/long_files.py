@@ -1,0 +1,127 @@
+"""Peak memory and wall time of the CLI against recording length: flat memory, linear time.
+
+Synthesizes 16 kHz WAVs of the given lengths by tiling the demo clips (tests/data/demo) with 0.3-2.5 s
+pauses of light noise (written block by block, so this script stays small too), runs
+``funasr-nano transcribe FILE -o DIR`` on each in a subprocess, and records the child's peak RSS
+(getrusage of a measuring process that runs only that child) and wall time. The model's own footprint
+is measured the same way (a process that loads it and transcribes one clip). Large files go under
+--tmp and are deleted afterwards.
+
+    python benchmarks/long_files.py --minutes 5 60 180 \\
+        --out benchmarks/results/2026-12-03-cpu-long-files-demo.json
+    # GPU, full-size random checkpoint (benchmarks/build_checkpoint.py DIR first):
+    python benchmarks/long_files.py --model DIR --device cuda --minutes 5 60 180 600 \\
+        --out benchmarks/results/2026-12-XX-h200-long-files-random.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import soundfile
+from common import ROOT, provenance
+
+SAMPLE_RATE = 16000
+
+
+def synthesize(path: Path, seconds: float, seed: int = 0) -> float:
+    """A WAV of at least ``seconds``: the demo clips in turn, each followed by a pause of light noise."""
+    from funasr_nano.audio import load_audio
+
+    clips = [load_audio(p) for p in sorted((ROOT / "tests" / "data" / "demo").glob("*.flac"))]
+    rng = np.random.default_rng(seed)
+    written = 0
+    with soundfile.SoundFile(path, "w", SAMPLE_RATE, 1, "PCM_16") as out:
+        index = 0
+        while written < seconds * SAMPLE_RATE:
+            pause = (rng.standard_normal(int(rng.uniform(0.3, 2.5) * SAMPLE_RATE)) * 0.003).astype(np.float32)
+            block = np.concatenate([clips[index % len(clips)], pause])
+            out.write(block)
+            written += block.size
+            index += 1
+    return written / SAMPLE_RATE
+
+
+def measure(command: list[str]) -> dict:
+    """Run ``command`` in a process that runs nothing else, so its children's peak RSS is the command's."""
+    probe = (
+        "import json, resource, subprocess, sys, time; started = time.perf_counter(); "
+        "rc = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL).returncode; "
+        "print(json.dumps({'rc': rc, 'wall_s': time.perf_counter() - started, "
+        "'peak_rss_mb': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe, *command], capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--minutes", type=float, nargs="+", default=[5, 60, 180])
+    parser.add_argument("--model", default="demo")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--tmp", default=tempfile.gettempdir())
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    python = sys.executable
+    cli = [python, "-m", "funasr_nano", "transcribe", "-m", args.model, "--device", args.device, "-q"]
+    if args.batch_size:
+        cli += ["--batch-size", str(args.batch_size)]
+    work = Path(tempfile.mkdtemp(prefix="funasr-nano-long-", dir=args.tmp))
+    rows = []
+    try:
+        clip = sorted((ROOT / "tests" / "data" / "demo").glob("*.flac"))[0]
+        baseline = measure([*cli, str(clip)])
+        print(f"model + one clip: {baseline['peak_rss_mb']:.0f} MB, {baseline['wall_s']:.1f} s", flush=True)
+        for minutes in args.minutes:
+            wav = work / f"{minutes:g}min.wav"
+            seconds = synthesize(wav, minutes * 60)
+            out = work / f"out-{minutes:g}"
+            result = measure([*cli, str(wav), "-o", str(out)])
+            segments = len(json.loads((out / f"{wav.stem}.json").read_text())["segments"]) if result["rc"] == 0 else 0
+            row = {
+                "minutes": minutes,
+                "audio_s": round(seconds, 1),
+                "file_mb": round(wav.stat().st_size / 2**20, 1),
+                "whole_file_float32_mb": round(seconds * SAMPLE_RATE * 4 / 2**20, 1),
+                "segments": segments,
+                "rc": result["rc"],
+                "wall_s": round(result["wall_s"], 1),
+                "peak_rss_mb": round(result["peak_rss_mb"], 1),
+                "over_model_mb": round(result["peak_rss_mb"] - baseline["peak_rss_mb"], 1),
+                "x_realtime": round(seconds / result["wall_s"], 1),
+            }
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+            wav.unlink()
+            shutil.rmtree(out, ignore_errors=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    report = {
+        **provenance("long files: CLI peak RSS and wall time against duration", args.device),
+        "model": args.model,
+        "cli": " ".join(cli[1:]) + " FILE -o DIR",
+        "input": "16 kHz PCM_16 WAV: demo clips tiled with 0.3-2.5 s pauses of light noise",
+        "rss": "ru_maxrss of the CLI process (getrusage RUSAGE_CHILDREN of a process running only it)",
+        "baseline": {
+            "what": "the same CLI on one demo clip (model loaded, VAD, one decode)",
+            "peak_rss_mb": round(baseline["peak_rss_mb"], 1),
+            "wall_s": round(baseline["wall_s"], 1),
+        },
+        "runs": rows,
+    }
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
