@@ -54,7 +54,7 @@ def quality(paths: dict[str, Path]) -> dict[str, dict]:
     rates = {}
     for mode, path in paths.items():
         results = json.loads(path.read_text())["results"]
-        rates[mode] = {f"{r['split']}-{r['lang']}": r["rate"] for r in results if r["split"] == "sentences"}
+        rates[mode] = {f"sentences-{lang}": figures["error_rate"] for lang, figures in results["sentences"].items()}
     if "fp32" not in rates:
         return {mode: {"error_rates": r} for mode, r in rates.items()}
     reference = rates["fp32"]
