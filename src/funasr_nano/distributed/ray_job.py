@@ -220,7 +220,13 @@ def transcribe_collection(
         vad = VadOptions() if decode.vad else None
         dataset = (
             ray.data.from_items([asdict(job) for job in todo], override_num_blocks=len(todo))
-            .map(_prepare, fn_kwargs={"vad": vad, "resampler": decode.resampler}, num_cpus=1)
+            # With CPU replicas the reading asks for the replica's cores, so Ray fuses it into the replicas'
+            # tasks: reading tasks of their own could find every core held by a replica and wait forever.
+            .map(
+                _prepare,
+                fn_kwargs={"vad": vad, "resampler": decode.resampler},
+                num_cpus=1 if gpus_per_replica else cpus_per_replica,
+            )
             .map_batches(
                 Replica,
                 fn_constructor_kwargs={
