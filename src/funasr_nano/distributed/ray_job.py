@@ -178,7 +178,7 @@ def transcribe_collection(
     replicas: int = 1,
     gpus_per_replica: float | None = None,
     cpus_per_replica: float = 1.0,
-    files_per_batch: int = 8,
+    files_per_batch: int = 64,
     address: str | None = None,
     overwrite: bool = False,
     progress: bool = True,
