@@ -223,7 +223,7 @@ def test_mp3_decodes_through_pyav_not_libsndfile(tmp_path, monkeypatch):
 
     path = tmp_path / "a.mp3"
     soundfile.write(path, tone(), RATE, format="MP3")
-    monkeypatch.setattr(audio, "_decode_soundfile", lambda *a: pytest.fail("libsndfile got the mp3"))
+    monkeypatch.setattr(audio, "_soundfile_chunks", lambda *a: pytest.fail("libsndfile got the mp3"))
     check_decoded(load_audio(path))
     check_decoded(load_audio(io.BytesIO(path.read_bytes())))
 

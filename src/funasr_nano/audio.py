@@ -100,20 +100,6 @@ def _to_mono_float(samples: np.ndarray, channels_last: bool | None = None) -> np
     return samples
 
 
-def _decode_soundfile(source: str | IO[bytes], max_seconds: float | None) -> tuple[np.ndarray, int]:
-    import soundfile
-
-    with soundfile.SoundFile(source) as audio:
-        rate = check_sample_rate(audio.samplerate, AudioError)
-        limit = _Limit(max_seconds, rate)
-        limit.check_declared(audio.frames / rate if audio.frames > 0 else None)
-        # Reading one sample past the limit tells a longer file from one of exactly the limit.
-        wanted = -1 if limit.max_samples is None else limit.max_samples + 1
-        samples = audio.read(frames=wanted, dtype="float32", always_2d=True)
-    limit.check_decoded(len(samples))
-    return samples.mean(axis=1), rate
-
-
 def _soundfile_chunks(source: str | IO[bytes], max_seconds: float | None) -> Iterator[tuple[np.ndarray, int]]:
     """The file's samples at its own rate, channels averaged, a block at a time, with the rate."""
     import soundfile
@@ -172,27 +158,6 @@ def _av_chunks(container: Any, stream: Any) -> Iterator[np.ndarray]:
         yield converted.to_ndarray().mean(axis=0)
 
 
-def _collect(chunks: Iterator[np.ndarray], limit: _Limit) -> np.ndarray:
-    """The chunks joined, stopping (and raising) as soon as they pass ``limit``."""
-    parts, total = [], 0
-    for chunk in chunks:
-        total += chunk.size
-        limit.check_decoded(total)
-        parts.append(chunk.astype(np.float32, copy=False))
-    return np.concatenate(parts) if parts else np.zeros(0, np.float32)
-
-
-def _decode_av(source: str | IO[bytes], max_seconds: float | None) -> tuple[np.ndarray, int]:
-    import av  # m4a/aac/webm/mp4/mp3 and anything ffmpeg reads
-
-    with av.open(source, mode="r") as container:
-        stream = _av_audio_stream(container)
-        rate = check_sample_rate(stream.rate, AudioError)
-        limit = _Limit(max_seconds, rate)
-        _check_av_duration(container, limit)
-        return _collect(_av_chunks(container, stream), limit), rate
-
-
 def looks_like_mp3(head: bytes) -> bool:
     """An ID3 tag or an MPEG audio frame header (layer I-III; ADTS AAC has layer bits 00)."""
     return head.startswith(b"ID3") or (len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0
@@ -229,20 +194,12 @@ def _undecodable(label: str, errors: list[str]) -> AudioError:
 
 
 def _decode(source: str | IO[bytes], label: str, max_seconds: float | None) -> tuple[np.ndarray, int]:
-    decoders = (_decode_av,) if _is_mp3(source, label) else (_decode_soundfile, _decode_av)
-    errors = []
-    for decoder in decoders:
-        if not isinstance(source, str):
-            source.seek(0)
-        try:
-            return decoder(source, max_seconds)
-        except ImportError:
-            errors.append("PyAV not installed")
-        except AudioError:
-            raise
-        except Exception as exc:
-            errors.append(type(exc).__name__)
-    raise _undecodable(label, errors)
+    """The whole file at its own rate: :func:`_decoded_chunks` joined, so a file read whole and a file
+    read in chunks are decoded by one code path."""
+    chunks = list(_decoded_chunks(source, label, max_seconds))
+    if not chunks:  # no samples: refused by the caller, whatever the rate
+        return np.zeros(0, np.float32), 16_000
+    return np.concatenate([part for part, _ in chunks]), chunks[0][1]
 
 
 def _decoded_chunks(source: str | IO[bytes], label: str, max_seconds: float | None
