@@ -94,48 +94,14 @@ def main() -> None:
         for round_index in range(args.rounds):
             for name in runs:
                 out = Path(tmp) / f"{name}-{round_index}.json"
+                shared = ["--model", str(args.model), "--json", str(out), "--device", "cpu", "--workloads", "L1",
+                          "--repeats", "1", "--threads", threads]
                 if name == "official":
-                    command = [
-                        python,
-                        str(HERE / "bench_peers.py"),
-                        "official",
-                        "--model",
-                        str(args.model),
-                        "--json",
-                        str(out),
-                        "--device",
-                        "cpu",
-                        "--workloads",
-                        "L1",
-                        "--dtypes",
-                        "fp32",
-                        "--repeats",
-                        "1",
-                        "--threads",
-                        threads,
-                    ]
+                    command = [python, str(HERE / "bench_peers.py"), "official", *shared, "--dtypes", "fp32"]
                 else:
                     dtype, int8 = MODES[name]
-                    command = [
-                        python,
-                        str(HERE / "bench_ours.py"),
-                        "--model",
-                        str(args.model),
-                        "--json",
-                        str(out),
-                        "--device",
-                        "cpu",
-                        "--dtype",
-                        dtype,
-                        "--workloads",
-                        "L1",
-                        "--repeats",
-                        "1",
-                        "--warmups",
-                        "1",
-                        "--threads",
-                        threads,
-                    ] + (["--int8"] if int8 else [])
+                    command = [python, str(HERE / "bench_ours.py"), *shared, "--dtype", dtype, "--warmups", "1"]
+                    command += ["--int8"] if int8 else []
                 runs[name].append(run(command, out))
                 print(
                     name,
