@@ -87,7 +87,12 @@ class CTCConfig:
     """The CTC head: a Transformer adaptor on the encoder output (``ctc_decoder``), then ``ctc.ctc_lo``."""
 
     decoder: AdaptorConfig
-    vocab_size: int = CTC_VOCAB_SIZE  # blank = vocab_size - 1
+    vocab_size: int = CTC_VOCAB_SIZE
+
+    @property
+    def blank_id(self) -> int:
+        """The last id, as the official ``blank_id`` default."""
+        return self.vocab_size - 1
 
 
 @dataclass(frozen=True)

@@ -35,10 +35,6 @@ class CTCHead(nn.Module):
         self.ctc_decoder = AudioAdaptor(config.decoder)
         self.ctc = _CTC(config.decoder.llm_dim, config.vocab_size)
 
-    @property
-    def blank_id(self) -> int:
-        return self.config.vocab_size - 1
-
     @classmethod
     def from_tensors(cls, config: CTCConfig, tensors: Mapping[str, torch.Tensor | mx.array], source: str) -> CTCHead:
         """Keys as in the official checkpoint (``ctc_decoder.*``, ``ctc.ctc_lo.*``), torch tensors (from a
@@ -67,7 +63,7 @@ class CTCHead(nn.Module):
                 continue
             # One segment at a time: the full log-softmax is frames x vocabulary (60,515 for the hub head).
             log_probs = nn.log_softmax(self.ctc.ctc_lo(h), axis=-1)  # as the official CTC.log_softmax
-            columns = mx.take(log_probs, mx.array([self.blank_id, *target], dtype=mx.int32), axis=1)
+            columns = mx.take(log_probs, mx.array([self.config.blank_id, *target], dtype=mx.int32), axis=1)
             ids = mx.argmax(log_probs, axis=-1)
             mx.eval(columns, ids)
             greedy[index] = ids.tolist()

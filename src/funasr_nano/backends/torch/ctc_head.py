@@ -28,10 +28,6 @@ class CTCHead(nn.Module):
         self.ctc_decoder = AudioAdaptor(config.decoder)
         self.ctc = _CTC(config.decoder.llm_dim, config.vocab_size)
 
-    @property
-    def blank_id(self) -> int:
-        return self.config.vocab_size - 1
-
     @staticmethod
     def expected_shapes(config: CTCConfig) -> dict[str, tuple[int, ...]]:
         with torch.device("meta"):
@@ -68,7 +64,7 @@ class CTCHead(nn.Module):
                 continue
             log_probs = F.log_softmax(self.ctc.ctc_lo(h), dim=-1)  # as the official CTC.log_softmax
             greedy[index] = log_probs.argmax(-1).tolist()
-            columns = torch.tensor([self.blank_id, *target], device=log_probs.device)
+            columns = torch.tensor([self.config.blank_id, *target], device=log_probs.device)
             gathered.append(log_probs[:, columns])
             wanted.append(index)
         alignments = forced_align(gathered, [targets[i] or [] for i in wanted])
