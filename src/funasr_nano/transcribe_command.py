@@ -105,6 +105,16 @@ def expand_inputs(arguments: Sequence[str]) -> tuple[list[_Input], list[str]]:
     return unique, errors
 
 
+def free_name(name: str, taken: set[str]) -> str:
+    """``name``, or ``name-2``, ``name-3``... whichever is not yet in ``taken`` (case-folded: on macOS and
+    Windows A.srt and a.srt are one file); the name returned is added to ``taken``."""
+    candidate, number = name, 2
+    while candidate.casefold() in taken:
+        candidate, number = f"{name}-{number}", number + 1
+    taken.add(candidate.casefold())
+    return candidate
+
+
 def _name_outputs(inputs: list[_Input]) -> None:
     """Each input's path below the folder all inputs' roots share, without its suffix; inputs that
     would still share a name (x.wav and x.mp3) keep their suffix (x.wav.srt), then get a number."""
@@ -118,15 +128,11 @@ def _name_outputs(inputs: list[_Input]) -> None:
     counts: dict[str, int] = {}
     for item in inputs:
         counts[item.name.casefold()] = counts.get(item.name.casefold(), 0) + 1
-    taken: set[str] = set()  # case-folded: on macOS and Windows A.srt and a.srt are one file
+    taken: set[str] = set()
     for item in inputs:
         suffix = "" if item.path is None else item.path.suffix
         name = item.name if counts[item.name.casefold()] == 1 else item.name + suffix
-        candidate, number = name, 2
-        while candidate.casefold() in taken:
-            candidate, number = f"{name}-{number}", number + 1
-        item.name = candidate
-        taken.add(candidate.casefold())
+        item.name = free_name(name, taken)
 
 
 def read_hotwords(inline: str | None, file: str | None) -> list[str]:

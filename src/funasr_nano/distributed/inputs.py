@@ -36,7 +36,7 @@ def collect_jobs(arguments: Sequence[str]) -> tuple[list[Job], list[str]]:
     A file ending in .txt, .lst or .list is a list: one path or URL per line (blank lines and lines
     starting with # are skipped). Local inputs are named as ``funasr-nano transcribe`` names them.
     """
-    from ..transcribe_command import expand_inputs
+    from ..transcribe_command import expand_inputs, free_name
 
     local: list[str] = []
     urls: list[str] = []
@@ -59,13 +59,8 @@ def collect_jobs(arguments: Sequence[str]) -> tuple[list[Job], list[str]]:
             raise UsageError("- (standard input) cannot be sent to a cluster: name files, folders or URLs")
         jobs.extend(Job(str(item.path), item.name) for item in inputs)
     if urls:
-        taken = {job.name for job in jobs}
-        for url, name in zip(urls, _url_names(urls), strict=True):
-            candidate, number = name, 2
-            while candidate in taken:
-                candidate, number = f"{name}-{number}", number + 1
-            taken.add(candidate)
-            jobs.append(Job(url, candidate))
+        taken = {job.name.casefold() for job in jobs}
+        jobs.extend(Job(url, free_name(name, taken)) for url, name in zip(urls, _url_names(urls), strict=True))
     return jobs, errors
 
 
