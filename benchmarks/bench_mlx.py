@@ -27,7 +27,7 @@ from common import L1_SAMPLES, L1_TOKENS, SAMPLE_RATE, l1_audio, peak_rss_gb, su
 
 import funasr_nano
 from funasr_nano.backends.mlx.generate import greedy_generate
-from funasr_nano.features import extract_features
+from funasr_nano.frontend.features import extract_features
 
 
 def timed(fn, repeats: int) -> tuple[list[float], object]:

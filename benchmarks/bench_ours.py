@@ -40,9 +40,9 @@ from common import (
 )
 
 import funasr_nano
-from funasr_nano.audio import load_audio
 from funasr_nano.backends.torch.engine import GenerationRequest, GreedyEngine
-from funasr_nano.features import extract_features
+from funasr_nano.frontend.audio import load_audio
+from funasr_nano.frontend.features import extract_features
 
 # Decode-step time = difference of two generate calls, so prefill and setup cancel out.
 D1_SHORT, D1_LONG = 4, 36

@@ -43,7 +43,7 @@ def build_official(work: Path) -> float:
 def compare(work: Path, device: str) -> dict:
     import funasr_nano
     from funasr_nano.backends.torch.qwen3 import prompt_logits
-    from funasr_nano.features import extract_features
+    from funasr_nano.frontend.features import extract_features
 
     reference = torch.load(work / "reference.pt", weights_only=True)
     started = time.perf_counter()

@@ -126,7 +126,7 @@ class Server:
     """``funasr-nano serve`` on 127.0.0.1 at a free port, its stderr drained into ``log``."""
 
     def __init__(self, args: argparse.Namespace):
-        self.command = [sys.executable, "-m", "funasr_nano.cli", "serve", "--model", args.model,
+        self.command = [sys.executable, "-m", "funasr_nano.cli.main", "serve", "--model", args.model,
                         "--host", "127.0.0.1", "--port", "0", "--device", args.device, "--dtype", args.dtype,
                         "--batch-size", str(args.batch_size), "--batch-window-ms", str(args.batch_window_ms),
                         "--max-queue", str(max(64, 2 * args.clients))]

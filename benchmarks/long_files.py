@@ -33,7 +33,7 @@ SAMPLE_RATE = 16000
 
 def synthesize(path: Path, seconds: float, seed: int = 0) -> float:
     """A WAV of at least ``seconds``: the demo clips in turn, each followed by a pause of light noise."""
-    from funasr_nano.audio import load_audio
+    from funasr_nano.frontend.audio import load_audio
 
     clips = [load_audio(p) for p in sorted((ROOT / "tests" / "data" / "demo").glob("*.flac"))]
     rng = np.random.default_rng(seed)

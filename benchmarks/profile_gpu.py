@@ -21,7 +21,7 @@ from funasr_nano.backends.torch import fused as fused_module
 from funasr_nano.backends.torch import triton_ops as ops
 from funasr_nano.backends.torch.engine import GenerationRequest, GreedyEngine
 from funasr_nano.backends.torch.qwen3 import attention_mask
-from funasr_nano.features import extract_features
+from funasr_nano.frontend.features import extract_features
 
 
 def bench_ms(fn, repeats: int = 200) -> float:

@@ -2,7 +2,7 @@
 
     PYTHONPATH=src python benchmarks/resample_vs_torchaudio.py [--json PATH] [--commit SHA]
 
-Needs only torch, torchaudio and numpy (it imports ``funasr_nano.resample`` alone, not the package's
+Needs only torch, torchaudio and numpy (it imports ``funasr_nano.frontend.resample`` alone, not the package's
 heavier modules, and not benchmarks/common.py, whose oracle imports need the official toolkit). For each
 input rate it resamples noise and a tone of several lengths to 16 kHz with
 ``torchaudio.transforms.Resample(rate, 16000)`` (the official loader's call, on the CPU as there; and
@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torchaudio
 
-from funasr_nano.resample import _plan, output_length, resample_like_torchaudio
+from funasr_nano.frontend.resample import _plan, output_length, resample_like_torchaudio
 
 COMMON_RATES = (8000, 11025, 22050, 24000, 32000, 44100, 48000)
 # Odd ones: 12345, 32050 and 7919 (prime) do not reduce well against 16000; 44056 takes our grouped

@@ -148,7 +148,7 @@ def reference_words(model, audio: np.ndarray, text: str) -> list:  # type: ignor
     aligner's accuracy without the recogniser's errors (torch backend)."""
     import torch
 
-    from funasr_nano.timestamps import aligned_words
+    from funasr_nano.decoding.words import aligned_words
 
     backend, tokenizer = model.backend, model.ctc_tokenizer
     ids = tokenizer.encode(text)
@@ -239,7 +239,7 @@ def attach_random_ctc_head(model, seed: int = 0) -> None:  # type: ignore[no-unt
 
     from funasr_nano.backends.torch.ctc_head import CTCHead
     from funasr_nano.checkpoint import ctc_config_for_borrowed
-    from funasr_nano.ctc_tokenizer import CTCTokenizer, special_tokens
+    from funasr_nano.text.ctc_tokenizer import CTCTokenizer, special_tokens
 
     config = ctc_config_for_borrowed(model.config)
     rng = random.Random(seed)

@@ -19,8 +19,8 @@ import torch
 
 import funasr_nano
 from funasr_nano import demo
-from funasr_nano.audio import load_audio
-from funasr_nano.features import SAMPLE_RATE, extract_features
+from funasr_nano.frontend.audio import load_audio
+from funasr_nano.frontend.features import SAMPLE_RATE, extract_features
 
 
 def median_seconds(run, repeats: int, device: torch.device) -> float:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from funasr_nano.audio import load_audio
+from funasr_nano.frontend.audio import load_audio
 
 DATA = Path(__file__).parent / "data"
 SPEECH_FILE = DATA / "speech.ogg"

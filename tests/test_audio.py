@@ -13,8 +13,8 @@ import pytest
 import soundfile
 import torch
 
-from funasr_nano.audio import load_audio
 from funasr_nano.errors import AudioError, AudioTooLongError, UsageError
+from funasr_nano.frontend.audio import load_audio
 
 RATE = 44100
 SECONDS = 1.5
@@ -98,7 +98,7 @@ def quiet(seconds: float, rate: int) -> np.ndarray:
                                                             (".m4a", "mp4", "aac")])
 def test_a_declared_duration_over_the_limit_is_refused_before_decoding(tmp_path, monkeypatch, suffix, container,
                                                                        codec):
-    import funasr_nano.audio as audio
+    import funasr_nano.frontend.audio as audio
 
     path = tmp_path / f"long{suffix}"
     if container is None:
@@ -112,7 +112,7 @@ def test_a_declared_duration_over_the_limit_is_refused_before_decoding(tmp_path,
 
 
 def test_without_a_declared_duration_decoding_stops_at_the_limit(tmp_path, monkeypatch):
-    import funasr_nano.audio as audio
+    import funasr_nano.frontend.audio as audio
 
     path = tmp_path / "long.aac"  # raw ADTS: FFmpeg only guesses its duration, so decoding decides
     encode(path, "adts", "aac", quiet(60, 48000), 48000)
@@ -219,7 +219,7 @@ def test_a_corrupt_mp3_prints_nothing_on_the_terminal(tmp_path, capfd):
 
 
 def test_mp3_decodes_through_pyav_not_libsndfile(tmp_path, monkeypatch):
-    import funasr_nano.audio as audio
+    import funasr_nano.frontend.audio as audio
 
     path = tmp_path / "a.mp3"
     soundfile.write(path, tone(), RATE, format="MP3")

@@ -10,8 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from funasr_nano.batching import BatcherClosedError, BatchingBackend
-from funasr_nano.prompt import PromptIds
+from funasr_nano.serve.batching import BatcherClosedError, BatchingBackend
+from funasr_nano.text.prompt import PromptIds
 
 
 class FakeBackend:

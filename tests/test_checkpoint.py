@@ -254,7 +254,7 @@ def test_missing_config_yaml_is_named(official_tiny, tmp_path):
 
 
 def test_damaged_files_from_the_cli_are_one_error_line_and_status_2(official_tiny, tmp_path, capsys):
-    from funasr_nano.cli import main
+    from funasr_nano.cli.main import main
 
     model_dir = copy_model_dir(official_tiny.model_dir, tmp_path / "m")
     audio = tmp_path / "a.wav"

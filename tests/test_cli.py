@@ -11,9 +11,9 @@ import soundfile
 from speech_data import SAMPLE_RATE, layout, phrases
 from subtitles import parse_srt, parse_vtt
 
-from funasr_nano.cli import main
+from funasr_nano.cli.main import main
+from funasr_nano.cli.transcribe import expand_inputs, read_hotwords
 from funasr_nano.errors import UsageError
-from funasr_nano.transcribe_command import expand_inputs, read_hotwords
 
 FAST = ["--device", "cpu", "--max-new-tokens", "4"]
 
@@ -208,7 +208,7 @@ class ClosedPipe:
 
 
 def test_a_closed_stdout_stops_the_decode_quietly(recordings, official_tiny, monkeypatch, capsys):
-    import funasr_nano.pipeline as pipeline
+    import funasr_nano.api as pipeline
 
     pulled: list[object] = []
     transcribe_many = pipeline.FunASRNano.transcribe_many
@@ -275,7 +275,7 @@ def test_variant_and_hub_flags_reach_the_loader(recordings, official_tiny, monke
 
 
 def test_the_resampler_flag_reaches_the_audio_loader(recordings, official_tiny, monkeypatch, capsys):
-    import funasr_nano.longform as longform
+    import funasr_nano.decoding.longform as longform
 
     seen: list[str] = []
     stream_audio = longform.stream_audio  # files are read in chunks, by this, in both passes

@@ -18,7 +18,7 @@ def console_script() -> list[str]:
     if installed.exists():
         return [str(installed)]
     found = shutil.which("funasr-nano")
-    return [found] if found else [sys.executable, "-m", "funasr_nano.cli"]
+    return [found] if found else [sys.executable, "-m", "funasr_nano.cli.main"]
 
 
 def test_transcribe_prints_text_for_wav_and_mp3(official_tiny, tmp_path):
@@ -67,7 +67,7 @@ def test_python_dash_m_reads_audio_from_standard_input(official_tiny, tmp_path):
 PROBE = """
 import sys, time
 started = time.perf_counter()
-from funasr_nano.cli import main
+from funasr_nano.cli.main import main
 try:
     status = main(sys.argv[1:])
 except SystemExit as exit:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from funasr_nano.ctc_tokenizer import CTCTokenizer, greedy_text, special_tokens
 from funasr_nano.demo import MODEL_DIR
+from funasr_nano.text.ctc_tokenizer import CTCTokenizer, greedy_text, special_tokens
 
 TEXTS = [
     "She was born on September 26, 1967.",

@@ -11,7 +11,7 @@ import pytest
 from subtitles import Cues, parse_srt, parse_vtt
 
 from funasr_nano.errors import UsageError
-from funasr_nano.formats import (
+from funasr_nano.output.formats import (
     FORMATS,
     CueLimits,
     display_width,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from speech_data import SAMPLE_RATE, layout, phrases
 
-from funasr_nano.guards import (
+from funasr_nano.decoding.guards import (
     BUDGET_CEILING,
     REPETITION,
     TRUNCATED,
@@ -16,9 +16,9 @@ from funasr_nano.guards import (
     is_truncated,
     token_budget,
 )
-from funasr_nano.longform import DecodeSettings, SegmentDecoder
-from funasr_nano.prompt import PromptIds
-from funasr_nano.vad import VadOptions
+from funasr_nano.decoding.longform import DecodeSettings, SegmentDecoder
+from funasr_nano.frontend.vad import VadOptions
+from funasr_nano.text.prompt import PromptIds
 
 SENTENCE = [9707, 11, 1246, 525, 498, 3351, 30, 358, 2776, 1661, 13]  # distinct ids, no repeats
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 
 from funasr_nano.errors import UsageError
-from funasr_nano.languages import MLT_LANGUAGES, NANO_LANGUAGES, language_code, resolve_language
-from funasr_nano.prompt import instruction, normalize_hotwords
+from funasr_nano.text.languages import MLT_LANGUAGES, NANO_LANGUAGES, language_code, resolve_language
+from funasr_nano.text.prompt import instruction, normalize_hotwords
 
 
 @pytest.mark.parametrize(

@@ -13,9 +13,9 @@ import pytest
 from speech_data import SAMPLE_RATE, layout, phrases
 
 import funasr_nano
+from funasr_nano.api import join_texts
 from funasr_nano.errors import AudioError, UsageError
-from funasr_nano.pipeline import join_texts
-from funasr_nano.vad import VadOptions, find_speech
+from funasr_nano.frontend.vad import VadOptions, find_speech
 
 TIMING_TOLERANCE = 0.3
 TEN_MINUTES = 600.0

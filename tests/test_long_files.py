@@ -17,12 +17,12 @@ import soundfile
 from test_audio import encode
 
 import funasr_nano
-from funasr_nano import formats
-from funasr_nano.audio import load_audio, stream_audio
-from funasr_nano.cli import main
-from funasr_nano.formats import FORMATS, render
-from funasr_nano.resample import ChunkedResampler, resample
-from funasr_nano.vad import SpeechScanner, find_speech
+from funasr_nano.cli.main import main
+from funasr_nano.frontend.audio import load_audio, stream_audio
+from funasr_nano.frontend.resample import ChunkedResampler, resample
+from funasr_nano.frontend.vad import SpeechScanner, find_speech
+from funasr_nano.output import formats
+from funasr_nano.output.formats import FORMATS, render
 
 DEMO = Path(__file__).parent / "data" / "demo"
 SAMPLE_RATE = 16000

@@ -17,8 +17,8 @@ mx = pytest.importorskip(
 from funasr_nano import demo, load_model  # noqa: E402
 from funasr_nano.backends.mlx.convert import convert  # noqa: E402
 from funasr_nano.checkpoint import MLX_WEIGHTS  # noqa: E402
-from funasr_nano.ctc_tokenizer import VOCAB_FILE  # noqa: E402
-from funasr_nano.timestamps import token_timestamps  # noqa: E402
+from funasr_nano.decoding.words import token_timestamps  # noqa: E402
+from funasr_nano.text.ctc_tokenizer import VOCAB_FILE  # noqa: E402
 
 FRAME = 0.06  # one CTC frame (LFR: 60 ms)
 LANGUAGES = ("en", "zh", "ja")

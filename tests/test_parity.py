@@ -7,8 +7,8 @@ import torch
 
 import funasr_nano
 from funasr_nano.backends.torch.qwen3 import prompt_logits
-from funasr_nano.features import extract_features, num_samples_to_lfr_frames
-from funasr_nano.prompt import clean_text, instruction, num_audio_tokens, strip_punctuation
+from funasr_nano.frontend.features import extract_features, num_samples_to_lfr_frames
+from funasr_nano.text.prompt import clean_text, instruction, num_audio_tokens, strip_punctuation
 
 # Our fbank follows torchaudio's Kaldi semantics; the oracle machine has no torchaudio, so the official
 # frontend falls back to kaldi-native-fbank, which differs from torchaudio by up to ~6e-4 in log-mel.

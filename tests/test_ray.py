@@ -118,7 +118,7 @@ def test_a_second_run_skips_finished_files_and_retries_failed_ones(collection, t
 
 
 def test_ray_options_are_checked_before_ray_is_imported(tmp_path):
-    from funasr_nano.cli import main
+    from funasr_nano.cli.main import main
 
     assert main(["transcribe", str(tmp_path), "--ray", "--model", "demo", "-q"]) == 2  # no -o
     assert main(["transcribe", str(tmp_path), "--ray", "-o", str(tmp_path), "--replicas", "0", "-q"]) == 2

@@ -11,10 +11,10 @@ import pytest
 import soundfile
 import torch
 
-from funasr_nano.audio import load_audio
-from funasr_nano.features import num_samples_to_lfr_frames
-from funasr_nano.prompt import num_audio_tokens
-from funasr_nano.resample import _plan, output_length, resample_like_librosa, resample_like_torchaudio
+from funasr_nano.frontend.audio import load_audio
+from funasr_nano.frontend.features import num_samples_to_lfr_frames
+from funasr_nano.frontend.resample import _plan, output_length, resample_like_librosa, resample_like_torchaudio
+from funasr_nano.text.prompt import num_audio_tokens
 
 COMMON_RATES = (8000, 11025, 22050, 24000, 32000, 44100, 48000)
 ODD_RATES = (12345, 32050, 44056, 7919)  # the last three need the grouped (large-kernel) path or are prime

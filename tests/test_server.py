@@ -33,8 +33,8 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 openai = pytest.importorskip("openai")
 from funasr_nano import load_model  # noqa: E402
-from funasr_nano.pipeline import FunASRNano  # noqa: E402
-from funasr_nano.server import ServerConfig, create_app, is_loopback, server_for  # noqa: E402
+from funasr_nano.api import FunASRNano  # noqa: E402
+from funasr_nano.serve.app import ServerConfig, create_app, is_loopback, server_for  # noqa: E402
 
 SPEECH = Path(__file__).parent / "data" / "speech.ogg"
 MAX_NEW_TOKENS = 4  # random weights never stop on their own; keep every decode short
@@ -149,7 +149,7 @@ def test_verbose_json_has_timed_segments(client, model, clips):
 
 
 def test_srt_format(client, model, clips):
-    from funasr_nano.formats import to_srt
+    from funasr_nano.output.formats import to_srt
 
     srt = client.audio.transcriptions.create(model="m", file=("en.wav", clips["en"]), response_format="srt")
     assert srt == to_srt(direct(model, clips["en"]))
@@ -157,7 +157,7 @@ def test_srt_format(client, model, clips):
 
 
 def test_vtt_format(client, model, clips):
-    from funasr_nano.formats import to_vtt
+    from funasr_nano.output.formats import to_vtt
 
     vtt = client.audio.transcriptions.create(model="m", file=("en.wav", clips["en"]), response_format="vtt")
     assert vtt == to_vtt(direct(model, clips["en"]))
@@ -599,7 +599,7 @@ def test_too_many_uploads_at_once_is_429_with_retry_after(model, clips):
 
 
 def test_large_uploads_are_spooled_to_a_temporary_file_removed_afterwards(base_url, speech, monkeypatch):
-    import funasr_nano.server as server
+    import funasr_nano.serve.app as server
 
     seen: list[Any] = []
     scan_audio = server.scan_audio  # the upload's first pass (in chunks); its second reads the same file
@@ -644,9 +644,9 @@ def test_loopback_hosts(host, loopback):
 
 
 def test_serving_on_127_0_0_2_without_a_key_gives_no_public_warning(model, monkeypatch, capsys):
-    import funasr_nano.pipeline as pipeline
-    import funasr_nano.server as server
-    from funasr_nano.cli import parser
+    import funasr_nano.api as pipeline
+    import funasr_nano.serve.app as server
+    from funasr_nano.cli.main import parser
 
     monkeypatch.setattr(pipeline, "load_model", lambda *a, **k: model)
     monkeypatch.setattr(server, "run_server", lambda *a, **k: None)
@@ -659,7 +659,7 @@ def test_serving_on_127_0_0_2_without_a_key_gives_no_public_warning(model, monke
 
 
 def test_serve_cli_finishes_in_flight_requests_on_sigterm(official_tiny, model, clips):
-    command = [sys.executable, "-m", "funasr_nano.cli", "serve", "--model", str(official_tiny.model_dir),
+    command = [sys.executable, "-m", "funasr_nano.cli.main", "serve", "--model", str(official_tiny.model_dir),
                "--device", "cpu", "--port", "0", "--max-new-tokens", str(MAX_NEW_TOKENS),
                "--batch-window-ms", "1500", "--api-key", API_KEY, "--read-timeout-s", "120"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -756,7 +756,7 @@ def test_a_request_that_is_not_multipart_says_so(base_url):
     ],
 )
 def test_serve_options_that_are_not_finite_and_positive_are_one_line(option, value, capsys):
-    from funasr_nano.cli import main
+    from funasr_nano.cli.main import main
 
     assert main(["serve", "-m", "/nonexistent/model", option, value]) == 2
     err = capsys.readouterr().err

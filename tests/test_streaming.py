@@ -12,10 +12,10 @@ import pytest
 import soundfile
 
 import funasr_nano
-from funasr_nano.guards import LoopWatch, cut_repetition, find_repetition
-from funasr_nano.prompt import PromptTokenizer, clean_text
+from funasr_nano.decoding.guards import LoopWatch, cut_repetition, find_repetition
+from funasr_nano.decoding.streaming import StreamDivergedError, TextStream, sendable
 from funasr_nano.result import join_texts
-from funasr_nano.streaming import StreamDivergedError, TextStream, sendable
+from funasr_nano.text.prompt import PromptTokenizer, clean_text
 
 SPEECH = Path(__file__).parent / "data" / "speech.ogg"
 

@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from funasr_nano import load_model
-from funasr_nano.alignment import Alignment, TokenSpan
+from funasr_nano.decoding.alignment import Alignment, TokenSpan
+from funasr_nano.decoding.words import aligned_words, text_units, token_timestamps
 from funasr_nano.errors import ModelLoadError
-from funasr_nano.timestamps import aligned_words, text_units, token_timestamps
 
 sys.path.insert(0, str(Path(__file__).parent / "oracle"))
 DATA = Path(__file__).parent / "data" / "word_timed"
@@ -161,8 +161,10 @@ def test_demo_words_follow_the_segment(demo_model):
 
 
 def test_cli_json_words_and_srt_cut_at_words(demo_model, tmp_path, monkeypatch, capsys):
-    from funasr_nano import cli, demo, pipeline
-    from funasr_nano.formats import CueLimits, to_srt
+    from funasr_nano import api as pipeline
+    from funasr_nano import demo
+    from funasr_nano.cli import main as cli
+    from funasr_nano.output.formats import CueLimits, to_srt
 
     monkeypatch.setattr(pipeline, "load_model", lambda *a, **k: demo_model)
     assert cli.main(["transcribe", str(demo.sample("en")), "-f", "json", "--word-timestamps", "-q"]) == 0
@@ -192,7 +194,7 @@ def test_server_word_granularity(demo_model):
     from fastapi.testclient import TestClient
 
     from funasr_nano import demo
-    from funasr_nano.server import create_app
+    from funasr_nano.serve.app import create_app
 
     with TestClient(create_app(demo_model)) as http:
         audio = demo.sample("en").read_bytes()

@@ -8,7 +8,7 @@ import torch
 from speech_data import SAMPLE_RATE, layout, phrases, speech
 
 from funasr_nano.errors import UsageError
-from funasr_nano.vad import (
+from funasr_nano.frontend.vad import (
     FRAME_SAMPLES,
     SileroVAD,
     VadOptions,

@@ -15,8 +15,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from funasr_nano.features import FEATURE_DIM, FRAME_LENGTH_SAMPLES, FRAME_SHIFT_SAMPLES, LFR_M, LFR_N, _frame_energies
-from funasr_nano.prompt import PromptTokenizer, num_audio_tokens
+from funasr_nano.frontend.features import (
+    FEATURE_DIM,
+    FRAME_LENGTH_SAMPLES,
+    FRAME_SHIFT_SAMPLES,
+    LFR_M,
+    LFR_N,
+    _frame_energies,
+)
+from funasr_nano.text.prompt import PromptTokenizer, num_audio_tokens
 
 SAMPLE_RATE = 16000
 LANGUAGE_NAMES = {"en": "英文", "zh": "中文", "ja": "日文"}
@@ -47,7 +54,7 @@ class ClipPool:
 
 def lfr_features(padded: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Batched fbank + LFR of padded waveforms [B, N] in [-1, 1], identical per row to
-    ``funasr_nano.features.extract_features`` of the row's first ``lengths`` samples."""
+    ``funasr_nano.frontend.features.extract_features`` of the row's first ``lengths`` samples."""
     frames = (padded * 32768.0).unfold(1, FRAME_LENGTH_SAMPLES, FRAME_SHIFT_SAMPLES)
     batch, count, _ = frames.shape
     energies = _frame_energies(frames.reshape(-1, FRAME_LENGTH_SAMPLES)).view(batch, count, -1)

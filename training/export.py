@@ -119,8 +119,8 @@ def main() -> None:
 
     from model import DemoModel, demo_sizes
 
-    from funasr_nano.ctc_tokenizer import CTCTokenizer
-    from funasr_nano.prompt import PromptTokenizer
+    from funasr_nano.text.ctc_tokenizer import CTCTokenizer
+    from funasr_nano.text.prompt import PromptTokenizer
 
     parser = argparse.ArgumentParser()
     parser.add_argument("snapshot", type=Path)

@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from data import LANGUAGE_NAMES, load_corpus  # noqa: E402
 from tokenizers_build import build_ctc_vocabulary, build_llm_tokenizer  # noqa: E402
 
-from funasr_nano.prompt import ASSISTANT_SUFFIX, prompt_prefix  # noqa: E402
+from funasr_nano.text.prompt import ASSISTANT_SUFFIX, prompt_prefix  # noqa: E402
 
 
 def main() -> None:

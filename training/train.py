@@ -28,8 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from data import BatchMaker, ClipPool, load_corpus  # noqa: E402
 from model import DemoModel, demo_sizes  # noqa: E402
 
-from funasr_nano.ctc_tokenizer import CTCTokenizer  # noqa: E402
-from funasr_nano.prompt import IM_END, PromptTokenizer  # noqa: E402
+from funasr_nano.text.ctc_tokenizer import CTCTokenizer  # noqa: E402
+from funasr_nano.text.prompt import IM_END, PromptTokenizer  # noqa: E402
 
 
 def splice(model: DemoModel, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:

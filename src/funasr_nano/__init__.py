@@ -14,19 +14,19 @@ from .errors import AudioError, FunASRNanoError, ModelLoadError, UsageError
 __version__ = "0.1.0"
 
 _LAZY = {
-    "load_audio": "audio",
-    "FunASRNano": "pipeline",
-    "load_model": "pipeline",
+    "load_audio": "frontend.audio",
+    "FunASRNano": "api",
+    "load_model": "api",
     "Segment": "result",
     "Transcription": "result",
-    "VadOptions": "vad",
+    "VadOptions": "frontend.vad",
 }
 
 if TYPE_CHECKING:
-    from .audio import load_audio
-    from .pipeline import FunASRNano, load_model
+    from .api import FunASRNano, load_model
+    from .frontend.audio import load_audio
+    from .frontend.vad import VadOptions
     from .result import Segment, Transcription
-    from .vad import VadOptions
 
 
 def __getattr__(name: str) -> Any:

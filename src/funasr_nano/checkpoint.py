@@ -21,8 +21,8 @@ from .backends import DTYPE_ALIASES
 from .demo import MODEL_DIR as DEMO_MODEL_DIR
 from .demo import MODEL_NAME as DEMO_MODEL_NAME
 from .errors import ModelLoadError, UsageError, option, unreadable
-from .features import FEATURE_DIM
-from .languages import MLT_LANGUAGES, NANO_LANGUAGES
+from .frontend.features import FEATURE_DIM
+from .text.languages import MLT_LANGUAGES, NANO_LANGUAGES
 
 HUB_MODELS = {
     "nano": "FunAudioLLM/Fun-ASR-Nano-2512",

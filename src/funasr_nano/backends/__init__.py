@@ -10,7 +10,7 @@ from typing import Protocol
 import numpy as np
 
 from ..errors import UsageError, option
-from ..prompt import PromptIds
+from ..text.prompt import PromptIds
 
 # Short spellings users (and FunASR's config.yaml) use for the weight dtypes.
 DTYPE_ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}

@@ -6,9 +6,9 @@ import argparse
 import importlib.util
 import sys
 
+from ..cli.transcribe import check_options, output_formats, read_hotwords
 from ..errors import UsageError
-from ..formats import CueLimits
-from ..transcribe_command import check_options, output_formats, read_hotwords
+from ..output.formats import CueLimits
 
 
 def run(args: argparse.Namespace) -> int:

@@ -36,7 +36,7 @@ def collect_jobs(arguments: Sequence[str]) -> tuple[list[Job], list[str]]:
     A file ending in .txt, .lst or .list is a list: one path or URL per line (blank lines and lines
     starting with # are skipped). Local inputs are named as ``funasr-nano transcribe`` names them.
     """
-    from ..transcribe_command import expand_inputs, free_name
+    from ..cli.transcribe import expand_inputs, free_name
 
     local: list[str] = []
     urls: list[str] = []
@@ -65,7 +65,7 @@ def collect_jobs(arguments: Sequence[str]) -> tuple[list[Job], list[str]]:
 
 
 def read_source(source: str) -> str | bytes:
-    """What :func:`~funasr_nano.audio.load_audio` takes: a local path as is, a URL's bytes through fsspec."""
+    """What :func:`~funasr_nano.frontend.audio.load_audio` takes: a local path as is, a URL's bytes through fsspec."""
     if not is_url(source):
         return source
     try:

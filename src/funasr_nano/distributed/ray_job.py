@@ -20,11 +20,11 @@ from typing import Any
 
 import numpy as np
 
+from ..decoding.longform import PreparedAudio, prepare_audio
 from ..errors import FunASRNanoError, UsageError
-from ..formats import FORMATS, CueLimits, render, write_outputs
-from ..longform import PreparedAudio, prepare_audio
+from ..frontend.vad import SpeechMap, VadOptions
+from ..output.formats import FORMATS, CueLimits, render, write_outputs
 from ..result import Segment, Transcription
-from ..vad import SpeechMap, VadOptions
 from .inputs import Job, collect_jobs, is_url, read_source
 
 MANIFEST = "manifest.jsonl"
@@ -88,7 +88,7 @@ class Replica:
     """One model copy; Ray Data calls it with batches of prepared files."""
 
     def __init__(self, model: ModelOptions, decode: DecodeOptions, threads: int | None = None):
-        from ..pipeline import load_model
+        from ..api import load_model
 
         if threads:  # a CPU replica decodes on as many threads as it holds cores
             import torch

@@ -13,8 +13,8 @@ import torch
 
 from ...checkpoint import CTC_PREFIXES, MLX_WEIGHTS, ModelConfig, load_checkpoint
 from ...errors import UsageError, option
-from ...features import extract_features
-from ...prompt import PromptIds
+from ...frontend.features import extract_features
+from ...text.prompt import PromptIds
 from .. import AlignRequest, TokenSink, dtype_name
 from .convert import read_converted
 from .ctc_head import CTCHead

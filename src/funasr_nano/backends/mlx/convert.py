@@ -18,8 +18,8 @@ import torch
 from mlx.utils import tree_flatten
 
 from ...checkpoint import LLM_SUBDIR, MLX_WEIGHTS, VARIANT_KEY, load_checkpoint, read_config
-from ...ctc_tokenizer import VOCAB_FILE
 from ...errors import ModelLoadError, UsageError
+from ...text.ctc_tokenizer import VOCAB_FILE
 from .model import FunASRNanoMLX, arrays_from_state_dict, load_arrays, to_mlx
 from .quantization import DEFAULT_GROUP_SIZE, Quantization, quantize_model
 

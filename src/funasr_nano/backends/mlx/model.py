@@ -14,7 +14,7 @@ from mlx.utils import tree_flatten
 
 from ...checkpoint import ModelConfig, check_shapes
 from ...errors import ModelLoadError
-from ...prompt import PromptIds, num_audio_tokens
+from ...text.prompt import PromptIds, num_audio_tokens
 from .adaptor import AudioAdaptor
 from .ctc_head import CTCHead
 from .encoder import SenseVoiceEncoder, padding_masks

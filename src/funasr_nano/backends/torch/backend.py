@@ -9,8 +9,8 @@ import torch
 
 from ...checkpoint import ModelConfig
 from ...errors import UsageError, option
-from ...features import num_samples_to_lfr_frames
-from ...prompt import PromptIds, num_audio_tokens
+from ...frontend.features import num_samples_to_lfr_frames
+from ...text.prompt import PromptIds, num_audio_tokens
 from .. import AlignRequest, SegmentFits, SegmentRefill, TokenSink, dtype_name
 from .ctc_head import CTCHead
 from .engine import GenerationRequest, GreedyEngine, Refill

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...alignment import CTCResult, forced_align
 from ...checkpoint import CTCConfig, check_shapes
+from ...decoding.alignment import CTCResult, forced_align
 from .adaptor import AudioAdaptor
 from .encoder import padding_masks
 

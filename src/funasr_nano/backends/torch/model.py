@@ -6,8 +6,8 @@ import torch
 from torch import nn
 
 from ...checkpoint import ModelConfig, check_shapes
-from ...features import extract_features
-from ...prompt import PromptIds, num_audio_tokens
+from ...frontend.features import extract_features
+from ...text.prompt import PromptIds, num_audio_tokens
 from .adaptor import AudioAdaptor
 from .ctc_head import CTCHead
 from .encoder import SenseVoiceEncoder, padding_masks

@@ -10,9 +10,9 @@ from typing import Any
 
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
-from .formats import to_srt, to_vtt
-from .languages import language_code
-from .result import Transcription
+from ..output.formats import to_srt, to_vtt
+from ..result import Transcription
+from ..text.languages import language_code
 
 RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
 

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .backends import AlignRequest, Backend, SegmentFits, SegmentWork, TokenSink
-from .prompt import PromptIds
+from ..backends import AlignRequest, Backend, SegmentFits, SegmentWork, TokenSink
+from ..text.prompt import PromptIds
 
 
 class BatcherClosedError(RuntimeError):

@@ -1,7 +1,7 @@
 """OpenAI-compatible HTTP server: ``POST /v1/audio/transcriptions``, ``GET /v1/models``, ``GET /health``.
 
 Requests run in a thread pool (audio decoding and segmentation are per request); their segments meet
-in one :class:`~funasr_nano.batching.BatchingBackend`, whose single worker thread owns the model and
+in one :class:`~funasr_nano.serve.batching.BatchingBackend`, whose single worker thread owns the model and
 decodes the segments of requests that arrive together in one batch. Errors use OpenAI's shape
 ``{"error": {"message", "type", "param", "code"}}`` so OpenAI clients raise the matching exception.
 """
@@ -33,18 +33,18 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from .audio import load_audio
+from ..api import FunASRNano
+from ..decoding.longform import ScannedAudio, scan_audio
+from ..decoding.streaming import TextCallback
+from ..errors import AudioError, AudioTooLongError, UsageError
+from ..frontend.audio import load_audio
+from ..frontend.vad import VadOptions
+from ..result import Transcription
+from ..text.languages import resolve_language
 from .batching import BatcherClosedError, BatchingBackend
-from .errors import AudioError, AudioTooLongError, UsageError
-from .languages import resolve_language
-from .longform import ScannedAudio, scan_audio
-from .pipeline import FunASRNano
-from .result import Transcription
-from .server_responses import RESPONSE_FORMATS, APIError, render, sse_stream
-from .streaming import TextCallback
-from .vad import VadOptions
+from .openai import RESPONSE_FORMATS, APIError, render, sse_stream
 
-log = logging.getLogger("funasr_nano.server")
+log = logging.getLogger("funasr_nano.serve.app")
 
 _TRUE = {"1", "true", "yes", "on"}
 MAX_PROMPT_CHARS = 4000  # hotwords/context; far beyond any useful prompt, bounds the prompt length
@@ -619,9 +619,9 @@ def is_loopback(host: str) -> bool:
 
 def serve_main(args: Any) -> int:
     """``funasr-nano serve``: load the model, then serve it until interrupted (see cli.py for options)."""
-    from .backends import dtype_name
-    from .demo import announce_default
-    from .pipeline import load_model
+    from ..api import load_model
+    from ..backends import dtype_name
+    from ..demo import announce_default
 
     for name in ("max_upload_mb", "max_audio_s", "max_queue", "max_uploads", "batch_size", "read_timeout_s",
                  "min_upload_kbps"):

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import ModelLoadError, UsageError
+from ..errors import ModelLoadError, UsageError
 from .features import SAMPLE_RATE
 
 FRAME_SAMPLES = 512  # silero's window at 16 kHz: one probability per 32 ms

@@ -8,7 +8,6 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from .audio import AudioInput, check_max_seconds, check_resampler, check_sample_rate
 from .backends import Backend, dtype_name
 from .backends.selection import choose_backend
 from .checkpoint import (
@@ -21,14 +20,15 @@ from .checkpoint import (
     read_config,
     resolve_model_dir,
 )
-from .ctc_tokenizer import VOCAB_FILE, CTCTokenizer
+from .decoding.longform import DecodedRecording, DecodeSettings, ProgressCallback, SegmentCallback, SegmentDecoder
+from .decoding.streaming import TextCallback
 from .errors import FunASRNanoError, ModelLoadError, UsageError, option
-from .languages import resolve_language
-from .longform import DecodedRecording, DecodeSettings, ProgressCallback, SegmentCallback, SegmentDecoder
-from .prompt import PromptTokenizer, normalize_hotwords
+from .frontend.audio import AudioInput, check_max_seconds, check_resampler, check_sample_rate
+from .frontend.vad import VadOptions
 from .result import Transcription, join_texts
-from .streaming import TextCallback
-from .vad import VadOptions
+from .text.ctc_tokenizer import VOCAB_FILE, CTCTokenizer
+from .text.languages import resolve_language
+from .text.prompt import PromptTokenizer, normalize_hotwords
 
 NO_CTC_NOTE = "this model has no trained CTC head: word times are proportional estimates ({why})"
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 
-from .errors import ModelLoadError, UsageError, unreadable
+from ..errors import ModelLoadError, UsageError, unreadable
 
 SYSTEM_PROMPT = "You are a helpful assistant."
 HOTWORD_PREAMBLE = (

@@ -6,7 +6,7 @@ so every alias resolves to the Chinese name; ``None``/``"auto"`` means no langua
 
 from __future__ import annotations
 
-from .errors import UsageError
+from ..errors import UsageError
 
 # (Chinese name, ISO 639-1 code or other short codes, English names)
 _LANGUAGES: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (

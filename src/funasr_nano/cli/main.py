@@ -13,9 +13,9 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from . import __version__
-from .demo import MODEL_NAME, announce_default
-from .errors import FunASRNanoError, UsageError, cli_spelling
+from .. import __version__
+from ..demo import MODEL_NAME, announce_default
+from ..errors import FunASRNanoError, UsageError, cli_spelling
 
 # The bundled demo model works offline on a first run; it has heard synthetic voices only, so using it
 # without asking is said once on stderr (demo.announce_default).
@@ -100,10 +100,10 @@ def _add_transcribe(sub: argparse._SubParsersAction) -> None:
 
 def _transcribe(args: argparse.Namespace) -> int:
     if args.ray is not None:
-        from .distributed.command import run as run_on_ray
+        from ..distributed.command import run as run_on_ray
 
         return run_on_ray(args)
-    from .transcribe_command import run
+    from .transcribe import run
 
     return run(args)
 
@@ -139,7 +139,7 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
 def _serve(args: argparse.Namespace) -> int:
     if importlib.util.find_spec("fastapi") is None or importlib.util.find_spec("uvicorn") is None:
         raise UsageError("the server needs its extra: pip install 'funasr-nano[server]'")
-    from .server import serve_main
+    from ..serve.app import serve_main
 
     return serve_main(args)
 
@@ -159,13 +159,13 @@ def _add_convert(sub: argparse._SubParsersAction) -> None:
 def _convert(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .backends.selection import MLX_INSTALL_HINT, mlx_import_error
-    from .checkpoint import model_name, resolve_model_dir
+    from ..backends.selection import MLX_INSTALL_HINT, mlx_import_error
+    from ..checkpoint import model_name, resolve_model_dir
 
     error = mlx_import_error()
     if error is not None:
         raise UsageError(f"converting for MLX needs mlx, which does not import here ({error}): {MLX_INSTALL_HINT}")
-    from .backends.mlx.convert import convert
+    from ..backends.mlx.convert import convert
 
     announce_default(args)
     quantization = convert(

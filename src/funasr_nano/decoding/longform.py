@@ -20,18 +20,18 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..backends import AlignRequest, Backend, TokenSink
+from ..errors import AudioError, FunASRNanoError, UsageError
+from ..frontend.audio import AudioInput, is_file_input, load_audio, stream_audio
+from ..frontend.features import SAMPLE_RATE
+from ..frontend.vad import SpeechMap, SpeechScanner, VadOptions, add_context, find_speech, split_point
+from ..result import Segment
+from ..text.ctc_tokenizer import CTCTokenizer, greedy_text
+from ..text.prompt import PromptIds, PromptTokenizer, clean_text, strip_punctuation
 from .alignment import CTCResult
-from .audio import AudioInput, is_file_input, load_audio, stream_audio
-from .backends import AlignRequest, Backend, TokenSink
-from .ctc_tokenizer import CTCTokenizer, greedy_text
-from .errors import AudioError, FunASRNanoError, UsageError
-from .features import SAMPLE_RATE
 from .guards import REPETITION, TRUNCATED, cut_repetition, find_repetition, is_truncated, token_budget
-from .prompt import PromptIds, PromptTokenizer, clean_text, strip_punctuation
-from .result import Segment
 from .streaming import TextCallback, TextStream
-from .timestamps import aligned_words, proportional_words
-from .vad import SpeechMap, SpeechScanner, VadOptions, add_context, find_speech, split_point
+from .words import aligned_words, proportional_words
 
 ProgressCallback = Callable[[float], None]  # called with the seconds of audio just finished
 SegmentCallback = Callable[[int, Segment], None]  # (input index, segment), in time order within an input

@@ -20,8 +20,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO
 
-from .errors import UsageError
-from .result import Segment, Transcription
+from ..errors import UsageError
+from ..result import Segment, Transcription
 
 FORMATS = ("txt", "json", "srt", "vtt", "tsv")
 

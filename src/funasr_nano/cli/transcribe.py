@@ -22,10 +22,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import FunASRNanoError, UsageError, option
-from .formats import FORMATS, CueLimits, ProgressiveOutputs, output_paths, render
+from ..errors import FunASRNanoError, UsageError, option
+from ..output.formats import FORMATS, CueLimits, ProgressiveOutputs, output_paths, render
+from ..result import Segment, Transcription
 from .progress import AudioProgress, probe_duration
-from .result import Segment, Transcription
 
 AUDIO_SUFFIXES = frozenset({
     ".wav", ".flac", ".mp3", ".m4a", ".aac", ".ogg", ".oga", ".opus", ".webm", ".mp4", ".mkv", ".mov", ".wma",
@@ -166,7 +166,7 @@ def output_formats(args: argparse.Namespace, file_count: int) -> list[str]:
 
 def check_options(args: argparse.Namespace) -> None:
     """The mistakes that need no model to notice, found before anything heavy is imported."""
-    from .backends import dtype_name
+    from ..backends import dtype_name
 
     for name in ("batch_size", "max_new_tokens", "threads", "max_line_width", "max_line_count", "max_words_per_line"):
         value = getattr(args, name)
@@ -216,9 +216,9 @@ def run(args: argparse.Namespace) -> int:
     if not inputs:
         _summary(args, 0, total, len(skipped), 0.0, 0.0, len(errors))
         return 1 if errors else 0
-    from .demo import announce_default
-    from .languages import resolve_language
-    from .pipeline import load_model
+    from ..api import load_model
+    from ..demo import announce_default
+    from ..text.languages import resolve_language
 
     announce_default(args)
     if args.threads:

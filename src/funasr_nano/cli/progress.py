@@ -29,7 +29,7 @@ def probe_duration(path: Path) -> float | None:
     frames straight to the terminal."""
     import soundfile
 
-    from .audio import looks_like_mp3
+    from ..frontend.audio import looks_like_mp3
 
     try:
         with open(path, "rb") as handle:

@@ -12,7 +12,7 @@ import base64
 from functools import cached_property
 from pathlib import Path
 
-from .errors import ModelLoadError, unreadable
+from ..errors import ModelLoadError, unreadable
 
 VOCAB_FILE = "multilingual.tiktoken"
 # funasr/models/sense_voice/whisper_lib/tokenizer.py: LANGUAGES (all of them: num_languages 8749), in order.

@@ -9,7 +9,7 @@ duration when it states one, and otherwise as soon as decoding passes the limit,
 upload cannot make the caller decode hours of audio.
 
 :func:`stream_audio` yields the same samples in chunks (libsndfile blocks, PyAV frames, resampled as they
-come by :class:`~funasr_nano.resample.ChunkedResampler`), so a recording of any length is read in bounded
+come by :class:`~funasr_nano.frontend.resample.ChunkedResampler`), so a recording of any length is read in bounded
 memory.
 """
 
@@ -24,7 +24,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from .errors import AudioError, AudioTooLongError, UsageError, option
+from ..errors import AudioError, AudioTooLongError, UsageError, option
 from .resample import RESAMPLERS, TARGET_RATE, ChunkedResampler, resample
 
 # Any: a torch.Tensor, accepted without importing torch here.

@@ -3,7 +3,7 @@
 A recording's segments decode together, but its text must arrive in time order: the earliest segment
 not yet finished (the head) sends its text as its tokens come in; later segments keep theirs until
 they become the head. Text is sent only once nothing can take it back. Held back are tokens a loop
-cut could still remove (:class:`~funasr_nano.guards.LoopWatch`), and, in the text, an incomplete
+cut could still remove (:class:`~funasr_nano.decoding.guards.LoopWatch`), and, in the text, an incomplete
 UTF-8 character, a partial ``/sil`` marker and trailing whitespace, which the finished segment's
 text would change or drop. A segment that has sent text is *committed*: it is not split and
 decoded again (its loop is cut, its truncation flagged), since its sent text cannot be withdrawn.
@@ -14,9 +14,9 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 
+from ..result import join_texts, separator
+from ..text.prompt import SILENCE_MARKER, clean_text
 from .guards import LoopWatch
-from .prompt import SILENCE_MARKER, clean_text
-from .result import join_texts, separator
 
 TextCallback = Callable[[str], None]  # called with each new piece of the text
 _REPLACEMENT = "\ufffd"  # what an incomplete UTF-8 character decodes to

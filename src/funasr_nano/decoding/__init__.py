@@ -1,0 +1,1 @@
+"""From segments to text: the scheduler that steps an engine, the guards, streamed text, word alignment."""

@@ -1,0 +1,1 @@
+"""Audio in: decoding and resampling files, speech detection (VAD), log-mel features."""

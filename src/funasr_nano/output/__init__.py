@@ -1,0 +1,1 @@
+"""Results out: transcripts, subtitles and JSON files."""

@@ -1,0 +1,1 @@
+"""Ids and text: the prompt, the language names, the CTC vocabulary."""
