@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from common import (
+    decode_segments,
     D1_BATCHES,
     D1_CONTEXT,
     L1_SAMPLES,
@@ -40,6 +41,7 @@ from common import (
 )
 
 import funasr_nano
+from funasr_nano.backends import generate
 from funasr_nano.backends.torch.engine import GenerationRequest, GreedyEngine
 from funasr_nano.frontend.audio import load_audio
 from funasr_nano.frontend.features import extract_features
@@ -87,9 +89,9 @@ def l1(model, device: str, repeats: int, warmups: int) -> dict:
     prompt = model.tokenizer.prompt_ids([], None, True)
     embeddings = backend.model.prompt_embeddings(prompt, audio[0])
     engine = backend.engine
-    seconds, _ = timed(lambda: engine.generate([GenerationRequest(embeddings, 1)]), device, repeats)
+    seconds, _ = timed(lambda: generate(engine, [GenerationRequest(embeddings, 1)]), device, repeats)
     stages["prefill_s"] = summary(seconds)["median_s"]
-    seconds, _ = timed(lambda: engine.generate([GenerationRequest(embeddings, L1_TOKENS)]), device, repeats)
+    seconds, _ = timed(lambda: generate(engine, [GenerationRequest(embeddings, L1_TOKENS)]), device, repeats)
     stages["decode_ms_per_token"] = round(
         (summary(seconds)["median_s"] - stages["prefill_s"]) / (L1_TOKENS - 1) * 1e3, 4
     )
@@ -101,7 +103,7 @@ def l1(model, device: str, repeats: int, warmups: int) -> dict:
         # bf16 fused kernels + graphs against the eager reference step on the same prompt.
         eager = GreedyEngine(engine.llm, engine.stop_ids, max_batch=1, cuda_graphs=False)
         eager.fused = None
-        reference = eager.generate([GenerationRequest(embeddings, L1_TOKENS)])[0]
+        reference = generate(eager, [GenerationRequest(embeddings, L1_TOKENS)])[0]
         eager.release()
         figures["fused_vs_eager_ids"] = agreement(ids, reference)
     return figures, ids
@@ -123,7 +125,7 @@ def d1(model, device: str, repeats: int) -> dict:
         ]
 
         def run(steps: int, prompts=prompts):
-            return engine.generate([GenerationRequest(p, steps) for p in prompts])
+            return generate(engine, [GenerationRequest(p, steps) for p in prompts])
 
         run(D1_LONG)
         first, _ = timed(lambda: run(D1_SHORT), device, repeats)
@@ -132,13 +134,13 @@ def d1(model, device: str, repeats: int) -> dict:
         row = {"engine_loop_ms_per_step": round(loop_ms, 4), "tokens_per_s": round(batch / loop_ms * 1e3, 1)}
         if device == "cuda":
             engine.positions[:batch] = D1_CONTEXT
-            engine.decode_step(batch)
+            engine._step(batch, engine.cache.max_len)
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             steps = 50
             engine.positions[:batch] = D1_CONTEXT
             start.record()
             for _ in range(steps):
-                engine.decode_step(batch)
+                engine._step(batch, engine.cache.max_len)
             end.record()
             sync(device)
             row["step_only_ms"] = round(start.elapsed_time(end) / steps, 4)
@@ -176,8 +178,8 @@ def t1(model, device: str, repeats: int) -> dict:
     # Batched equals single (bf16: agreement is reported, fp32 is exact in the CPU tests).
     prompt = model.tokenizer.prompt_ids([], None, True)
     few = [s for s in segments[:8]]
-    batched = backend.generate(few, [prompt] * len(few), [T1_TOKENS] * len(few))
-    single = [backend.generate([s], [prompt], [T1_TOKENS])[0] for s in few]
+    batched = decode_segments(backend, few, [prompt] * len(few), [T1_TOKENS] * len(few))
+    single = [decode_segments(backend, [s], [prompt], [T1_TOKENS])[0] for s in few]
     same = sum(a == b for x, y in zip(batched, single, strict=True) for a, b in zip(x, y, strict=False))
     figures["batched_vs_single_equal_fraction"] = round(same / sum(len(x) for x in batched), 4)
     return figures

@@ -117,13 +117,14 @@ def transformers_peer(args: argparse.Namespace) -> dict:
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
     import funasr_nano
+    from funasr_nano.backends import generate
     from funasr_nano.backends.torch.engine import GenerationRequest
 
     ours = funasr_nano.load_model(args.model, device=args.device, dtype="bfloat16", batch_size=1)
     backend = ours.backend
     audio = backend.model.encode_waveforms([torch.from_numpy(l1_audio())])[0]
     embeddings = backend.model.prompt_embeddings(ours.tokenizer.prompt_ids([], None, True), audio)
-    our_ids = backend.engine.generate([GenerationRequest(embeddings, L1_TOKENS)])[0]
+    our_ids = generate(backend.engine, [GenerationRequest(embeddings, L1_TOKENS)])[0]
     config = Qwen3Config.from_pretrained(args.model / "Qwen3-0.6B")
     with torch.device(args.device):
         hf = Qwen3ForCausalLM(config).to(torch.bfloat16).eval()

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import soundfile
 import torch
-from common import provenance
+from common import decode_segments, provenance
 from load_test import make_clips
 
 import funasr_nano
@@ -53,8 +53,8 @@ def main() -> int:
     clips = [soundfile.read(io.BytesIO(audio), dtype="float32")[0] for _, audio in make_clips()]
     prompt = half.tokenizer.prompt_ids([], None, True)
     budgets = [args.tokens] * len(clips)
-    alone = [half.backend.generate([clip], [prompt], [args.tokens])[0] for clip in clips]
-    together = half.backend.generate(clips, [prompt] * len(clips), budgets)
+    alone = [decode_segments(half.backend, [clip], [prompt], [args.tokens])[0] for clip in clips]
+    together = decode_segments(half.backend, clips, [prompt] * len(clips), budgets)
     cases = []
     for clip, single, batched in zip(clips, alone, together, strict=True):
         if single == batched:

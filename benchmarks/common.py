@@ -139,3 +139,10 @@ def agreement(ours: list[int], theirs: list[int]) -> dict[str, float | int]:
     pairs = enumerate(zip(ours, theirs, strict=False))
     prefix = next((i for i, (a, b) in pairs if a != b), min(len(ours), len(theirs)))
     return {"equal_fraction": round(same / max(1, len(ours)), 4), "common_prefix": prefix, "length": len(ours)}
+
+
+def decode_segments(engine, waveforms, prompts, budgets) -> list[list[int]]:
+    """Each 16 kHz segment's greedy ids from an engine, stepped to the end (``backends.generate``)."""
+    from funasr_nano.backends import Request, generate
+
+    return generate(engine, [Request(w, p, n) for w, p, n in zip(waveforms, prompts, budgets, strict=True)])

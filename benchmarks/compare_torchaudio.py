@@ -1,7 +1,7 @@
 """Our forced alignment and char timestamps against torchaudio and the official toolkit, run where
 torchaudio works (the GPU machine: torchaudio 2.11 with torch 2.11).
 
-(a) frames: ``funasr_nano.decoding.alignment.forced_align`` (on --device, batched) against
+(a) frames: ``funasr_nano.backends.alignment.forced_align`` (on --device, batched) against
     ``torchaudio.functional.forced_align`` (CPU, as the official toolkit calls it) and against the
     transcription of its kernel in tests/forced_align_reference.py, on random log-probs of many shapes
     (quantised so that ties between paths are common) and on the demo model's log-probs;
@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from forced_align_reference import torchaudio_forced_align  # noqa: E402
 
-from funasr_nano.decoding.alignment import alignable, forced_align, token_labels  # noqa: E402
+from funasr_nano.backends.alignment import alignable, forced_align, token_labels  # noqa: E402
 
 
 def _torchaudio(log_probs: np.ndarray, targets: list[int], blank: int) -> list[int] | None:

@@ -16,6 +16,7 @@ import torch
 from common import l1_audio
 
 import funasr_nano
+from funasr_nano.backends import generate
 from funasr_nano.backends.torch.engine import GenerationRequest, GreedyEngine
 from funasr_nano.backends.torch.quantize import quantize_llm_int8
 from funasr_nano.backends.torch.qwen3 import KVCache, attention_mask
@@ -31,11 +32,11 @@ def last_logits(llm, embeddings: torch.Tensor) -> torch.Tensor:
 
 
 def teacher_forced(engine: GreedyEngine, embeddings: torch.Tensor, target: list[int]) -> float:
-    hits = [engine.generate([GenerationRequest(embeddings, 1)])[0][0] == target[0]]
+    hits = [generate(engine, [GenerationRequest(embeddings, 1)])[0][0] == target[0]]
     for step in range(1, len(target)):
         engine.tokens[0] = target[step - 1]
         engine.positions[0] = embeddings.shape[0] + step - 1
-        engine.decode_step(1)
+        engine._step(1, engine.cache.max_len)
         hits.append(int(engine.tokens[0]) == target[step])
     return round(sum(hits) / len(hits), 4)
 
@@ -52,7 +53,7 @@ def main() -> None:
     backend = model.backend
     audio = backend.model.encode_waveforms([torch.from_numpy(l1_audio())])[0]
     embeddings = backend.model.prompt_embeddings(model.tokenizer.prompt_ids([], None, True), audio)
-    reference = backend.engine.generate([GenerationRequest(embeddings, args.steps)])[0]
+    reference = generate(backend.engine, [GenerationRequest(embeddings, args.steps)])[0]
     exact = last_logits(backend.model.llm, embeddings)
     quantize_llm_int8(backend.model.llm)
     approximate = last_logits(backend.model.llm, embeddings)

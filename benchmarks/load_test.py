@@ -280,7 +280,6 @@ def main() -> int:
         clean_shutdown = server.stop()
 
     before, after = health_before["batching"], health["batching"]
-    batches = after["batches"] - before["batches"]
     result = {
         **provenance("S1", args.device),
         "server_command": " ".join(server.command[1:]),
@@ -294,9 +293,7 @@ def main() -> int:
         "clip_seconds": list(CLIP_SECONDS),
         "single_request_latency_s": [round(s, 4) for s in single],
         **load,
-        "batching": {"batches": batches, "segments": after["segments"] - before["segments"],
-                     "mean_segments_per_batch": round((after["segments"] - before["segments"]) / batches, 2)
-                     if batches else None,
+        "batching": {"steps": after["steps"] - before["steps"], "segments": after["segments"] - before["segments"],
                      "largest_batch": after["largest_batch"],
                      # share of the load's wall time the model spent decoding: near 1 means decode-bound
                      "decode_busy_fraction": round((after["busy_s"] - before["busy_s"]) / load["wall_s"], 3)},

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from common import L1_TOKENS, agreement, l1_audio
 
 import funasr_nano
+from funasr_nano.backends import generate
 from funasr_nano.backends.torch import fused as fused_module
 from funasr_nano.backends.torch import triton_ops as ops
 from funasr_nano.backends.torch.engine import GenerationRequest, GreedyEngine
@@ -98,13 +99,13 @@ def step_times(engine: GreedyEngine, position: int) -> dict:
             engine.release()
             engine.reserve(batch, position + 64)
             engine.positions[:batch] = position
-            engine.decode_step(batch)
+            engine._step(batch, engine.cache.max_len)
             torch.cuda.synchronize()
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             engine.positions[:batch] = position
             start.record()
             for _ in range(30):
-                engine.decode_step(batch)
+                engine._step(batch, engine.cache.max_len)
             end.record()
             torch.cuda.synchronize()
             row["gemv_ms" if gemv else "cublas_ms"] = round(start.elapsed_time(end) / 30, 4)
@@ -133,13 +134,13 @@ def kernel_table(fn, limit: int = 14) -> dict:
 
 def teacher_forced(engine: GreedyEngine, embeddings: torch.Tensor, target: list[int]) -> float:
     """Share of steps whose greedy token equals target's when every step is fed target's previous token."""
-    first = engine.generate([GenerationRequest(embeddings, 1)])[0]
+    first = generate(engine, [GenerationRequest(embeddings, 1)])[0]
     hits = [bool(first) and first[0] == target[0]]
     length = embeddings.shape[0]
     for step in range(1, len(target)):
         engine.tokens[0] = target[step - 1]
         engine.positions[0] = length + step - 1
-        engine.decode_step(1)
+        engine._step(1, engine.cache.max_len)
         hits.append(int(engine.tokens[0]) == target[step])
     return round(sum(hits) / len(hits), 4)
 
@@ -153,8 +154,8 @@ def step_logits_error(engine: GreedyEngine, reference: GreedyEngine, embeddings:
         hidden = llm(llm.embed(token)[:, None], cache, target.slot_ids[:1], position[:, None], mask, kv_len)
         return llm.logits(hidden[:, 0])
 
-    engine.generate([GenerationRequest(embeddings, 1)])
-    reference.generate([GenerationRequest(embeddings.float(), 1)])
+    generate(engine, [GenerationRequest(embeddings, 1)])
+    generate(reference, [GenerationRequest(embeddings.float(), 1)])
     token, position = engine.tokens[:1].clone(), engine.positions[:1].clone()
     exact = eager_step(reference, token, position).float()
     slot = engine.slot_ids[:1]
@@ -192,16 +193,16 @@ def main() -> None:
     out["encoder_kernels"] = kernel_table(lambda: backend.model.encode(features))
     audio = backend.model.encode(features)[0]
     embeddings = backend.model.prompt_embeddings(model.tokenizer.prompt_ids([], None, True), audio)
-    out["prefill_kernels"] = kernel_table(lambda: engine.generate([GenerationRequest(embeddings, 1)]))
+    out["prefill_kernels"] = kernel_table(lambda: generate(engine, [GenerationRequest(embeddings, 1)]))
     args.json.write_text(json.dumps(out, indent=1))
     print(json.dumps(out, indent=1), flush=True)
     # Agreement under teacher forcing, against the fp32 eager trajectory.
     eager = GreedyEngine(engine.llm, [], max_batch=1, cuda_graphs=False)
     eager.fused = None
-    bf16_ids = eager.generate([GenerationRequest(embeddings, L1_TOKENS)])[0]
-    fused_ids = engine.generate([GenerationRequest(embeddings, L1_TOKENS)])[0]
+    bf16_ids = generate(eager, [GenerationRequest(embeddings, L1_TOKENS)])[0]
+    fused_ids = generate(engine, [GenerationRequest(embeddings, L1_TOKENS)])[0]
     reference = funasr_nano.load_model(args.model, device="cuda", dtype="float32", batch_size=1)
-    fp32_ids = reference.backend.engine.generate([GenerationRequest(embeddings.float(), L1_TOKENS)])[0]
+    fp32_ids = generate(reference.backend.engine, [GenerationRequest(embeddings.float(), L1_TOKENS)])[0]
     out["teacher_forced_vs_fp32"] = {
         "bf16_eager": teacher_forced(eager, embeddings, fp32_ids),
         "bf16_fused_gemv": teacher_forced(engine, embeddings, fp32_ids),

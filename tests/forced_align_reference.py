@@ -1,6 +1,6 @@
 """A line-by-line transcription of torchaudio's CPU ``forced_align`` kernel
 (src/libtorchaudio/forced_align/cpu/compute.cpp), in plain Python over numpy float32, for comparing
-funasr_nano.decoding.alignment with where torchaudio cannot run. Returns the per-frame labels, or raises
+funasr_nano.backends.alignment with where torchaudio cannot run. Returns the per-frame labels, or raises
 ValueError where torchaudio raises (too few frames)."""
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ import pytest
 import torch
 from forced_align_reference import torchaudio_forced_align
 
-from funasr_nano.decoding.alignment import alignable, forced_align, token_labels
+from funasr_nano.backends.alignment import alignable, forced_align, token_labels
 
 
 def _case(rng: np.random.Generator, frames: int, length: int, vocab: int, quantum: float | None):

@@ -275,7 +275,7 @@ def test_variant_and_hub_flags_reach_the_loader(recordings, official_tiny, monke
 
 
 def test_the_resampler_flag_reaches_the_audio_loader(recordings, official_tiny, monkeypatch, capsys):
-    import funasr_nano.decoding.longform as longform
+    import funasr_nano.frontend.prepared as longform
 
     seen: list[str] = []
     stream_audio = longform.stream_audio  # files are read in chunks, by this, in both passes

@@ -1,13 +1,14 @@
 """The CUDA paths CI cannot run (skipped without a GPU; run on the GPU machine): requests joining a running
-decode through the prefill CUDA graphs give the same ids as single runs (fp32), and the fused bf16 step
-with decode CUDA graphs hands every token to the sink and honours budgets and refills."""
+engine through the prefill CUDA graphs give the same ids as single runs (fp32), and the fused bf16 step
+with decode CUDA graphs returns every token as events and honours budgets while requests join."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from test_engine import SHAPES, Collected, requests, tiny_llm
+from test_engine import SHAPES, requests, tiny_llm
 
+from funasr_nano.backends import generate
 from funasr_nano.backends.torch.engine import GenerationRequest, GreedyEngine
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -17,34 +18,40 @@ def on_cuda(dtype: torch.dtype) -> list[GenerationRequest]:
     return [GenerationRequest(r.embeddings.cuda(), r.max_new_tokens) for r in requests(dtype)]
 
 
-def run_with_refills(engine: GreedyEngine, wanted: list[GenerationRequest]) -> tuple[list[list[int]], Collected]:
-    waiting = wanted[2:]
-
-    def refill(free: int, max_positions: int) -> list[GenerationRequest]:
-        taken = waiting[:free]  # as many as fit: several prompts prefill together
-        del waiting[:free]
-        return taken
-
-    sink = Collected(len(wanted))
-    return engine.generate(wanted[:2], sink, refill), sink
+def run_with_joiners(engine: GreedyEngine, wanted: list[GenerationRequest]) -> tuple[list[list[int]], int]:
+    """Two requests first; the rest join as slots free up (several at once: they prefill together).
+    Returns each request's tokens and how many events carried them."""
+    for index in range(2):
+        engine.add(index, wanted[index])
+    joining = list(range(2, len(wanted)))
+    tokens: dict[int, list[int]] = {i: [] for i in range(len(wanted))}
+    events = 0
+    while not engine.idle or joining:
+        while joining and engine.free_slots > engine.waiting:
+            index = joining.pop(0)
+            engine.add(index, wanted[index])
+        for event in engine.step():
+            tokens[event.key].extend(event.tokens)
+            events += 1
+    return [tokens[i] for i in range(len(wanted))], events
 
 
 def test_joining_requests_through_prefill_graphs_give_single_run_ids_in_fp32():
     llm = tiny_llm().cuda()
     wanted = on_cuda(torch.float32)
-    singles = [GreedyEngine(llm, [], max_batch=1).generate([r])[0] for r in wanted]
+    singles = [generate(GreedyEngine(llm, [], max_batch=1), [r])[0] for r in wanted]
     engine = GreedyEngine(llm, [], max_batch=4)
     assert engine.prefill_graphs
-    result, sink = run_with_refills(engine, wanted)
-    assert result == singles == sink.tokens
+    result, _ = run_with_joiners(engine, wanted)
+    assert result == singles
 
 
-def test_fused_bf16_step_with_refills_hands_over_every_token():
+def test_fused_bf16_step_with_joiners_returns_every_token():
     llm = tiny_llm(torch.bfloat16).cuda()
     engine = GreedyEngine(llm, [], max_batch=4)
     if engine.fused is None:
         pytest.skip("no triton")
     assert engine.cuda_graphs
-    result, sink = run_with_refills(engine, on_cuda(torch.bfloat16))
-    assert sink.tokens == result
+    result, events = run_with_joiners(engine, on_cuda(torch.bfloat16))
     assert [len(r) for r in result] == [k for _, k in SHAPES]
+    assert events >= sum(k for _, k in SHAPES) // 4  # step by step

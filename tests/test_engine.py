@@ -9,6 +9,7 @@ import importlib.util
 import pytest
 import torch
 
+from funasr_nano.backends import generate
 from funasr_nano.backends.torch import engine as engine_module
 from funasr_nano.backends.torch.engine import GenerationRequest, GreedyEngine, bucket_for
 from funasr_nano.backends.torch.qwen3 import Qwen3ForCausalLM
@@ -45,7 +46,7 @@ def requests(dtype: torch.dtype = torch.float32) -> list[GenerationRequest]:
 @pytest.fixture(scope="module")
 def singles(llm) -> list[list[int]]:
     """Each request decoded alone, in a fresh engine."""
-    return [GreedyEngine(llm, [], max_batch=1).generate([r])[0] for r in requests()]
+    return [generate(GreedyEngine(llm, [], max_batch=1), [r])[0] for r in requests()]
 
 
 def test_single_runs_are_diverse(singles):
@@ -57,7 +58,7 @@ def test_single_runs_are_diverse(singles):
 @pytest.mark.parametrize("max_batch", [2, 3, 8])
 def test_batched_equals_single_with_refills(llm, singles, max_batch):
     # max_batch < 7 requests: finished slots are refilled while others are mid-sequence.
-    assert GreedyEngine(llm, [], max_batch=max_batch).generate(requests()) == singles
+    assert generate(GreedyEngine(llm, [], max_batch=max_batch), requests()) == singles
 
 
 @pytest.mark.parametrize("lag", [0, 2])
@@ -66,93 +67,94 @@ def test_stop_token_ends_a_sequence_and_frees_its_slot(llm, singles, lag):
     expected = [s[: s.index(stop)] if stop in s else s for s in singles]
     assert expected[0] == singles[0][:4]
     # lag 2: the host learns of the stop two steps late; the tokens decoded meanwhile are dropped.
-    assert GreedyEngine(llm, [stop], max_batch=2, lag=lag).generate(requests()) == expected
-
-
-class Collected:
-    """A token sink that records what it was handed, per request and in order."""
-
-    def __init__(self, count: int):
-        self.tokens: list[list[int]] = [[] for _ in range(count)]
-        self.calls = 0
-
-    def __call__(self, index: int, tokens: list[int]) -> None:
-        assert tokens
-        self.tokens[index].extend(tokens)
-        self.calls += 1
+    assert generate(GreedyEngine(llm, [stop], max_batch=2, lag=lag), requests()) == expected
 
 
 @pytest.mark.parametrize("lag", [0, 2])
-def test_tokens_are_handed_over_as_they_are_read(llm, singles, lag):
+def test_tokens_come_back_as_events_as_they_are_read(llm, singles, lag):
     stop = singles[0][4]
-    sink = Collected(len(SHAPES))
-    result = GreedyEngine(llm, [stop], max_batch=3, lag=lag).generate(requests(), sink)
-    assert sink.tokens == result  # everything handed over, nothing after a stop token, in request order
-    assert result[0] == singles[0][:4]
-    assert sink.calls >= sum(len(r) for r in result) // 3  # step by step, not all at the end
+    engine = GreedyEngine(llm, [stop], max_batch=3, lag=lag)
+    keys = [f"r{i}" for i in range(len(SHAPES))]
+    for key, request in zip(keys, requests(), strict=True):
+        engine.add(key, request)
+    tokens: dict[str, list[int]] = {key: [] for key in keys}
+    ends: dict[str, str] = {}
+    events = 0
+    while not engine.idle:
+        for event in engine.step():
+            assert event.key not in ends  # nothing after a request's last event
+            tokens[event.key].extend(event.tokens)
+            events += 1
+            if event.done:
+                ends[event.key] = event.reason
+    expected = [s[: s.index(stop)] if stop in s else s for s in singles]
+    assert [tokens[k] for k in keys] == expected  # nothing after a stop token, each in its own key
+    assert ends["r0"] == "stop" and ends["r1"] == ("stop" if stop in singles[1] else "length")
+    assert events >= sum(len(t) for t in expected) // 3  # step by step, not all at the end
 
 
-def test_a_call_after_one_that_raised_mid_decode_sees_only_its_own_tokens(llm, singles):
-    engine = GreedyEngine(llm, [], max_batch=3, lag=2)  # rows are still pending when the callback raises
-
-    def broken(index: int, tokens: list[int]) -> None:
-        raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        engine.generate(requests(), broken)
-    sink = Collected(len(SHAPES))
-    assert engine.generate(requests(), sink) == singles == sink.tokens
+def test_cancelled_requests_leave_no_tokens_behind(llm, singles):
+    engine = GreedyEngine(llm, [], max_batch=3, lag=2)  # rows are still being read back when cancelled
+    for index, request in enumerate(requests()):
+        engine.add(("old", index), request)
+    for _ in range(4):
+        engine.step()
+    engine.cancel([("old", index) for index in range(len(SHAPES))])
+    assert generate(engine, requests()) == singles
 
 
-def test_requests_that_join_a_running_call_give_the_same_ids_and_finish_early(llm, singles):
-    waiting = requests()[2:]
-    asked: list[tuple[int, int]] = []
-
-    def refill(free: int, max_positions: int) -> list[GenerationRequest]:
-        asked.append((free, max_positions))
-        return [waiting.pop(0)] if waiting else []  # one at a time, as calls arrive
-
+def test_requests_that_join_a_running_engine_give_the_same_ids_and_finish_early(llm, singles):
+    engine = GreedyEngine(llm, [], max_batch=3)
+    joining = list(enumerate(requests()))
+    for index, request in joining[:2]:
+        engine.add(index, request)
+    joining = joining[2:]
+    tokens: dict[int, list[int]] = {i: [] for i in range(len(SHAPES))}
     finished: list[int] = []
-    sink = Collected(len(SHAPES))
-    done = GreedyEngine(llm, [], max_batch=3)
-    result = done.generate(requests()[:2], sink, refill, lambda index, tokens: finished.append(index))
-    assert result == singles == sink.tokens
+    while not engine.idle or joining:
+        if joining and engine.free_slots:
+            engine.add(*joining.pop(0))  # one at a time, as requests arrive
+        for event in engine.step():
+            tokens[event.key].extend(event.tokens)
+            if event.done:
+                finished.append(event.key)
+    assert [tokens[i] for i in range(len(SHAPES))] == singles
     assert sorted(finished) == list(range(len(SHAPES)))  # each reported once, when finished
-    assert finished.index(5) < finished.index(2)  # 5 (1 new token) joined after 2 (15) and finished first
-    assert all(free >= 1 for free, _ in asked) and all(limit >= 79 for _, limit in asked)
-    assert done.cache is not None and done.cache.slots == 3  # sized for joiners from the start
+    # requests that joined while 2 (15 new tokens) was decoding finished before it
+    assert any(finished.index(k) < finished.index(2) for k in (3, 4, 5, 6))
+    assert engine.cache is not None and engine.cache.slots == 3
 
 
 def test_stop_token_first_ends_with_no_tokens(llm, singles):
     first = singles[1][0]
-    result = GreedyEngine(llm, [first], max_batch=3).generate(requests())
+    result = generate(GreedyEngine(llm, [first], max_batch=3), requests())
     assert result[1] == []
     assert all(r == (s[: s.index(first)] if first in s else s) for r, s in zip(result, singles, strict=True))
 
 
 def test_cache_grows_only_and_is_reused(llm, singles):
     engine = GreedyEngine(llm, [], max_batch=4)
-    assert engine.generate(requests()[:1]) == singles[:1]
+    assert generate(engine, requests()[:1]) == singles[:1]
     small = engine.cache
     assert small is not None and small.slots == 1 and small.max_len >= 19
-    assert engine.generate(requests()) == singles  # needs 4 slots and 79 positions
+    assert generate(engine, requests()) == singles  # needs 4 slots and 79 positions
     grown = engine.cache
     assert grown is not small and grown.slots == 4 and grown.max_len >= 79
-    assert engine.generate(requests()[:2]) == singles[:2]
+    assert generate(engine, requests()[:2]) == singles[:2]
     assert engine.cache is grown
     engine.release()
     assert engine.cache is None
-    assert engine.generate(requests()[2:3]) == singles[2:3]
+    assert generate(engine, requests()[2:3]) == singles[2:3]
 
 
 def test_too_long_request_is_refused(llm):
     engine = GreedyEngine(llm, [], max_batch=1)
     with pytest.raises(ValueError, match="positions"):
-        engine.generate([GenerationRequest(torch.randn(500, CONFIG.hidden_size), 20)])
+        generate(engine, [GenerationRequest(torch.randn(500, CONFIG.hidden_size), 20)])
 
 
 def test_empty_request_list(llm):
-    assert GreedyEngine(llm, []).generate([]) == []
+    assert generate(GreedyEngine(llm, []), []) == []
 
 
 def test_buckets():
@@ -164,7 +166,7 @@ def test_buckets():
 
 def test_chunked_prefill_gives_the_same_ids(llm, singles, monkeypatch):
     monkeypatch.setattr(engine_module, "_PREFILL_TOKENS", 80)  # forces several prefill groups
-    assert GreedyEngine(llm, [], max_batch=8).generate(requests()) == singles
+    assert generate(GreedyEngine(llm, [], max_batch=8), requests()) == singles
 
 
 def test_int8_linears_keep_the_model_close():
@@ -181,7 +183,7 @@ def test_int8_linears_keep_the_model_close():
     assert bool(((down.qweight.float() * step - exact_down).abs() <= step * 0.51).all())
     # the tied embedding keeps its float table for lookups
     assert torch.equal(quantized.model.embed_tokens.weight, reference.model.embed_tokens.weight)
-    ids = GreedyEngine(quantized, [], max_batch=4).generate(requests())
+    ids = generate(GreedyEngine(quantized, [], max_batch=4), requests())
     assert [len(i) for i in ids] == [k for _, k in SHAPES]
     hidden = torch.randn(1, 1, CONFIG.hidden_size)
     with torch.inference_mode():
@@ -204,7 +206,7 @@ def test_triton_decode_step_matches_the_reference_step(monkeypatch, small_batch_
     wanted = requests(torch.float16)[:3]
     step = TritonDecodeStep(llm, small_batch_gemv)
     for max_batch in (1, 2):  # batch 1 takes the GEMV path when it is on
-        reference = GreedyEngine(llm, [], max_batch=max_batch).generate(wanted)
+        reference = generate(GreedyEngine(llm, [], max_batch=max_batch), wanted)
         fused = GreedyEngine(llm, [], max_batch=max_batch)
         fused.fused = step
-        assert fused.generate(wanted) == reference
+        assert generate(fused, wanted) == reference

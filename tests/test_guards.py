@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from speech_data import SAMPLE_RATE, layout, phrases
+from engines import FakeEngine
+from speech_data import layout, phrases
 
 from funasr_nano.decoding.guards import (
     BUDGET_CEILING,
@@ -16,7 +17,8 @@ from funasr_nano.decoding.guards import (
     is_truncated,
     token_budget,
 )
-from funasr_nano.decoding.longform import DecodeSettings, SegmentDecoder
+from funasr_nano.decoding.pieces import DecodeSettings, open_recording
+from funasr_nano.decoding.scheduler import RecordingDone, Scheduler, TextDelta, decode_recordings
 from funasr_nano.frontend.vad import VadOptions
 from funasr_nano.text.prompt import PromptIds
 
@@ -67,25 +69,6 @@ def test_truncation_is_hitting_the_budget():
     assert not is_truncated(list(range(19)), 20)
 
 
-class ScriptedBackend:
-    """Answers each segment by its duration, the way a model that loops on long input would."""
-
-    name = "scripted"
-    device = "cpu"
-
-    def __init__(self, answer):
-        self.answer = answer  # (seconds, budget) -> token ids
-        self.calls: list[list[float]] = []
-
-    def generate(self, waveforms, prompts, max_new_tokens, on_tokens=None):
-        self.calls.append([w.size / SAMPLE_RATE for w in waveforms])
-        answers = [self.answer(w.size / SAMPLE_RATE, n) for w, n in zip(waveforms, max_new_tokens, strict=True)]
-        for index, tokens in enumerate(answers):
-            for token in tokens if on_tokens is not None else []:
-                on_tokens(index, [token])
-        return answers
-
-
 class IdTokenizer:
     """Token i is the word "ti" with a leading space; like byte-level BPE, decoding concatenates."""
 
@@ -97,13 +80,18 @@ DEFAULT_VAD = VadOptions()
 
 
 def decode(answer, vad: VadOptions | None = DEFAULT_VAD, audio: np.ndarray | None = None, on_text=None):
-    """Run the long-form decoder over a 6 s phrase (or ``audio``) with a scripted backend."""
+    """Run the scheduler over a 6 s phrase (or ``audio``) with a fake engine answering by duration."""
     if audio is None:
         audio, _ = layout([0.5, phrases()[4], 0.5])  # the 5.7 s Mandarin phrase: one VAD segment
-    backend = ScriptedBackend(answer)
-    settings = DecodeSettings(PromptIds([1], [2]), None, vad, None, on_text=on_text)
-    (decoded,) = SegmentDecoder(backend, IdTokenizer(), batch_size=4).run([audio], settings)
-    return decoded, backend
+    engine = FakeEngine(answer)
+    settings = DecodeSettings(PromptIds([1], [2]), None, vad, stream_text=on_text is not None)
+    scheduler = Scheduler(engine, IdTokenizer())
+    outputs = list(decode_recordings(scheduler, iter([open_recording(0, audio, settings, "cpu")])))
+    for output in outputs:
+        if isinstance(output, TextDelta):
+            on_text(output.text)
+    (decoded,) = [o.result for o in outputs if isinstance(o, RecordingDone)]
+    return decoded, engine
 
 
 def loop_when_long(seconds: float, budget: int) -> list[int]:
@@ -111,8 +99,8 @@ def loop_when_long(seconds: float, budget: int) -> list[int]:
 
 
 def test_a_looping_segment_is_split_in_two_and_both_halves_decoded_again():
-    decoded, backend = decode(loop_when_long)
-    assert len(backend.calls) == 2 and len(backend.calls[1]) == 2  # the retry is one batched call
+    decoded, engine = decode(loop_when_long)
+    assert len(engine.added) == 3  # the segment, then its two halves
     assert [s.flags for s in decoded.segments] == [[], []]
     first, second = decoded.segments
     assert first.end == second.start  # the halves meet: no audio lost between them
@@ -122,21 +110,28 @@ def test_a_looping_segment_is_split_in_two_and_both_halves_decoded_again():
 def test_a_segment_whose_text_has_streamed_is_cut_rather_than_split():
     """Sent text cannot be taken back, so streaming trades the split-and-retry for a cut."""
     deltas: list[str] = []
-    decoded, backend = decode(loop_when_long, on_text=deltas.append)
-    assert len(backend.calls) == 1
+    decoded, engine = decode(loop_when_long, on_text=deltas.append)
+    assert len(engine.added) == 1
     (segment,) = decoded.segments
     assert segment.tokens == [5, 6] and segment.flags == [REPETITION, TRUNCATED]
     assert "".join(deltas) == segment.text.strip() == "t5 t6"
 
 
 def test_a_segment_that_has_sent_nothing_is_still_split_while_streaming():
-    # "Yes", then the long phrase: the long one decodes first but sends nothing while "Yes" is unfinished.
+    # "Yes", then the long phrase: the long one loops and ends while "Yes" (the head) still decodes, so it
+    # has sent nothing and is split; its halves send their text once "Yes" is done.
     audio, _ = layout([0.5, phrases()[2], 3.0, phrases()[4], 0.5])
+    yes = SENTENCE + SENTENCE[:9]
+
+    def answer(seconds: float, budget: int) -> list[int]:
+        return [5, 6] * 8 if seconds > 4.0 else yes if seconds < 1.5 else SENTENCE
+
     deltas: list[str] = []
-    decoded, backend = decode(loop_when_long, audio=audio, on_text=deltas.append)
-    assert len(backend.calls) == 2 and len(backend.calls[1]) == 2
-    assert [s.tokens for s in decoded.segments] == [SENTENCE] * 3 and all(not s.flags for s in decoded.segments)
-    assert "".join(deltas) == " ".join(["".join(f" t{i}" for i in SENTENCE).strip()] * 3)
+    decoded, engine = decode(answer, audio=audio, on_text=deltas.append)
+    assert len(engine.added) == 4  # two segments, the long one's halves
+    assert [s.tokens for s in decoded.segments] == [yes, SENTENCE, SENTENCE]
+    assert all(not s.flags for s in decoded.segments)
+    assert "".join(deltas) == " ".join("".join(f" t{i}" for i in ids).strip() for ids in (yes, SENTENCE, SENTENCE))
 
 
 def test_a_loop_that_survives_the_split_is_cut_and_flagged():
@@ -149,23 +144,23 @@ def test_a_loop_that_survives_the_split_is_cut_and_flagged():
 
 
 def test_output_that_stops_at_the_budget_is_retried_then_flagged_truncated():
-    decoded, backend = decode(lambda seconds, budget: list(range(1000, 1000 + budget)))
-    assert len(backend.calls) == 2
+    decoded, engine = decode(lambda seconds, budget: list(range(1000, 1000 + budget)))
+    assert len(engine.added) == 3
     assert [s.flags for s in decoded.segments] == [[TRUNCATED], [TRUNCATED]]
 
 
 def test_short_segments_are_cut_at_once_rather_than_split():
     audio, _ = layout([0.5, phrases()[2], 0.5])  # "Yes": 0.4 s
-    decoded, backend = decode(lambda seconds, budget: [3] * budget, audio=audio)
-    assert len(backend.calls) == 1
+    decoded, engine = decode(lambda seconds, budget: [3] * budget, audio=audio)
+    assert len(engine.added) == 1
     assert [s.tokens for s in decoded.segments] == [[3]]
     assert decoded.segments[0].flags == [REPETITION, TRUNCATED]
 
 
 def test_without_vad_nothing_is_repaired_as_in_the_official_model():
-    decoded, backend = decode(lambda seconds, budget: ([5, 6] * budget)[:budget], vad=None)
+    decoded, engine = decode(lambda seconds, budget: ([5, 6] * budget)[:budget], vad=None)
     (segment,) = decoded.segments
-    assert len(backend.calls) == 1
+    assert len(engine.added) == 1
     assert segment.tokens == ([5, 6] * 600)[: token_budget(decoded.duration)]  # the loop stays
     assert segment.start == 0 and segment.end == decoded.duration
     assert segment.flags == [TRUNCATED]

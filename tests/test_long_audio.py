@@ -10,6 +10,7 @@ import time
 
 import numpy as np
 import pytest
+from engines import EngineSpy, decode
 from speech_data import SAMPLE_RATE, layout, phrases
 
 import funasr_nano
@@ -26,23 +27,10 @@ def model(official_tiny):
     return funasr_nano.load_model(official_tiny.model_dir, device="cpu")
 
 
-class CountingBackend:
-    """Passes calls through and records how many segments each ``generate`` call got."""
-
-    def __init__(self, inner):
-        self.inner, self.name, self.device = inner, inner.name, inner.device
-        self.batch_size = inner.batch_size
-        self.calls: list[int] = []
-
-    def generate(self, waveforms, prompts, max_new_tokens, on_tokens=None):
-        self.calls.append(len(waveforms))
-        return self.inner.generate(waveforms, prompts, max_new_tokens, on_tokens)
-
-
 @pytest.fixture
 def counting(model):
     original = model.backend
-    model.backend = CountingBackend(original)
+    model.backend = EngineSpy(original)
     yield model.backend
     model.backend = original
 
@@ -114,7 +102,7 @@ def test_many_files_share_batches_and_a_bad_one_reports_in_place(model, counting
     assert [type(r).__name__ for r in results] == ["Transcription", "AudioError", "Transcription"]
     assert isinstance(results[1], AudioError) and "cannot decode" in str(results[1])
     spans = len(find_speech(first).spans) + len(find_speech(second).spans)
-    assert counting.calls[0] == spans  # both files' segments went into one generate call
+    assert counting.added_at_steps[0] == spans  # both files' segments were in the engine from its first step
     assert results[0].duration == pytest.approx(first.size / SAMPLE_RATE)
     assert [len(r.segments) > 0 for r in (results[0], results[2])] == [True, True]
 
@@ -125,7 +113,7 @@ def test_without_vad_the_whole_clip_is_one_segment_as_the_official_model(model):
     (segment,) = result.segments
     assert (segment.start, segment.end) == (0.0, audio.size / SAMPLE_RATE)
     prompt = model.tokenizer.prompt_ids([], None, True)
-    assert segment.tokens == model.backend.generate([audio], [prompt], [6])[0]
+    assert segment.tokens == decode(model.backend, [audio], [prompt], [6])[0]
     assert segment.flags == ["truncated"]
 
 

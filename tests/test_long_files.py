@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
+from engines import FakeEngine
 from test_audio import encode
 
 import funasr_nano
@@ -197,16 +198,6 @@ def test_ctrl_c_leaves_finished_outputs_and_skip_existing_resumes(long_wav, tmp_
     assert {fmt: (out / f"a.{fmt}").read_text(encoding="utf-8") for fmt in FORMATS} == finished
 
 
-class InstantBackend:
-    """The demo backend's interface, deciding nothing: every segment decodes to no tokens at once."""
-
-    def __init__(self, inner):
-        self.name, self.device, self.batch_size = inner.name, inner.device, 1
-
-    def generate(self, waveforms, prompts, max_new_tokens, on_tokens=None, **extra):  # type: ignore[no-untyped-def]
-        return [[] for _ in waveforms]
-
-
 def _traced_peak(model, path: Path, minutes: float) -> tuple[int, object]:
     with soundfile.SoundFile(path, "w", 24000, 1, "PCM_16") as out:
         block = joined(12, seed=5)
@@ -228,7 +219,7 @@ def test_memory_does_not_grow_with_the_recording(demo, tmp_path):
     and the resampler's buffers, the same for both lengths and far below the 77 MB of the 20 minutes as
     16 kHz float32 (115 MB at 24 kHz)."""
     original = demo.backend
-    demo.backend = InstantBackend(original)
+    demo.backend = FakeEngine(lambda seconds, budget: [], slots=1)  # every segment: no tokens, at once
     try:
         demo.transcribe(str(sorted(DEMO.glob("*.flac"))[0]))  # first-call imports are not the recording's
         short, _ = _traced_peak(demo, tmp_path / "five.wav", 5)

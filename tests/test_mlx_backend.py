@@ -20,8 +20,10 @@ mx = pytest.importorskip(
     "mlx.core", reason="MLX backend tests need mlx: pip install 'funasr-nano[mlx]'", exc_type=ImportError
 )
 
+from engines import decode  # noqa: E402
+
 import funasr_nano  # noqa: E402
-from funasr_nano.backends import selection  # noqa: E402
+from funasr_nano.backends import Request, selection  # noqa: E402
 from funasr_nano.backends.mlx.convert import convert, read_converted  # noqa: E402
 from funasr_nano.backends.mlx.encoder import padding_masks  # noqa: E402
 from funasr_nano.backends.mlx.qwen3 import KVCache  # noqa: E402
@@ -175,33 +177,34 @@ def test_greedy_ids_match_official_and_torch_single_and_batched(mlx_model, torch
     expected = [p["gen_ids"].tolist() for p in prompts]
     budgets = [len(e) for e in expected]
     backend = mlx_model.backend
-    one_by_one = [backend.generate([w], [i], [n])[0] for w, i, n in zip(waveforms, ids, budgets, strict=True)]
+    one_by_one = [decode(backend, [w], [i], [n])[0] for w, i, n in zip(waveforms, ids, budgets, strict=True)]
     assert one_by_one == expected
     # One left-padded batch: prompts and audio of different lengths, uneven budgets.
     uneven = [n if i % 2 else n // (i + 2) for i, n in enumerate(budgets)]
-    assert backend.generate(waveforms, ids, uneven) == [e[:n] for e, n in zip(expected, uneven, strict=True)]
-    assert torch_model.backend.generate(waveforms, ids, budgets) == expected
+    assert decode(backend, waveforms, ids, uneven) == [e[:n] for e, n in zip(expected, uneven, strict=True)]
+    assert decode(torch_model.backend, waveforms, ids, budgets) == expected
 
 
-def test_tokens_are_handed_over_one_step_at_a_time(mlx_model, clips, prompts):
+def test_tokens_come_back_one_step_at_a_time(mlx_model, clips, prompts):
     waveforms = [clips[p["clip"]]["wav"].numpy() for p in prompts]
     ids = [prompt_ids(mlx_model, p) for p in prompts]
     budgets = [len(p["gen_ids"]) - i % 3 for i, p in enumerate(prompts)]
-    handed: list[list[int]] = [[] for _ in prompts]
-    calls = []
-
-    def sink(index: int, tokens: list[int]) -> None:
-        handed[index].extend(tokens)
-        calls.append(len(tokens))
-
     backend = mlx_model.backend
-    backend.batch_size, original = 3, backend.batch_size  # several chunks: indices must map back
+    backend.batch_size, original = 3, backend.batch_size  # several static batches: keys must map back
+    handed: dict[int, list[int]] = {i: [] for i in range(len(prompts))}
+    sizes = []
     try:
-        result = backend.generate(waveforms, ids, budgets, sink)
+        for index, (w, p, n) in enumerate(zip(waveforms, ids, budgets, strict=True)):
+            backend.add(index, Request(w, p, n))
+        while not backend.idle:
+            for event in backend.step():
+                handed[event.key].extend(event.tokens)
+                sizes.append(len(event.tokens))
     finally:
         backend.batch_size = original
-    assert handed == result == [p["gen_ids"].tolist()[:n] for p, n in zip(prompts, budgets, strict=True)]
-    assert set(calls) == {1}
+    assert [handed[i] for i in range(len(prompts))] == [
+        p["gen_ids"].tolist()[:n] for p, n in zip(prompts, budgets, strict=True)]
+    assert set(sizes) <= {0, 1}
 
 
 def test_stop_token_ends_a_sequence(mlx_model, clips, prompts):
@@ -213,7 +216,7 @@ def test_stop_token_ends_a_sequence(mlx_model, clips, prompts):
     backend.stop_ids = frozenset({stop})
     try:
         wav = clips[prompt["clip"]]["wav"].numpy()
-        tokens = backend.generate([wav], [prompt_ids(mlx_model, prompt)], [20])[0]
+        tokens = decode(backend, [wav], [prompt_ids(mlx_model, prompt)], [20])[0]
     finally:
         backend.stop_ids = original
     assert tokens == expected[: expected.index(stop)]
@@ -224,7 +227,7 @@ def test_generate_from_a_worker_thread(mlx_model, clips, prompts):
     prompt = prompts[0]
     arguments = ([clips[prompt["clip"]]["wav"].numpy()], [prompt_ids(mlx_model, prompt)], [20])
     with ThreadPoolExecutor(1) as pool:
-        tokens = pool.submit(mlx_model.backend.generate, *arguments).result()
+        tokens = pool.submit(decode, mlx_model.backend, *arguments).result()
     assert tokens == [prompt["gen_ids"].tolist()]
 
 
@@ -260,7 +263,7 @@ def test_converted_copy_is_lossless_and_loads_with_auto(official_tiny, converted
     model = funasr_nano.load_model(out, device="cpu", dtype="float32")  # auto: MLX weights only -> MLX
     assert model.backend.name == "mlx"
     waveforms = [clips[p["clip"]]["wav"].numpy() for p in prompts]
-    got = model.backend.generate(waveforms, [prompt_ids(model, p) for p in prompts], [20] * len(prompts))
+    got = decode(model.backend, waveforms, [prompt_ids(model, p) for p in prompts], [20] * len(prompts))
     assert got == [p["gen_ids"].tolist() for p in prompts]
 
 
@@ -321,7 +324,7 @@ def test_quantization_agreement_with_full_precision(
         max_error = max(max_error, float(np.abs(full - quantized).max()))
         max_relative = max(max_relative, float(np.abs(full - quantized).max() / np.abs(full).max()))
     waveforms = [clips[p["clip"]]["wav"].numpy() for p in prompts]
-    free = model.backend.generate(waveforms, [prompt_ids(model, p) for p in prompts], [20] * len(prompts))
+    free = decode(model.backend, waveforms, [prompt_ids(model, p) for p in prompts], [20] * len(prompts))
     for tokens, prompt in zip(free, prompts, strict=True):
         positional += sum(a == b for a, b in zip(tokens, prompt["gen_ids"].tolist(), strict=False))
     with capsys.disabled():

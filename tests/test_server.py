@@ -5,7 +5,6 @@ and a graceful shutdown of ``funasr-nano serve`` on SIGTERM with a request in fl
 from __future__ import annotations
 
 import contextlib
-import copy
 import http.client
 import io
 import json
@@ -32,6 +31,8 @@ import soundfile
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 openai = pytest.importorskip("openai")
+from engines import EngineSpy  # noqa: E402
+
 from funasr_nano import load_model  # noqa: E402
 from funasr_nano.api import FunASRNano  # noqa: E402
 from funasr_nano.serve.app import ServerConfig, create_app, is_loopback, server_for  # noqa: E402
@@ -176,45 +177,30 @@ def test_streaming_sends_the_text_piece_by_piece(client, model, clips):
     assert len(events) - 1 > sum(1 for s in expected.segments if s.text.strip())  # finer than segments
 
 
-class HeldBeforeLastToken:
-    """Decodes, hands all but each segment's last token to the stream, then waits until the test's client
-    has received text before handing over the rest: only a server that streams live gets past the wait."""
-
-    def __init__(self, inner: Any):
-        self.inner, self.name, self.device = inner, inner.name, inner.device
-        self.client_saw_text = threading.Event()
-        self.released_by_client: bool | None = None
-
-    def generate(self, waveforms, prompts, max_new_tokens, on_tokens=None):  # type: ignore[no-untyped-def]
-        result = self.inner.generate(waveforms, prompts, max_new_tokens)
-        if on_tokens is not None:
-            for index, tokens in enumerate(result):
-                on_tokens(index, tokens[:-1])
-            self.released_by_client = self.client_saw_text.wait(20)
-            for index, tokens in enumerate(result):
-                on_tokens(index, tokens[-1:])
-        return result
+def spied(model: FunASRNano, **hooks: Any) -> FunASRNano:
+    """The same model with its engine behind an EngineSpy (tests/engines.py)."""
+    return FunASRNano(model.config, model.tokenizer, EngineSpy(model.backend, **hooks), model.model_dir)
 
 
 def test_streamed_text_arrives_while_the_decode_runs_and_equals_the_plain_result(model, clips):
-    held = copy.copy(model)
-    held.backend = HeldBeforeLastToken(model.backend)
+    client_saw_text = threading.Event()
+    held = spied(model, hold=client_saw_text)
     config = ServerConfig(max_new_tokens=12, vad=False, batch_window_s=0)
     with running(held, config) as url:
         client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=30)
         events = []
         for event in client.audio.transcriptions.create(model="m", file=("en.wav", clips["en"]), stream=True):
             events.append(event)
-            held.backend.client_saw_text.set()
-    assert held.backend.released_by_client is True
+            client_saw_text.set()
+    assert held.backend.held is True  # the last step waited for the client, which had text already
     plain = model.transcribe(clips["en"], vad=False, max_new_tokens=12)
     assert events[-1].text == plain.text == "".join(e.delta for e in events[:-1])
-    assert len(events) == 3  # two handovers, two deltas, then the whole text
+    assert len(events) > 3  # deltas step by step, then the whole text
 
 
 def test_a_client_that_leaves_mid_stream_frees_its_slot_once_the_decode_ends(model, clips):
-    held = copy.copy(model)
-    held.backend = HeldBeforeLastToken(model.backend)
+    client_left = threading.Event()
+    held = spied(model, hold=client_left)
     with running(held, ServerConfig(max_new_tokens=12, vad=False, batch_window_s=0)) as url:
         body, content_type = multipart({"model": "m", "stream": "true"}, {"file": ("a.wav", clips["en"])})
         connection = http.client.HTTPConnection("127.0.0.1", int(url.rsplit(":", 1)[1]), timeout=30)
@@ -222,7 +208,7 @@ def test_a_client_that_leaves_mid_stream_frees_its_slot_once_the_decode_ends(mod
         response = connection.getresponse()
         assert response.status == 200 and response.readline().startswith(b"data: ")
         connection.close()  # gone before the rest of the text
-        held.backend.client_saw_text.set()
+        client_left.set()
         deadline = time.monotonic() + 20
         while get_json(url + "/health")["requests_in_progress"]:
             assert time.monotonic() < deadline
@@ -230,28 +216,15 @@ def test_a_client_that_leaves_mid_stream_frees_its_slot_once_the_decode_ends(mod
         assert post_transcription(url, file=clips["yes"])[0] == 200  # the server carries on
 
 
-class FailsMidway:
-    """Hands over a few tokens, then fails the way a lost device would."""
-
-    def __init__(self, inner: Any):
-        self.inner, self.name, self.device = inner, inner.name, inner.device
-
-    def generate(self, waveforms, prompts, max_new_tokens, on_tokens=None):  # type: ignore[no-untyped-def]
-        result = self.inner.generate(waveforms, prompts, max_new_tokens)
-        if on_tokens is not None:
-            on_tokens(0, result[0][:3])
-        raise RuntimeError("device lost")
-
-
 def test_a_failure_during_a_stream_is_an_error_event_and_frees_the_slot(model, clips):
-    failing = copy.copy(model)
-    failing.backend = FailsMidway(model.backend)
+    failing = spied(model, fail_at_step=4)  # after a few tokens have streamed
     with running(failing, ServerConfig(max_new_tokens=12, vad=False, batch_window_s=0)) as url:
         client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=30)
         stream = client.audio.transcriptions.create(model="m", file=("en.wav", clips["en"]), stream=True)
         with pytest.raises(openai.APIError, match="internal server error: RuntimeError"):
             list(stream)
         assert get_json(url + "/health")["requests_in_progress"] == 0
+        assert post_transcription(url, file=clips["yes"])[0] == 200  # the worker carries on
 
 
 def test_models_list(client):
@@ -268,7 +241,7 @@ def test_unknown_fields_are_ignored(client, model, clips):
 
 
 def test_concurrent_requests_decode_together(base_url, client, model, clips):
-    """Requests that arrive within the batch window share one generate call, with unchanged results."""
+    """Requests in flight together decode in one batch, with unchanged results."""
     names = ["en", "zh", "yes", "en"]
     before = get_json(base_url + "/health")["batching"]
     with ThreadPoolExecutor(len(names)) as pool:
@@ -276,18 +249,15 @@ def test_concurrent_requests_decode_together(base_url, client, model, clips):
             lambda n: client.audio.transcriptions.create(model="m", file=(f"{n}.wav", clips[n])).text, names))
     after = get_json(base_url + "/health")["batching"]
     assert texts == [direct(model, clips[n]).text for n in names]
-    calls = after["calls"] - before["calls"]  # one per request, more when a guard retries a split segment
-    assert calls >= len(names)
-    assert after["batches"] - before["batches"] < calls  # requests shared batches
+    assert after["requests"] - before["requests"] == len(names)
+    assert after["largest_batch"] > 1  # segments of different requests decoded together
 
 
 def test_requests_join_a_running_decode_with_unchanged_results(model, clips):
-    """With a backend that takes work while it decodes (the CUDA default, forced on here), requests that
-    arrive mid-decode join it: fewer backend calls than requests, same texts, streams included."""
-    refilling = copy.copy(model)
-    refilling.backend = CountingRefills(model.backend)
+    """Requests that arrive mid-decode join it: same texts, streams included."""
+    spy = spied(model)
     names = ["en", "zh", "yes", "en", "zh", "yes"]
-    with running(refilling, ServerConfig(max_new_tokens=12, batch_window_s=0)) as url:
+    with running(spy, ServerConfig(max_new_tokens=12, batch_window_s=0)) as url:
         client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=30)
 
         def ask(index: int) -> str:
@@ -300,31 +270,10 @@ def test_requests_join_a_running_decode_with_unchanged_results(model, clips):
 
         with ThreadPoolExecutor(len(names)) as pool:
             texts = list(pool.map(ask, range(len(names))))
-        batching = get_json(url + "/health")["batching"]
     expected = [model.transcribe(clips[n], max_new_tokens=12, on_text=(lambda d: None) if i % 2 else None).text
                 for i, n in enumerate(names)]
     assert texts == expected
-    assert batching["batches"] < batching["calls"]
-    assert refilling.backend.joined > 0  # segments that joined a decode already running
-
-
-class CountingRefills:
-    """The torch backend with refills on (CPU), counting the segments taken in mid-decode."""
-
-    accepts_refill = True
-
-    def __init__(self, inner: Any):
-        self.inner, self.name, self.device, self.batch_size = inner, inner.name, inner.device, inner.batch_size
-        self.joined = 0
-
-    def generate(self, waveforms, prompts, max_new_tokens, on_tokens=None, refill=None, on_done=None):  # type: ignore[no-untyped-def]
-        def counted(free, fits):  # type: ignore[no-untyped-def]
-            work = refill(free, fits)
-            self.joined += len(work)
-            return work
-
-        return self.inner.generate(waveforms, prompts, max_new_tokens, on_tokens, counted if refill else None,
-                                   on_done)
+    assert spy.backend.joined > 0  # segments that joined a decode already running
 
 
 # --- raw HTTP: every error is JSON in OpenAI's shape, never a 500 --------------------------------------
@@ -450,7 +399,7 @@ def test_unknown_path_and_method_are_json_errors(base_url):
 def test_health(base_url):
     health = get_json(base_url + "/health")
     assert health["status"] == "ok" and health["device"] == "cpu"
-    assert health["batching"]["batches"] <= health["batching"]["calls"]
+    assert health["batching"]["steps"] >= 0 and health["batching"]["requests"] >= 0
 
 
 # --- API key -------------------------------------------------------------------------------------------
@@ -483,21 +432,9 @@ def test_right_api_key_is_accepted(keyed_url, model, clips):
 # --- queue depth -----------------------------------------------------------------------------------------
 
 
-class GatedBackend:
-    """Holds every generate call until the test opens the gate, so requests stay in flight."""
-
-    def __init__(self, inner: Any):
-        self.inner, self.name, self.device = inner, inner.name, inner.device
-        self.gate = threading.Event()
-
-    def generate(self, waveforms, prompts, max_new_tokens, on_tokens=None):  # type: ignore[no-untyped-def]
-        assert self.gate.wait(30)
-        return self.inner.generate(waveforms, prompts, max_new_tokens, on_tokens)
-
-
 def test_queue_full_is_429(model, clips):
-    gated = copy.copy(model)
-    gated.backend = GatedBackend(model.backend)
+    gate = threading.Event()
+    gated = spied(model, gate=gate)
     with running(gated, ServerConfig(max_queue=2, max_new_tokens=MAX_NEW_TOKENS, batch_window_s=0)) as url, \
             ThreadPoolExecutor(2) as pool:
         held = [pool.submit(post_transcription, url, None, clips["yes"]) for _ in range(2)]
@@ -512,7 +449,7 @@ def test_queue_full_is_429(model, clips):
         error = assert_error(response.status, response.read(), 429, code="queue_full")
         assert error["type"] == "rate_limit_error" and response.getheader("Retry-After") == "1"
         connection.close()
-        gated.backend.gate.set()
+        gate.set()
         assert [f.result()[0] for f in held] == [200, 200]
         assert post_transcription(url, file=clips["yes"])[0] == 200
 

@@ -1,4 +1,4 @@
-"""Streaming text: the loop guard's final prefix, TextStream on the real Qwen3 tokenizer (multi-byte
+"""Streaming text: the loop guard's final prefix, OrderedText on the real Qwen3 tokenizer (multi-byte
 characters split across tokens, /sil markers, whitespace, loop cuts, segments finishing out of order), and
 ``transcribe(on_text=...)`` end to end on the tiny checkpoint, live while the backend decodes."""
 
@@ -10,14 +10,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
+from engines import EngineSpy
 
 import funasr_nano
-from funasr_nano.decoding.guards import LoopWatch, cut_repetition, find_repetition
-from funasr_nano.decoding.streaming import StreamDivergedError, TextStream, sendable
+from funasr_nano.decoding.ordered_text import OrderedText, StreamDivergedError
 from funasr_nano.result import join_texts
+from funasr_nano.text.detokenize import sendable
 from funasr_nano.text.prompt import PromptTokenizer, clean_text
+from funasr_nano.text.repetition import LoopWatch, cut_repetition, find_repetition
 
 SPEECH = Path(__file__).parent / "data" / "speech.ogg"
+
+
+def keep(deltas: list[str], delta: str) -> None:
+    if delta:
+        deltas.append(delta)
 
 
 def finished(tokens: list[int]) -> list[int]:
@@ -108,7 +115,7 @@ def test_streamed_text_adds_up_to_the_finished_text(tokenizer):
         cut_loops = trial % 3 != 0
         segments = [random_segment(rng, tokenizer) for _ in range(rng.randint(1, 5))]
         deltas: list[str] = []
-        stream = TextStream(tokenizer.decode, deltas.append, cut_loops)
+        stream = OrderedText(tokenizer.decode, cut_loops)
         keys = [object() for _ in segments]
         stream.start(keys)
         fed = [0] * len(segments)
@@ -117,44 +124,45 @@ def test_streamed_text_adds_up_to_the_finished_text(tokenizer):
             index = rng.choice([i for i, t in enumerate(texts) if t is None])
             if fed[index] < len(segments[index]):  # the engine delivers a few tokens at a time
                 step = rng.randint(1, 3)
-                stream.add_tokens(keys[index], segments[index][fed[index] : fed[index] + step])
+                keep(deltas, stream.add(keys[index], segments[index][fed[index] : fed[index] + step]))
                 fed[index] += step
                 live += index == 0 and texts[0] is None and bool(deltas)
             else:
                 kept = finished(segments[index]) if cut_loops else segments[index]
                 texts[index] = clean_text(tokenizer.decode(kept))
-                stream.finish(keys[index], texts[index])
+                keep(deltas, stream.finish(keys[index], texts[index]))
         assert "".join(deltas) == join_texts(texts), (segments, deltas)
     assert live > 50  # text went out while the first segment was still decoding
 
 
 def test_splitting_replaces_an_unsent_segment_and_refuses_a_sent_one(tokenizer):
     deltas: list[str] = []
-    stream = TextStream(tokenizer.decode, deltas.append, cut_loops=True)
+    stream = OrderedText(tokenizer.decode, cut_loops=True)
     first, second, later = object(), object(), object()
     stream.start([first, later])
-    stream.add_tokens(later, tokenizer.encode(" world"))
+    keep(deltas, stream.add(later, tokenizer.encode(" world")))
     assert deltas == []  # not the head: kept until the segments before it are done
     halves = [object(), object()]
     stream.split(first, halves)
-    stream.add_tokens(halves[0], tokenizer.encode("Hello there"))
+    keep(deltas, stream.add(halves[0], tokenizer.encode("Hello there")))
     assert deltas == ["Hello there"]
-    assert stream.is_committed(halves[0]) and not stream.is_committed(halves[1])
+    assert stream.streamed(halves[0]) and not stream.streamed(halves[1])
     with pytest.raises(ValueError):
         stream.split(halves[0], [second])
-    stream.finish(halves[0], "Hello there")
-    stream.finish(halves[1], "")
-    stream.finish(later, " world")
+    keep(deltas, stream.finish(halves[0], "Hello there"))
+    keep(deltas, stream.finish(halves[1], ""))
+    keep(deltas, stream.finish(later, " world"))
     assert "".join(deltas) == "Hello there world"
 
 
 def test_a_finished_text_that_contradicts_the_sent_text_is_an_error(tokenizer):
-    stream = TextStream(tokenizer.decode, lambda delta: None, cut_loops=False)
+    stream = OrderedText(tokenizer.decode, cut_loops=False)
+    deltas: list[str] = []
     key = object()
     stream.start([key])
-    stream.add_tokens(key, tokenizer.encode("Hello world, again"))
+    keep(deltas, stream.add(key, tokenizer.encode("Hello world, again")))
     with pytest.raises(StreamDivergedError):
-        stream.finish(key, "Goodbye")
+        keep(deltas, stream.finish(key, "Goodbye"))
 
 
 # --- transcribe(on_text=...) on the tiny checkpoint ---------------------------------------------------------
@@ -171,33 +179,24 @@ def speech() -> np.ndarray:
     return samples
 
 
-class WatchedBackend:
-    """Passes calls through and counts the text pieces that arrived while a generate call was running."""
-
-    def __init__(self, inner, deltas: list[str]):
-        self.inner, self.name, self.device, self.batch_size = inner, inner.name, inner.device, inner.batch_size
-        self.deltas = deltas
-        self.during_generate = 0
-
-    def generate(self, waveforms, prompts, max_new_tokens, on_tokens=None):
-        before = len(self.deltas)
-        result = self.inner.generate(waveforms, prompts, max_new_tokens, on_tokens)
-        self.during_generate += len(self.deltas) - before
-        return result
-
-
 def test_without_vad_streaming_gives_exactly_the_plain_result_piece_by_piece(model, speech):
     clip = speech[: 8 * 16000]
     deltas: list[str] = []
-    watched = funasr_nano.FunASRNano(model.config, model.tokenizer, WatchedBackend(model.backend, deltas),
-                                     model.model_dir)
-    streamed = watched.transcribe(clip, vad=False, max_new_tokens=40, on_text=deltas.append)
+    spy = EngineSpy(model.backend)
+    watched = funasr_nano.FunASRNano(model.config, model.tokenizer, spy, model.model_dir)
+    at_step: list[int] = []  # the engine step after which each piece of text arrived
+
+    def on_text(delta: str) -> None:
+        deltas.append(delta)
+        at_step.append(spy.steps)
+
+    streamed = watched.transcribe(clip, vad=False, max_new_tokens=40, on_text=on_text)
     plain = model.transcribe(clip, vad=False, max_new_tokens=40)
     assert streamed.text == plain.text and streamed.segments[0].tokens == plain.segments[0].tokens
     assert "".join(deltas) == plain.text
     assert len(deltas) >= 10  # token by token, not one piece at the end
-    # All text arrived during the decode: the engine hands tokens over as the host reads them.
-    assert watched.backend.during_generate == len(deltas)
+    # The text arrived while the decode ran: at many different steps, as the host read the tokens.
+    assert len(set(at_step)) >= 10 and at_step[0] < spy.steps - 10
 
 
 def test_with_vad_the_pieces_add_up_to_the_text_in_time_order(model, speech):

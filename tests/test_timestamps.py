@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from funasr_nano import load_model
-from funasr_nano.decoding.alignment import Alignment, TokenSpan
+from funasr_nano.backends.alignment import Alignment, TokenSpan
 from funasr_nano.decoding.words import aligned_words, text_units, token_timestamps
 from funasr_nano.errors import ModelLoadError
 

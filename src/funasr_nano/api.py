@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
-from .backends import Backend, dtype_name
+from .backends import Engine, dtype_name
 from .backends.selection import choose_backend
 from .checkpoint import (
     LLM_SUBDIR,
@@ -20,15 +21,21 @@ from .checkpoint import (
     read_config,
     resolve_model_dir,
 )
-from .decoding.longform import DecodedRecording, DecodeSettings, ProgressCallback, SegmentCallback, SegmentDecoder
-from .decoding.streaming import TextCallback
+from .decoding.pieces import DecodedRecording, DecodeSettings, Recording, open_recording
+from .decoding.scheduler import RecordingDone, Scheduler, SegmentDone, TextDelta, decode_recordings
 from .errors import FunASRNanoError, ModelLoadError, UsageError, option
 from .frontend.audio import AudioInput, check_max_seconds, check_resampler, check_sample_rate
+from .frontend.prepared import PreparedAudio, ScannedAudio
 from .frontend.vad import VadOptions
-from .result import Transcription, join_texts
+from .options import TranscribeOptions
+from .result import Segment, Transcription, join_texts
 from .text.ctc_tokenizer import VOCAB_FILE, CTCTokenizer
 from .text.languages import resolve_language
 from .text.prompt import PromptTokenizer, normalize_hotwords
+
+ProgressCallback = Callable[[float], None]  # called with the seconds of audio just finished
+SegmentCallback = Callable[[int, Segment], None]  # (input index, segment), in time order within an input
+TextCallback = Callable[[str], None]  # called with each new piece of a recording's text
 
 NO_CTC_NOTE = "this model has no trained CTC head: word times are proportional estimates ({why})"
 
@@ -37,7 +44,7 @@ class FunASRNano:
     """A loaded Fun-ASR-Nano model. Create it with :func:`funasr_nano.load_model`."""
 
     def __init__(
-        self, config: ModelConfig, tokenizer: PromptTokenizer, backend: Backend, model_dir: Path,
+        self, config: ModelConfig, tokenizer: PromptTokenizer, backend: Engine, model_dir: Path,
         ctc_tokenizer: CTCTokenizer | None = None, no_ctc_reason: str = "",
     ):
         """ctc_tokenizer: the CTC vocabulary, given when the backend runs a CTC head (word timestamps)."""
@@ -64,19 +71,16 @@ class FunASRNano:
         self,
         audio: AudioInput,
         *,
-        language: str | None = None,
-        hotwords: str | Sequence[str] | None = None,
-        itn: bool = True,
-        sample_rate: int | None = None,
-        max_new_tokens: int | None = None,
-        vad: bool | VadOptions = True,
+        options: TranscribeOptions | None = None,
         progress: ProgressCallback | None = None,
         on_text: TextCallback | None = None,
-        resampler: str = "torchaudio",
-        word_timestamps: bool = False,
-        max_seconds: float | None = None,
+        **option_values: Any,
     ) -> Transcription:
-        """Transcribe one recording (path, bytes, or samples at ``sample_rate``, default 16 kHz).
+        """Transcribe one recording (path, bytes, file object, or samples at ``sample_rate``, default 16 kHz).
+
+        The options are those of :class:`~funasr_nano.options.TranscribeOptions`, given as keywords
+        (``language="en"``, ``hotwords=[...]``, ``itn``, ``sample_rate``, ``max_new_tokens``, ``vad``,
+        ``resampler``, ``word_timestamps``, ``max_seconds``) or as one ``options=TranscribeOptions(...)``.
 
         vad: True (default) cuts speech into segments of at most 30 s with silero-vad, decodes them
         batched, splits and retries a segment whose output loops or hits its token budget, and cuts a
@@ -99,9 +103,8 @@ class FunASRNano:
         length (with VAD on): a first pass finds the speech, a second cuts each segment's audio as the
         decoding reaches it; the result is the same as for the whole recording's samples.
         """
-        settings = self._settings(language, hotwords, itn, sample_rate, max_new_tokens, vad, on_text, resampler,
-                                  word_timestamps, max_seconds=max_seconds)
-        (result,) = self._run([audio], settings, progress)
+        settings = self.settings(_options(options, option_values), stream_text=on_text is not None)
+        (result,) = self._run([audio], settings, progress, on_text)
         if isinstance(result, FunASRNanoError):
             raise result
         return result
@@ -110,69 +113,83 @@ class FunASRNano:
         self,
         audios: Iterable[AudioInput],
         *,
-        language: str | None = None,
-        hotwords: str | Sequence[str] | None = None,
-        itn: bool = True,
-        sample_rate: int | None = None,
-        max_new_tokens: int | None = None,
-        vad: bool | VadOptions = True,
+        options: TranscribeOptions | None = None,
         progress: ProgressCallback | None = None,
-        resampler: str = "torchaudio",
-        word_timestamps: bool = False,
-        max_seconds: float | None = None,
         on_segment: SegmentCallback | None = None,
+        **option_values: Any,
     ) -> Iterator[Transcription | FunASRNanoError]:
         """Transcribe many recordings in shared batches; yields, in input order, each one's
         ``Transcription`` or the ``FunASRNanoError`` that input raised (unreadable audio), so one bad file
         does not stop the rest. Inputs are read lazily; options are those of :meth:`transcribe`.
         on_segment: called with (input index, segment) as soon as a segment and every earlier one of its
         input are final, in time order within each input (to write outputs progressively)."""
-        settings = self._settings(language, hotwords, itn, sample_rate, max_new_tokens, vad, None, resampler,
-                                  word_timestamps, on_segment, max_seconds)
-        return self._run(audios, settings, progress)
+        settings = self.settings(_options(options, option_values))
+        return self._run(audios, settings, progress, on_segment=on_segment)
 
-    def _settings(
-        self,
-        language: str | None,
-        hotwords: str | Sequence[str] | None,
-        itn: bool,
-        sample_rate: int | None,
-        max_new_tokens: int | None,
-        vad: bool | VadOptions,
-        on_text: TextCallback | None,
-        resampler: str,
-        word_timestamps: bool = False,
-        on_segment: SegmentCallback | None = None,
-        max_seconds: float | None = None,
-    ) -> DecodeSettings:
-        language_name = resolve_language(language, self.languages)
-        if sample_rate is not None:
-            sample_rate = check_sample_rate(sample_rate)
-        prompt = self.tokenizer.prompt_ids(normalize_hotwords(hotwords), language_name, itn)
-        if max_new_tokens is not None and max_new_tokens < 1:
+    def settings(self, options: TranscribeOptions, stream_text: bool = False) -> DecodeSettings:
+        """The options resolved against this model (language name, prompt ids); a bad one is a UsageError."""
+        language_name = resolve_language(options.language, self.languages)
+        sample_rate = None if options.sample_rate is None else check_sample_rate(options.sample_rate)
+        prompt = self.tokenizer.prompt_ids(normalize_hotwords(options.hotwords), language_name, options.itn)
+        if options.max_new_tokens is not None and options.max_new_tokens < 1:
             raise UsageError(f"{option('max_new_tokens')} must be at least 1")
+        vad = options.vad
         if not isinstance(vad, (bool, VadOptions)):
             raise UsageError(f"vad must be True, False or a VadOptions, not {type(vad).__name__}")
         vad_options = VadOptions() if vad is True else vad or None
-        if word_timestamps and self.word_timestamps_note and not self._noted:
+        if options.word_timestamps and self.word_timestamps_note and not self._noted:
             self._noted = True
             warnings.warn(self.word_timestamps_note, stacklevel=3)
-        check_max_seconds(max_seconds)
-        return DecodeSettings(prompt, max_new_tokens, vad_options, sample_rate, check_resampler(resampler),
-                              language_name, on_text, bool(word_timestamps), on_segment, max_seconds)
+        check_max_seconds(options.max_seconds)
+        return DecodeSettings(prompt, options.max_new_tokens, vad_options, sample_rate,
+                              check_resampler(options.resampler), language_name, stream_text,
+                              bool(options.word_timestamps), options.max_seconds)
+
+    def recording(self, key: Hashable, source: AudioInput | PreparedAudio | ScannedAudio,
+                  settings: DecodeSettings, vad_device: str | None = None) -> Recording:
+        """A source opened for the scheduler: read (files: a first pass in chunks) and cut by VAD, on
+        ``vad_device`` (default: the model's device)."""
+        return open_recording(key, source, settings, vad_device or self.backend.device)
+
+    def scheduler(self) -> Scheduler:
+        """A scheduler stepping this model's engine (one per thread that drives the engine)."""
+        return Scheduler(self.backend, self.tokenizer, self.ctc_tokenizer)
 
     def _run(
-        self, audios: Iterable[AudioInput], settings: DecodeSettings, progress: ProgressCallback | None
+        self, audios: Iterable[AudioInput], settings: DecodeSettings, progress: ProgressCallback | None,
+        on_text: TextCallback | None = None, on_segment: SegmentCallback | None = None,
     ) -> Iterator[Transcription | FunASRNanoError]:
-        decoder = SegmentDecoder(self.backend, self.tokenizer, getattr(self.backend, "batch_size", 32),
-                                 self.ctc_tokenizer)
-        return (
-            item if isinstance(item, FunASRNanoError) else _transcription(item, settings.language)
-            for item in decoder.run(audios, settings, progress)
-        )
+        def recordings() -> Iterator[Recording | tuple[Hashable, FunASRNanoError]]:
+            for index, source in enumerate(audios):
+                try:
+                    yield self.recording(index, source, settings)
+                except FunASRNanoError as exc:
+                    yield index, exc
+
+        for output in decode_recordings(self.scheduler(), recordings()):
+            if isinstance(output, RecordingDone):
+                result = output.result
+                yield result if isinstance(result, FunASRNanoError) else transcription(result, settings.language)
+            elif isinstance(output, TextDelta):
+                if on_text is not None:
+                    on_text(output.text)
+            elif isinstance(output, SegmentDone):
+                if on_segment is not None:
+                    on_segment(output.recording, output.segment)  # type: ignore[arg-type]
+            elif progress is not None:
+                progress(output.seconds)
 
 
-def _transcription(decoded: DecodedRecording, language: str | None) -> Transcription:
+def _options(options: TranscribeOptions | None, values: dict[str, Any]) -> TranscribeOptions:
+    unknown = sorted(set(values) - set(TranscribeOptions.names()))
+    if unknown:
+        raise TypeError(f"unexpected keyword argument {unknown[0]!r}")
+    if options is not None and values:
+        raise UsageError("pass the options either as options=TranscribeOptions(...) or as keywords, not both")
+    return options or TranscribeOptions(**values)
+
+
+def transcription(decoded: DecodedRecording, language: str | None) -> Transcription:
     return Transcription(
         text=join_texts([s.text for s in decoded.segments]),
         text_tn=join_texts([s.text_tn for s in decoded.segments]),
@@ -212,7 +229,7 @@ def load_model(
     tokenizer = PromptTokenizer(model_dir / LLM_SUBDIR / "tokenizer.json")
     stop_ids = config.llm.eos_token_ids or (tokenizer.im_end_id,)
     borrowed = load_ctc_head(ctc_head) if ctc_head is not None else None
-    engine: Backend
+    engine: Engine
     if choose_backend(backend, model_dir) == "mlx":
         if int8:
             raise UsageError(f"{option('int8', True)} is a torch-backend option; MLX quantizes with "

@@ -1,22 +1,31 @@
-"""Inference backends. Each turns audio segments plus a prompt into greedy token ids; everything
-around that (audio I/O, prompts, segmentation, guards, formats) is shared and backend-neutral."""
+"""Inference engines. Each turns segments (16 kHz audio plus a prompt) into greedy token ids, stepped by
+its caller: ``add`` work under a key, call ``step`` and read the ``Event``s it returns, ``cancel`` keys.
+An engine never calls back. Everything around that (audio, prompts, segmentation, guards, formats) is
+backend-neutral, in the stages above (``decoding.scheduler`` is the one loop that steps an engine).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from ..errors import UsageError, option
 from ..text.prompt import PromptIds
 
+if TYPE_CHECKING:  # alignment imports torch, which the command line's argument checks must not pay for
+    from .alignment import CTCResult
+
 # Short spellings users (and FunASR's config.yaml) use for the weight dtypes.
 DTYPE_ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 # The dtypes a model runs in. float16 is not one: the official runtime notes that the adaptor overflows
 # in fp16 with the real weights.
 DTYPE_NAMES = ("float32", "bfloat16")
+
+STOP = "stop"  # Event.reason: the model ended the text
+LENGTH = "length"  # Event.reason: the new-token budget ran out
 
 
 def dtype_name(dtype: str) -> str:
@@ -33,65 +42,82 @@ def dtype_name(dtype: str) -> str:
     return name
 
 
-# Called while ``generate`` runs, on its thread, with an input's index and the token ids just decoded for
-# it (stop token excluded), in order: the calls for one input add up to its returned ids.
-TokenSink = Callable[[int, list[int]], None]
-
-
-# A segment to decode: 16 kHz mono samples, the prompt around them, the new-token budget.
-SegmentWork = tuple[np.ndarray, PromptIds, int]
-# Whether a segment fits a running generate() call (its cache length).
-SegmentFits = Callable[[np.ndarray, PromptIds, int], bool]
-# Asked by a running generate() call, with its free slots, for segments to decode alongside; the ones
-# returned take the next indices (after every input) in the call's token callbacks.
-SegmentRefill = Callable[[int, SegmentFits], list[SegmentWork]]
-
-
-# Asked, once an input's ids are generated, for the CTC token ids of the text it will be reported as (None:
-# no alignment wanted for this input).
-CTCTargets = Callable[[int, list[int]], "list[int] | None"]
-# Called with an input's index and what the CTC head gave it (``alignment.CTCResult``).
-CTCSink = Callable[[int, object], None]
+def position_limit_message(needed: int, limit: int) -> str:
+    """What both backends say about a segment whose prompt and budget exceed the model's positions."""
+    return (
+        f"prompt plus {option('max_new_tokens')} needs {needed} positions, more than the {limit} supported; "
+        f"use shorter segments (VAD) or a smaller {option('max_new_tokens')}"
+    )
 
 
 @dataclass(frozen=True)
-class AlignRequest:
-    """Ask ``generate`` to run the CTC head on the encoder output it computed anyway and align the
-    generated text: ``targets`` turns each input's ids into CTC ids, ``on_aligned`` receives the result."""
+class Request:
+    """One segment: 16 kHz mono samples, the prompt around them, the new-token budget. ``align``: keep the
+    CTC head's view of its audio for :meth:`Engine.align` (engines with a CTC head)."""
 
-    targets: CTCTargets
-    on_aligned: CTCSink
+    audio: np.ndarray
+    prompt: PromptIds
+    max_new_tokens: int
+    align: bool = False
 
 
-class Backend(Protocol):
+@dataclass(frozen=True)
+class Event:
+    """What a step produced for one key: the token ids decoded since its previous event (stop token
+    excluded) and, on its last event, ``done`` with the reason (STOP or LENGTH)."""
+
+    key: Hashable
+    tokens: list[int]
+    done: bool = False
+    reason: str | None = None
+
+
+class Engine(Protocol):
     name: str
-    device: str
+    device: str  # where the model runs ("cpu", "cuda:0", "gpu")
 
-    def generate(
-        self,
-        waveforms: Sequence[np.ndarray],
-        prompts: Sequence[PromptIds],
-        max_new_tokens: Sequence[int],
-        on_tokens: TokenSink | None = None,
-        align: AlignRequest | None = None,
-    ) -> list[list[int]]:
-        """Greedy new token ids (stop token excluded) for each 16 kHz mono segment and its prompt;
-        ``on_tokens`` sees them as they are decoded; ``align`` (backends with a CTC head) aligns them."""
+    def fits(self, request: Request) -> bool:
+        """Whether the request can be decoded at all (its prompt and budget within the position limit)."""
+        ...
+
+    def add(self, key: Hashable, request: Request) -> None:
+        """Queue a request under a new key; a request that does not fit raises UsageError."""
+        ...
+
+    def step(self) -> list[Event]:
+        """Advance the work: encode, prefill or decode one token; the events of what finished meanwhile."""
+        ...
+
+    def cancel(self, keys: Iterable[Hashable]) -> None:
+        """Forget these keys: no further events; their work stops as soon as possible."""
+        ...
+
+    def capacity(self) -> int:
+        """How many more requests to add now for the engine to stay busy (0: it has enough queued)."""
+        ...
+
+    @property
+    def idle(self) -> bool:
+        """No work is queued, running or still to be reported."""
+        ...
+
+    def align(self, items: Sequence[tuple[Hashable, list[int]]]) -> list[CTCResult | None]:
+        """For finished keys added with ``align``: the CTC head's greedy ids and the forced alignment of the
+        given CTC target ids (None without a head); frees what the engine kept for them."""
         ...
 
 
-class RefillingBackend(Backend, Protocol):
-    """A backend whose running ``generate`` takes more segments as slots free up (continuous batching
-    across calls), reporting each finished segment's ids to ``on_done`` at once."""
-
-    accepts_refill: bool
-
-    def generate(
-        self,
-        waveforms: Sequence[np.ndarray],
-        prompts: Sequence[PromptIds],
-        max_new_tokens: Sequence[int],
-        on_tokens: TokenSink | None = None,
-        refill: SegmentRefill | None = None,
-        on_done: TokenSink | None = None,
-    ) -> list[list[int]]: ...
+def generate(engine: Engine, requests: Sequence[Request]) -> list[list[int]]:
+    """Step ``engine`` until these requests are decoded; their token ids, in order (for tests and benchmarks,
+    and any caller with a fixed set of segments)."""
+    keys = [object() for _ in requests]
+    for key, request in zip(keys, requests, strict=True):
+        engine.add(key, request)
+    tokens: dict[Hashable, list[int]] = {key: [] for key in keys}
+    remaining = len(keys)
+    while remaining:
+        for event in engine.step():
+            if event.key in tokens:
+                tokens[event.key].extend(event.tokens)
+                remaining -= event.done
+    return [tokens[key] for key in keys]

@@ -17,8 +17,8 @@ import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ..backends.alignment import Alignment
 from ..result import Word
-from .alignment import Alignment
 
 FRAME_SECONDS = 0.06  # one LFR frame: 6 fbank frames of 10 ms
 

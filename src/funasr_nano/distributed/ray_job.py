@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from ..decoding.longform import PreparedAudio, prepare_audio
 from ..errors import FunASRNanoError, UsageError
+from ..frontend.prepared import PreparedAudio, prepare_audio
 from ..frontend.vad import SpeechMap, VadOptions
 from ..output.formats import FORMATS, CueLimits, render, write_outputs
 from ..result import Segment, Transcription

@@ -1,18 +1,18 @@
 """OpenAI-compatible HTTP server: ``POST /v1/audio/transcriptions``, ``GET /v1/models``, ``GET /health``.
 
 Requests run in a thread pool (audio decoding and segmentation are per request); their segments meet
-in one :class:`~funasr_nano.serve.batching.BatchingBackend`, whose single worker thread owns the model and
-decodes the segments of requests that arrive together in one batch. Errors use OpenAI's shape
+in one :class:`~funasr_nano.serve.worker.Worker`, whose thread owns the model and decodes the segments
+of every request in flight together (continuous batching). Errors use OpenAI's shape
 ``{"error": {"message", "type", "param", "code"}}`` so OpenAI clients raise the matching exception.
 """
 
 from __future__ import annotations
 
 import asyncio
-import copy
 import hmac
 import ipaddress
 import logging
+import queue
 import socket
 import sys
 import time
@@ -33,16 +33,18 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from ..api import FunASRNano
-from ..decoding.longform import ScannedAudio, scan_audio
-from ..decoding.streaming import TextCallback
+from ..api import FunASRNano, TextCallback, transcription
+from ..decoding.pieces import DecodedRecording
+from ..decoding.scheduler import RecordingDone, TextDelta
 from ..errors import AudioError, AudioTooLongError, UsageError
 from ..frontend.audio import load_audio
+from ..frontend.prepared import ScannedAudio, scan_audio
 from ..frontend.vad import VadOptions
+from ..options import TranscribeOptions
 from ..result import Transcription
 from ..text.languages import resolve_language
-from .batching import BatcherClosedError, BatchingBackend
 from .openai import RESPONSE_FORMATS, APIError, render, sse_stream
+from .worker import VAD_DEVICE, Worker, WorkerClosedError
 
 log = logging.getLogger("funasr_nano.serve.app")
 
@@ -234,13 +236,12 @@ def _form_text(form: Any, name: str, default: str | None = None) -> str | None:
 
 
 class _Service:
-    """The per-app state: the batcher, the request threads and the admission counter."""
+    """The per-app state: the worker that owns the model, the request threads and the admission counter."""
 
     def __init__(self, model: FunASRNano, config: ServerConfig):
         self.config = config
         self.base_model = model
-        self.batcher: BatchingBackend | None = None
-        self.model: FunASRNano | None = None
+        self.worker: Worker | None = None
         self.pool: ThreadPoolExecutor | None = None
         self.active = 0
         self.served = 0
@@ -249,18 +250,14 @@ class _Service:
         self.stopping = asyncio.Event()  # set when the server begins to shut down
 
     def start(self) -> None:
-        self.batcher = BatchingBackend(self.base_model.backend, self.config.batch_window_s,
-                                       self.config.batch_segments)
-        # A shallow copy shares weights, tokenizer and VAD; only its backend is the shared batcher.
-        self.model = copy.copy(self.base_model)
-        self.model.backend = self.batcher
+        self.worker = Worker(self.base_model, self.config.batch_window_s)
         self.pool = ThreadPoolExecutor(self.config.max_queue, thread_name_prefix="funasr-nano-request")
 
     def stop(self) -> None:
         if self.pool is not None:
             self.pool.shutdown(wait=True)
-        if self.batcher is not None:
-            self.batcher.close()
+        if self.worker is not None:
+            self.worker.close()
 
     def load(self, upload: IO[bytes]) -> np.ndarray | ScannedAudio:
         """The upload read once: with VAD, in chunks, keeping only the speech found (its segments' audio
@@ -268,18 +265,37 @@ class _Service:
         Audio over the duration limit is refused from its header or as soon as decoding passes the limit
         (AudioTooLongError, a 413). Blocking (a request thread)."""
         if self.config.vad:
-            assert self.model is not None
-            return scan_audio(upload, VadOptions(), self.config.resampler, self.model.backend.device,
-                              self.config.max_audio_s)
+            return scan_audio(upload, VadOptions(), self.config.resampler, VAD_DEVICE, self.config.max_audio_s)
         return load_audio(upload, resampler=self.config.resampler, max_seconds=self.config.max_audio_s)
 
     def transcribe(self, audio: np.ndarray | ScannedAudio, language: str | None, prompt: str | None,
                    on_text: TextCallback | None = None, word_timestamps: bool = False) -> Transcription:
-        """Blocking; runs in a request thread."""
-        assert self.model is not None
-        return self.model.transcribe(audio, language=language, hotwords=prompt, on_text=on_text,
-                                     max_new_tokens=self.config.max_new_tokens, vad=self.config.vad,
-                                     word_timestamps=word_timestamps)
+        """Blocking, on a request thread: submits the recording to the worker, cuts its pieces as the
+        worker takes them, waits for the result. ``on_text`` is called on the worker thread."""
+        assert self.worker is not None
+        model = self.base_model
+        options = TranscribeOptions(language=language, hotwords=prompt, max_new_tokens=self.config.max_new_tokens,
+                                    vad=self.config.vad, resampler=self.config.resampler,
+                                    word_timestamps=word_timestamps)
+        settings = model.settings(options, stream_text=on_text is not None)
+        recording = model.recording(object(), audio, settings, VAD_DEVICE)
+        results: queue.SimpleQueue[object] = queue.SimpleQueue()
+
+        def deliver(output: object) -> None:
+            if isinstance(output, TextDelta):
+                if on_text is not None:
+                    on_text(output.text)
+            elif isinstance(output, RecordingDone):
+                results.put(output.result)
+            elif isinstance(output, BaseException):  # what broke the decode
+                results.put(output)
+
+        self.worker.submit(recording, deliver).produce()
+        result = results.get()
+        if isinstance(result, BaseException):
+            raise result
+        assert isinstance(result, DecodedRecording)
+        return transcription(result, settings.language)
 
     def admit(self) -> None:
         """Take a place in the queue; only requests whose upload is complete ask for one."""
@@ -397,7 +413,7 @@ def _as_api_error(exc: BaseException) -> APIError | None:
         return APIError(400, str(exc), param="file", code="invalid_audio")
     if isinstance(exc, UsageError):
         return APIError(400, str(exc))
-    if isinstance(exc, BatcherClosedError):
+    if isinstance(exc, WorkerClosedError):
         return APIError(503, str(exc), type_="server_error", code="shutting_down")
     return None
 
@@ -510,7 +526,7 @@ def create_app(model: FunASRNano, config: ServerConfig | None = None) -> FastAPI
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
-        batcher = service.batcher
+        worker = service.worker
         return {
             "status": "ok",
             "model": config.model_name,
@@ -520,7 +536,7 @@ def create_app(model: FunASRNano, config: ServerConfig | None = None) -> FastAPI
             "uploads_in_progress": service.uploading,
             "max_uploads": config.max_uploads,
             "requests_served": service.served,
-            "batching": batcher.stats.as_dict() if batcher else None,
+            "batching": worker.stats.as_dict() if worker else None,
         }
 
     return app

@@ -1,9 +1,11 @@
 """The MLX backend: device/dtype choice, weights from ``model.pt`` or a converted copy, batched encode and
-greedy decode. Apple Silicon GPU through Metal; also runs on CPU (``mlx[cpu]`` on Linux, used by CI)."""
+greedy decode stepped by its caller. Apple Silicon GPU through Metal; also runs on CPU (``mlx[cpu]`` on
+Linux, used by CI)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections import deque
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,12 +15,13 @@ import torch
 
 from ...checkpoint import CTC_PREFIXES, MLX_WEIGHTS, ModelConfig, load_checkpoint
 from ...errors import UsageError, option
-from ...frontend.features import extract_features
-from ...text.prompt import PromptIds
-from .. import AlignRequest, TokenSink, dtype_name
+from ...frontend.features import extract_features, num_samples_to_lfr_frames
+from ...text.prompt import num_audio_tokens
+from .. import LENGTH, STOP, Event, Request, dtype_name, position_limit_message
+from ..alignment import CTCResult
 from .convert import read_converted
 from .ctc_head import CTCHead
-from .generate import greedy_generate
+from .generate import StaticBatch
 from .model import FunASRNanoMLX, arrays_from_state_dict, check_array_shapes, load_arrays
 from .quantization import Quantization, apply_layout
 
@@ -90,6 +93,10 @@ class MLXBackend:
         self.batch_size = batch_size
         self.quantization = quantization
         self.ctc_head = ctc_head
+        self._waiting: deque[tuple[Hashable, Request]] = deque()
+        self._batch: StaticBatch | None = None
+        self._rows: list[tuple[Hashable, int, list[int]]] = []  # per batch row: key, budget, tokens so far
+        self._ctc_hidden: dict[Hashable, mx.array] = {}  # kept for align()
 
     @classmethod
     def load(
@@ -147,46 +154,81 @@ class MLXBackend:
                 mx.eval(audio, hidden)
             return audio, hidden
 
-    def generate(
-        self,
-        waveforms: Sequence[np.ndarray],
-        prompts: Sequence[PromptIds],
-        max_new_tokens: Sequence[int],
-        on_tokens: TokenSink | None = None,
-        align: AlignRequest | None = None,
-    ) -> list[list[int]]:
-        """align: run the CTC head on the encoder output of this call and align each input's text, all
-        inputs' alignments together at the end of the call."""
-        head = self.ctc_head if align is not None else None
+    def fits(self, request: Request) -> bool:
+        return self._positions(request) <= self.model.llm.config.max_position_embeddings
+
+    def add(self, key: Hashable, request: Request) -> None:
+        if not self.fits(request):
+            raise UsageError(position_limit_message(self._positions(request),
+                                                    self.model.llm.config.max_position_embeddings))
+        self._waiting.append((key, request))
+
+    def capacity(self) -> int:
+        running = 0 if self._batch is None else len(self._rows)
+        return max(0, 2 * self.batch_size - len(self._waiting) - running)
+
+    @property
+    def idle(self) -> bool:
+        return not self._waiting and self._batch is None
+
+    def step(self) -> list[Event]:
+        """Static batches behind the protocol: the next ``batch_size`` waiting segments are encoded and
+        prefilled together once the running batch is done; each later step decodes one token of all."""
+        if self._batch is None:
+            if not self._waiting:
+                return []
+            self._start([self._waiting.popleft() for _ in range(min(self.batch_size, len(self._waiting)))])
+            return []
+        events: list[Event] = []
+        with mx.stream(self.mx_device):
+            produced = self._batch.step()
+        for row, token in produced:
+            key, budget, tokens = self._rows[row]
+            if token is None:
+                events.append(Event(key, [], True, STOP))
+                continue
+            tokens.append(token)
+            done = len(tokens) >= budget
+            events.append(Event(key, [token], done, LENGTH if done else None))
+        if self._batch.finished:
+            self._batch, self._rows = None, []
+        return events
+
+    def cancel(self, keys: Iterable[Hashable]) -> None:
+        gone = set(keys)
+        self._waiting = deque(item for item in self._waiting if item[0] not in gone)
+        for key in gone:
+            self._ctc_hidden.pop(key, None)
+        if self._batch is not None:
+            for row, (key, _, _) in enumerate(self._rows):
+                if key in gone:
+                    self._batch.cancel(row)
+            if self._batch.finished:
+                self._batch, self._rows = None, []
+
+    def align(self, items: Sequence[tuple[Hashable, list[int]]]) -> list[CTCResult | None]:
+        hidden = [self._ctc_hidden.pop(key, None) for key, _ in items]
+        if self.ctc_head is None or not items:
+            return [None] * len(items)
+        targets = [target if h is not None else None for h, (_, target) in zip(hidden, items, strict=True)]
+        with mx.stream(self.mx_device):
+            return self.ctc_head.run(hidden, targets)
+
+    def _positions(self, request: Request) -> int:
+        audio_tokens = num_audio_tokens(num_samples_to_lfr_frames(len(request.audio)))
+        return request.prompt.total_length(audio_tokens) + request.max_new_tokens
+
+    def _start(self, work: list[tuple[Hashable, Request]]) -> None:
         # Segments of similar length share a batch, which keeps left padding small.
-        order = sorted(range(len(waveforms)), key=lambda i: waveforms[i].size)
-        results: list[list[int]] = [[] for _ in waveforms]
-        hidden: list[mx.array | None] = [None] * len(waveforms)
-        for start in range(0, len(order), self.batch_size):
-            chunk = order[start : start + self.batch_size]
-            audio, ctc_hidden = self.encode_waveforms_with_ctc([waveforms[i] for i in chunk], head)
-            if ctc_hidden is not None:
-                for index, h in zip(chunk, ctc_hidden, strict=True):
-                    hidden[index] = h
-            with mx.stream(self.mx_device):
-                embeddings = [
-                    self.model.prompt_embeddings(prompts[i], a) for i, a in zip(chunk, audio, strict=True)
-                ]
-                budgets = [max_new_tokens[i] for i in chunk]
-                row_sink = None if on_tokens is None else _chunk_sink(on_tokens, chunk)
-                generated = greedy_generate(self.model.llm, embeddings, budgets, self.stop_ids, row_sink)
-                for index, tokens in zip(chunk, generated, strict=True):
-                    results[index] = tokens
-        if head is not None and align is not None:
-            targets = [align.targets(i, tokens) for i, tokens in enumerate(results)]
-            with mx.stream(self.mx_device):
-                aligned = head.run(hidden, targets)
-            for index, result in enumerate(aligned):
-                if result is not None:
-                    align.on_aligned(index, result)
-        return results
-
-
-def _chunk_sink(on_tokens: TokenSink, chunk: list[int]) -> TokenSink:
-    """A sink for one decoded chunk that reports its rows under their indices in the whole call."""
-    return lambda row, tokens: on_tokens(chunk[row], tokens)
+        work = sorted(work, key=lambda item: item[1].audio.size)
+        head = self.ctc_head if any(request.align for _, request in work) else None
+        audio, ctc_hidden = self.encode_waveforms_with_ctc([request.audio for _, request in work], head)
+        if ctc_hidden is not None:
+            for (key, request), h in zip(work, ctc_hidden, strict=True):
+                if request.align:
+                    self._ctc_hidden[key] = h
+        with mx.stream(self.mx_device):
+            embeddings = [self.model.prompt_embeddings(r.prompt, a) for (_, r), a in zip(work, audio, strict=True)]
+            budgets = [request.max_new_tokens for _, request in work]
+            self._batch = StaticBatch(self.model.llm, embeddings, budgets, self.stop_ids)
+        self._rows = [(key, request.max_new_tokens, []) for key, request in work]

@@ -2,7 +2,7 @@
 Transformer, :class:`.adaptor.AudioAdaptor`, on the encoder output) and ``ctc.ctc_lo``; log-softmax over
 the CTC vocabulary, always in float32 (the official head is fp32) and never quantized.
 
-The forced alignment is the backend-neutral one (:func:`funasr_nano.decoding.alignment.forced_align`, torchaudio's
+The forced alignment is the backend-neutral one (:func:`funasr_nano.backends.alignment.forced_align`, torchaudio's
 algorithm): only the gathered columns of the log-softmax ([T, 1 + L] per segment) leave MLX, and the
 Viterbi runs on them in torch on the CPU.
 """
@@ -18,7 +18,7 @@ from mlx import nn
 from mlx.utils import tree_flatten
 
 from ...checkpoint import CTCConfig, check_shapes
-from ...decoding.alignment import CTCResult, forced_align
+from ..alignment import CTCResult, forced_align
 from .adaptor import AudioAdaptor
 
 

@@ -1,4 +1,4 @@
-"""Greedy decoding of one left-padded batch of prompt embeddings on the MLX Qwen3."""
+"""Greedy decoding of one left-padded batch of prompt embeddings on the MLX Qwen3, a token per step."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from collections.abc import Sequence
 
 import mlx.core as mx
 
-from ...errors import UsageError, option
-from .. import TokenSink
+from ...errors import UsageError
+from .. import position_limit_message
 from .qwen3 import KVCache, Qwen3ForCausalLM
 
 
@@ -27,58 +27,68 @@ def attention_mask(pads: Sequence[int], start: int, steps: int) -> mx.array | st
     return allowed[:, None]
 
 
-def greedy_generate(
-    llm: Qwen3ForCausalLM,
-    prompts: Sequence[mx.array],
-    budgets: Sequence[int],
-    stop_ids: frozenset[int],
-    on_tokens: TokenSink | None = None,
-) -> list[list[int]]:
-    """New token ids (stop token excluded) for each prompt [L_i, H], at most ``budgets[i]`` of them;
-    ``on_tokens`` gets each row's token as soon as it is read back.
+class StaticBatch:
+    """Greedy decoding of one left-padded batch of prompt embeddings [L_i, H], at most ``budgets[i]`` new
+    tokens each, a token per :meth:`step`.
 
-    Decoding is pipelined: step n+1 is queued before the ids of step n are read back, so the device
-    never waits on Python between tokens.
+    Decoding is pipelined: step n+1 is queued before the ids of step n are read back, so the device never
+    waits on Python between tokens.
     """
-    lengths = [p.shape[0] for p in prompts]
-    longest = max(lengths)
-    longest_budget = max(budgets)
-    limit = llm.config.max_position_embeddings
-    if longest + longest_budget > limit:
-        raise UsageError(
-            f"prompt plus {option('max_new_tokens')} needs {longest + longest_budget} positions, more than the "
-            f"{limit} supported; use shorter segments (VAD) or a smaller {option('max_new_tokens')}"
-        )
-    pads = [longest - n for n in lengths]
-    batch = mx.stack([mx.pad(p, [(pad, 0), (0, 0)]) for p, pad in zip(prompts, pads, strict=True)])
-    # The last queued step writes index longest + longest_budget - 1.
-    cache = KVCache(llm.config, len(prompts), longest + longest_budget, batch.dtype)
-    pad_offsets = mx.array(pads)
 
-    def step(hidden: mx.array) -> mx.array:
-        mask = attention_mask(pads, cache.offset, hidden.shape[1])
-        out = llm(hidden, cache, cache.offset - pad_offsets, mask)
-        return mx.argmax(llm.logits(out[:, -1]), axis=-1)
+    def __init__(self, llm: Qwen3ForCausalLM, prompts: Sequence[mx.array], budgets: Sequence[int],
+                 stop_ids: frozenset[int]):
+        lengths = [p.shape[0] for p in prompts]
+        longest = max(lengths)
+        self.budgets = list(budgets)
+        self.longest_budget = max(budgets)
+        limit = llm.config.max_position_embeddings
+        if longest + self.longest_budget > limit:
+            raise UsageError(position_limit_message(longest + self.longest_budget, limit))
+        self.llm = llm
+        self.stop_ids = stop_ids
+        self.pads = [longest - n for n in lengths]
+        batch = mx.stack([mx.pad(p, [(pad, 0), (0, 0)]) for p, pad in zip(prompts, self.pads, strict=True)])
+        # The last queued step writes index longest + longest_budget - 1.
+        self.cache = KVCache(llm.config, len(prompts), longest + self.longest_budget, batch.dtype)
+        self.pad_offsets = mx.array(self.pads)
+        self.counts = [0] * len(prompts)
+        self.done = [False] * len(prompts)
+        self.produced = 0
+        self.tokens: mx.array | None = self._forward(batch)
+        mx.async_eval(self.tokens)
 
-    results: list[list[int]] = [[] for _ in prompts]
-    done = [False] * len(prompts)
-    tokens = step(batch)
-    mx.async_eval(tokens)
-    for produced in range(1, longest_budget + 1):
-        upcoming = step(llm.embed(tokens)[:, None, :]) if produced < longest_budget else None
-        if upcoming is not None:
+    @property
+    def finished(self) -> bool:
+        return self.tokens is None
+
+    def cancel(self, row: int) -> None:
+        self.done[row] = True
+        if all(self.done):
+            self.tokens = None
+
+    def step(self) -> list[tuple[int, int | None]]:
+        """(row, token) for each row that got one, (row, None) for a row that just stopped."""
+        assert self.tokens is not None
+        self.produced += 1
+        upcoming = None
+        if self.produced < self.longest_budget:
+            upcoming = self._forward(self.llm.embed(self.tokens)[:, None, :])
             mx.async_eval(upcoming)
-        for row, token in enumerate(tokens.tolist()):
-            if done[row]:
+        out: list[tuple[int, int | None]] = []
+        for row, token in enumerate(self.tokens.tolist()):
+            if self.done[row]:
                 continue
-            if token in stop_ids:
-                done[row] = True
+            if token in self.stop_ids:
+                self.done[row] = True
+                out.append((row, None))
             else:
-                results[row].append(token)
-                done[row] = len(results[row]) >= budgets[row]
-                if on_tokens is not None:
-                    on_tokens(row, [token])
-        if all(done) or upcoming is None:
-            break
-        tokens = upcoming
-    return results
+                self.counts[row] += 1
+                self.done[row] = self.counts[row] >= self.budgets[row]
+                out.append((row, token))
+        self.tokens = None if all(self.done) or upcoming is None else upcoming
+        return out
+
+    def _forward(self, hidden: mx.array) -> mx.array:
+        mask = attention_mask(self.pads, self.cache.offset, hidden.shape[1])
+        out = self.llm(hidden, self.cache, self.cache.offset - self.pad_offsets, mask)
+        return mx.argmax(self.llm.logits(out[:, -1]), axis=-1)

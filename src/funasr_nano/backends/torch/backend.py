@@ -1,19 +1,20 @@
-"""The PyTorch backend: device/dtype choice, model construction, batched encode + generate."""
+"""The PyTorch backend: device/dtype choice, model construction, and the engine that encodes and decodes."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Hashable, Iterable, Sequence
 
-import numpy as np
 import torch
 
 from ...checkpoint import ModelConfig
 from ...errors import UsageError, option
 from ...frontend.features import num_samples_to_lfr_frames
-from ...text.prompt import PromptIds, num_audio_tokens
-from .. import AlignRequest, SegmentFits, SegmentRefill, TokenSink, dtype_name
+from ...text.prompt import num_audio_tokens
+from .. import Event, Request, dtype_name, position_limit_message
+from ..alignment import CTCResult
 from .ctc_head import CTCHead
-from .engine import GenerationRequest, GreedyEngine, Refill
+from .engine import GenerationRequest, GreedyEngine
 from .model import FunASRNano
 from .quantize import quantize_llm_int8
 
@@ -44,6 +45,9 @@ def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
 
 
 class TorchBackend:
+    """The torch engine: segments are encoded (a batch at a time, as slots are about to free up), their
+    prompts prefilled and decoded by the continuous-batching :class:`GreedyEngine`."""
+
     name = "torch"
 
     def __init__(
@@ -75,65 +79,61 @@ class TorchBackend:
             self.ctc_head = CTCHead.from_tensors(config.ctc, ctc_tensors, self.torch_device, ctc_source or source)
         self.engine = GreedyEngine(self.model.llm, stop_ids, max_batch=batch_size)
         self.batch_size = batch_size
-        # Taking segments into a running decode needs a cache sized for a full batch from the start:
-        # cheap on a GPU, but gigabytes of fp32 on a CPU, where it stays off.
-        self.accepts_refill = self.torch_device.type == "cuda"
+        self._unencoded: deque[tuple[Hashable, Request]] = deque()
+        self._ctc_hidden: dict[Hashable, torch.Tensor] = {}  # kept for align()
 
-    def fits(self, max_positions: int) -> SegmentFits:
-        """Whether a segment's prompt, audio and budget fit in ``max_positions`` (without encoding it)."""
+    def fits(self, request: Request) -> bool:
+        return self._positions(request) <= self.engine.max_positions
 
-        def fit(waveform: np.ndarray, prompt: PromptIds, budget: int) -> bool:
-            audio_tokens = num_audio_tokens(num_samples_to_lfr_frames(len(waveform)))
-            return prompt.total_length(audio_tokens) + budget <= max_positions
+    def add(self, key: Hashable, request: Request) -> None:
+        if not self.fits(request):
+            raise UsageError(position_limit_message(self._positions(request), self.engine.max_positions))
+        self._unencoded.append((key, request))
 
-        return fit
+    def capacity(self) -> int:
+        # the slots, and one encoder batch ready for the slots that free up next
+        return max(0, self.engine.max_batch + self.batch_size - len(self._unencoded) - self.engine.load)
+
+    @property
+    def idle(self) -> bool:
+        return not self._unencoded and self.engine.idle
 
     @torch.inference_mode()
-    def generate(
-        self,
-        waveforms: Sequence[np.ndarray],
-        prompts: Sequence[PromptIds],
-        max_new_tokens: Sequence[int],
-        on_tokens: TokenSink | None = None,
-        refill: SegmentRefill | None = None,
-        on_done: TokenSink | None = None,
-        align: AlignRequest | None = None,
-    ) -> list[list[int]]:
-        """align: run the CTC head on the encoder output of this call and align each input's text (the
-        call then takes no refill: the alignments are computed together at its end)."""
-        head = self.ctc_head if align is not None else None
-        engine_refill: Refill | None = None
-        if refill is not None and head is None:
+    def step(self) -> list[Event]:
+        if self._unencoded and self.engine.waiting < self.engine.free_slots:
+            self._encode([self._unencoded.popleft() for _ in range(min(self.batch_size, len(self._unencoded)))])
+        return self.engine.step()
 
-            def engine_refill(free: int, max_positions: int) -> list[GenerationRequest]:
-                work = refill(free, self.fits(max_positions))
-                embeddings, _ = self._prompt_embeddings([w for w, _, _ in work], [p for _, p, _ in work])
-                return [GenerationRequest(e, n) for e, (_, _, n) in zip(embeddings, work, strict=True)]
+    def cancel(self, keys: Iterable[Hashable]) -> None:
+        gone = set(keys)
+        self._unencoded = deque(item for item in self._unencoded if item[0] not in gone)
+        for key in gone:
+            self._ctc_hidden.pop(key, None)
+        self.engine.cancel(gone)
 
-        embeddings, hidden = self._prompt_embeddings(waveforms, prompts, head)
-        requests = [GenerationRequest(e, n) for e, n in zip(embeddings, max_new_tokens, strict=True)]
-        generated = self.engine.generate(requests, on_tokens, engine_refill, on_done)
-        if head is not None and align is not None and hidden is not None:
-            targets = [align.targets(i, tokens) for i, tokens in enumerate(generated)]
-            for index, result in enumerate(head.run(hidden, targets)):
-                if result is not None:
-                    align.on_aligned(index, result)
-        return generated
+    @torch.inference_mode()
+    def align(self, items: Sequence[tuple[Hashable, list[int]]]) -> list[CTCResult | None]:
+        hidden = [self._ctc_hidden.pop(key, None) for key, _ in items]
+        if self.ctc_head is None or not items:
+            return [None] * len(items)
+        wanted = [i for i, h in enumerate(hidden) if h is not None]
+        results = self.ctc_head.run([hidden[i] for i in wanted], [items[i][1] for i in wanted])  # type: ignore[misc]
+        out: list[CTCResult | None] = [None] * len(items)
+        for index, result in zip(wanted, results, strict=True):
+            out[index] = result
+        return out
 
-    def _prompt_embeddings(
-        self, waveforms: Sequence[np.ndarray], prompts: Sequence[PromptIds], head: CTCHead | None = None
-    ) -> tuple[list[torch.Tensor], list[torch.Tensor] | None]:
-        """Prompt embeddings in input order, and with ``head`` the ctc_decoder output of each input."""
-        # Encoder batches of similar lengths waste little on padding; the result is in input order.
-        order = sorted(range(len(waveforms)), key=lambda i: -len(waveforms[i]))
-        embeddings: list[torch.Tensor] = [torch.empty(0)] * len(waveforms)
-        hidden: list[torch.Tensor] = [torch.empty(0)] * len(waveforms)
-        for start in range(0, len(order), self.batch_size):
-            chunk = order[start : start + self.batch_size]
-            encoded, ctc_hidden = self.model.encode_waveforms_with_ctc(
-                [torch.from_numpy(waveforms[i]) for i in chunk], head)
-            for slot, (index, audio) in enumerate(zip(chunk, encoded, strict=True)):
-                embeddings[index] = self.model.prompt_embeddings(prompts[index], audio)
-                if ctc_hidden is not None:
-                    hidden[index] = ctc_hidden[slot]
-        return embeddings, hidden if head is not None else None
+    def _positions(self, request: Request) -> int:
+        audio_tokens = num_audio_tokens(num_samples_to_lfr_frames(len(request.audio)))
+        return request.prompt.total_length(audio_tokens) + request.max_new_tokens
+
+    def _encode(self, work: list[tuple[Hashable, Request]]) -> None:
+        """Encode a batch of segments and queue their prompts in the LLM engine, in the order added."""
+        head = self.ctc_head if any(request.align for _, request in work) else None
+        encoded, ctc_hidden = self.model.encode_waveforms_with_ctc(
+            [torch.from_numpy(request.audio) for _, request in work], head)
+        for index, ((key, request), audio) in enumerate(zip(work, encoded, strict=True)):
+            embeddings = self.model.prompt_embeddings(request.prompt, audio)
+            self.engine.add(key, GenerationRequest(embeddings, request.max_new_tokens))
+            if ctc_hidden is not None and request.align:
+                self._ctc_hidden[key] = ctc_hidden[index]

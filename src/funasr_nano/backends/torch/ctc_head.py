@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...checkpoint import CTCConfig, check_shapes
-from ...decoding.alignment import CTCResult, forced_align
+from ..alignment import CTCResult, forced_align
 from .adaptor import AudioAdaptor
 from .encoder import padding_masks
 

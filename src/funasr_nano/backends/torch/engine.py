@@ -1,9 +1,9 @@
-"""Greedy generation over a persistent slot-indexed KV cache with continuous batching.
+"""Greedy generation over a persistent slot-indexed KV cache with continuous batching, driven by the
+caller: ``add`` requests (prompt embeddings) under keys, call ``step`` until ``idle``, read the events.
 
-Requests are prompt embeddings. Up to ``max_batch`` of them occupy cache slots; newly admitted prompts
-are prefilled together, each step decodes every slot below the smallest batch bucket that covers the
-busy ones, and a slot whose sequence is done is refilled from the queue straight away, or, once the
-queue is empty, with requests the caller hands in while the call runs (other callers' work).
+Up to ``max_batch`` requests occupy cache slots; newly admitted prompts are prefilled together, each
+step decodes every slot below the smallest batch bucket that covers the busy ones, and a slot whose
+sequence is done takes the next waiting request straight away, whenever it was added.
 
 The decode state (each slot's newest token and its position) lives on the device and the step
 updates it itself, so steps queue up without the host looking at tokens. The host reads tokens
@@ -16,13 +16,13 @@ is the eager reference model. On CUDA the prefill is replayed from a CUDA graph 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
 
-from ...errors import UsageError, option
-from .. import TokenSink
+from ...errors import UsageError
+from .. import LENGTH, STOP, Event, position_limit_message
 from .fused import TritonDecodeStep, supports_fused_decode
 from .qwen3 import KVCache, Qwen3ForCausalLM, attention_mask
 
@@ -40,22 +40,23 @@ class GenerationRequest:
     max_new_tokens: int
 
 
-@dataclass
+_NO_EMBEDDINGS = torch.empty(0)
+
+
+@dataclass(eq=False)
 class _Sequence:
-    index: int  # in the generate() call's requests
+    key: Hashable
     budget: int
     prompt_length: int
+    embeddings: torch.Tensor  # until it is prefilled
     scheduled: int = 0  # tokens the device has been asked to produce so far
     stopped: bool = False  # a stop token has been read back
+    finished: bool = False  # its last event is out (or it was cancelled): rows still read back are skipped
     tokens: list[int] = field(default_factory=list)
 
     @property
     def needs_steps(self) -> bool:
         return not self.stopped and self.scheduled < self.budget
-
-
-# (free slots, most positions a request may take) -> requests to add to a running generate() call
-Refill = Callable[[int, int], list[GenerationRequest]]
 
 
 def _round_up(value: int, multiple: int) -> int:
@@ -89,9 +90,9 @@ class _TokenReader:
             self._events[index].record()
         self._pending.append((index, count, owners))
 
-    def discard(self) -> None:
-        """Forget rows still pending, from a call that ended early (an exception in a callback)."""
-        self._pending.clear()
+    @property
+    def pending(self) -> bool:
+        return bool(self._pending)
 
     def ready(self, keep: int | None = None) -> Iterator[tuple[list[int], list[tuple[int, _Sequence]]]]:
         """Rows whose copy is done, oldest first; waits for those beyond the newest ``keep``."""
@@ -129,6 +130,8 @@ class GreedyEngine:
         self.tokens = self.positions = self.slot_ids = torch.empty(0, dtype=torch.long)
         self._reader = _TokenReader(torch.device("cpu"), 0, 0)
         self._graphs = self._prefill_graphs = None
+        self._waiting: deque[_Sequence] = deque()
+        self._active: dict[int, _Sequence] = {}  # slot -> the sequence decoding there
 
     @property
     def device(self) -> torch.device:
@@ -166,101 +169,123 @@ class GreedyEngine:
             self._prefill_graphs = ShapeGraphs(self._prefill_device, capacity=128)
 
     def release(self) -> None:
-        """Drop the cache (and its graphs); the next call allocates again."""
+        """Drop the cache (and its graphs) of an idle engine; the next admission allocates again."""
+        if self._active or self._reader.pending:
+            raise RuntimeError("the engine is decoding: its cache cannot be released")
         self.cache = self._graphs = self._prefill_graphs = None
 
+    @property
+    def waiting(self) -> int:
+        """Requests added and not yet prefilled."""
+        return len(self._waiting)
+
+    @property
+    def free_slots(self) -> int:
+        return (self.cache.slots if self.cache is not None else self.max_batch) - len(self._active)
+
+    @property
+    def load(self) -> int:
+        """Requests waiting or decoding."""
+        return len(self._waiting) + len(self._active)
+
+    @property
+    def idle(self) -> bool:
+        """Nothing waiting, decoding or still to be read back."""
+        return not self._waiting and not self._active and not self._reader.pending
+
+    def fits(self, request: GenerationRequest) -> bool:
+        """Whether the request can be decoded at all: its prompt and budget within the position limit."""
+        return request.embeddings.shape[0] + request.max_new_tokens <= self.max_positions
+
+    def add(self, key: Hashable, request: GenerationRequest) -> None:
+        """Queue a request; it is prefilled as soon as a slot is free (in the order added)."""
+        if not self.fits(request):
+            raise UsageError(position_limit_message(request.embeddings.shape[0] + request.max_new_tokens,
+                                                    self.max_positions))
+        self._waiting.append(_Sequence(key, request.max_new_tokens, request.embeddings.shape[0], request.embeddings))
+
+    def cancel(self, keys: Iterable[Hashable]) -> None:
+        """Forget these requests: no more events for them; their slots take other work at once."""
+        gone = set(keys)
+        self._waiting = deque(s for s in self._waiting if s.key not in gone)
+        for slot, sequence in list(self._active.items()):
+            if sequence.key in gone:
+                sequence.finished = True  # rows still being read back for it are skipped
+                del self._active[slot]
+
     @torch.inference_mode()
-    def generate(
-        self,
-        requests: Sequence[GenerationRequest],
-        on_tokens: TokenSink | None = None,
-        refill: Refill | None = None,
-        on_done: TokenSink | None = None,
-    ) -> list[list[int]]:
-        """Greedy new token ids per request, without the stop token; ``on_tokens`` gets them as the host
-        reads them (``lag`` steps behind the device), ``on_done`` each request's ids once it is finished.
+    def step(self) -> list[Event]:
+        """Prefill newly admitted requests or decode one token for every busy slot, and return what the
+        host read back meanwhile (``lag`` steps behind the device): each request's new tokens, and its end."""
+        events = self._collect(self._reader.ready())
+        self._active = {slot: s for slot, s in self._active.items() if s.needs_steps}
+        admitted = self._admit()
+        if admitted:
+            slots = [slot for slot, _ in admitted]
+            firsts = self._prefill([s.embeddings for _, s in admitted], slots)
+            for _, sequence in admitted:
+                sequence.embeddings = _NO_EMBEDDINGS  # the cache holds the prompt now
+            self._reader.push(firsts, [(row, s) for row, (_, s) in enumerate(admitted)])
+            return events
+        if not self._active:
+            return events + self._collect(self._reader.ready(keep=0))
+        busy = sorted(self._active)
+        batch = bucket_for(busy[-1] + 1, self.cache.slots)  # type: ignore[union-attr]
+        kv_len = max(s.prompt_length + s.scheduled for s in self._active.values())
+        self._step(batch, kv_len)
+        for sequence in self._active.values():
+            sequence.scheduled += 1
+        self._reader.push(self.tokens[:batch], [(slot, self._active[slot]) for slot in busy])
+        return events
 
-        refill: asked for more requests whenever slots are free and nothing is queued, with the number of
-        free slots and the most positions (prompt plus new tokens) a request may take; the requests it
-        returns join the running batch and are numbered after those before them. The call returns when
-        no slot is busy and ``refill`` has nothing more.
-        """
-        requests = list(requests)
-        if not requests:
+    def _admit(self) -> list[tuple[int, _Sequence]]:
+        """Give free slots to waiting requests, oldest first. The cache holds what the work needs (up to
+        ``max_batch`` rows): a request that does not fit it, or more waiting work than free rows in a cache
+        that could be larger, stops admission until the engine has drained; then the cache grows. So a
+        batch never decodes wider than its work, and a server under load reaches its full width soon."""
+        if not self._waiting:
             return []
-        needed = max(r.embeddings.shape[0] + r.max_new_tokens for r in requests)
-        if needed > self.max_positions:
-            raise UsageError(
-                f"prompt plus {option('max_new_tokens')} needs {needed} positions, more than the "
-                f"{self.max_positions} supported; use shorter segments (VAD) or a smaller {option('max_new_tokens')}"
-            )
-        # Requests that may join later need slots of their own.
-        self.reserve(self.max_batch if refill is not None else min(self.max_batch, len(requests)), needed)
-        assert self.cache is not None
-        sequences = [_Sequence(i, r.max_new_tokens, r.embeddings.shape[0]) for i, r in enumerate(requests)]
-        queue = deque(range(len(requests)))
-        owner: list[_Sequence | None] = [None] * self.cache.slots
-        reader = self._reader
-        reader.discard()  # rows of a call that raised belong to sequences that no longer exist
-        while True:
-            self._collect(reader.ready(), on_tokens, on_done)
-            for slot, sequence in enumerate(owner):
-                if sequence is not None and not sequence.needs_steps:
-                    owner[slot] = None
-            free = [slot for slot, sequence in enumerate(owner) if sequence is None]
-            if refill is not None and free and not queue:
-                for request in refill(len(free), self.cache.max_len):
-                    queue.append(len(requests))
-                    sequences.append(_Sequence(len(requests), request.max_new_tokens, request.embeddings.shape[0]))
-                    requests.append(request)
-            if queue and free:
-                admitted = free[: len(queue)]
-                indices = [queue.popleft() for _ in admitted]
-                for slot, index in zip(admitted, indices, strict=True):
-                    owner[slot] = sequences[index]
-                    sequences[index].scheduled = 1
-                firsts = self._prefill([requests[i].embeddings for i in indices], admitted)
-                reader.push(firsts, [(row, sequences[i]) for row, i in enumerate(indices)])
-                continue
-            busy = [slot for slot, sequence in enumerate(owner) if sequence is not None]
-            if not busy:
-                break
-            batch = bucket_for(busy[-1] + 1, self.cache.slots)
-            kv_len = max(owner[s].prompt_length + owner[s].scheduled for s in busy)  # type: ignore[union-attr]
-            self._step(batch, kv_len)
-            for slot in busy:
-                owner[slot].scheduled += 1  # type: ignore[union-attr]
-            reader.push(self.tokens[:batch], [(slot, owner[slot]) for slot in busy])  # type: ignore[misc]
-        self._collect(reader.ready(keep=0), on_tokens, on_done)
-        return [s.tokens for s in sequences]
+        wanted = min(self.max_batch, len(self._waiting) + len(self._active))
+        free = [] if self.cache is None else [s for s in range(self.cache.slots) if s not in self._active]
+        cramped = self.cache is not None and self.cache.slots < wanted and len(self._waiting) > len(free)
+        if not self._fits_cache(self._waiting[0]) or cramped:
+            if self._active or self._reader.pending:
+                return []  # drain: the cache is replaced only once every row of the old one is read
+            self.reserve(wanted, max(s.prompt_length + s.budget for s in self._waiting))
+            assert self.cache is not None
+            free = list(range(self.cache.slots))
+        admitted: list[tuple[int, _Sequence]] = []
+        while self._waiting and len(admitted) < len(free) and self._fits_cache(self._waiting[0]):
+            sequence = self._waiting.popleft()
+            sequence.scheduled = 1
+            slot = free[len(admitted)]
+            self._active[slot] = sequence
+            admitted.append((slot, sequence))
+        return admitted
 
-    def decode_step(self, batch: int) -> None:
-        """One decode step of the slots [0, batch) from the current state (what the benchmarks time)."""
-        assert self.cache is not None
-        self._step(batch, self.cache.max_len)
+    def _fits_cache(self, sequence: _Sequence) -> bool:
+        return self.cache is not None and sequence.prompt_length + sequence.budget <= self.cache.max_len
 
-    def _collect(
-        self,
-        rows: Iterator[tuple[list[int], list[tuple[int, _Sequence]]]],
-        on_tokens: TokenSink | None,
-        on_done: TokenSink | None,
-    ) -> None:
-        fresh: dict[int, tuple[_Sequence, int]] = {}  # index -> sequence, how many tokens it had before
+    def _collect(self, rows: Iterator[tuple[list[int], list[tuple[int, _Sequence]]]]) -> list[Event]:
+        fresh: dict[int, tuple[_Sequence, int]] = {}  # id(sequence) -> sequence, tokens it had before
         for values, owners in rows:
             for row, sequence in owners:
-                if sequence.stopped:
-                    continue  # steps queued before the stop token was seen
-                fresh.setdefault(sequence.index, (sequence, len(sequence.tokens)))
+                if sequence.stopped or sequence.finished:
+                    continue  # steps queued before the stop token was seen, or a cancelled request
+                fresh.setdefault(id(sequence), (sequence, len(sequence.tokens)))
                 token = values[row]
                 if token in self.stop_ids:
                     sequence.stopped = True
                 else:
                     sequence.tokens.append(token)
-        for index, (sequence, before) in fresh.items():
-            if on_tokens is not None and len(sequence.tokens) > before:
-                on_tokens(index, sequence.tokens[before:])
-            if on_done is not None and (sequence.stopped or len(sequence.tokens) >= sequence.budget):
-                on_done(index, sequence.tokens)
+        events = []
+        for sequence, before in fresh.values():
+            done = sequence.stopped or len(sequence.tokens) >= sequence.budget
+            if done:
+                sequence.finished = True
+            events.append(Event(sequence.key, sequence.tokens[before:], done,
+                                (STOP if sequence.stopped else LENGTH) if done else None))
+        return events
 
     def _to_device(self, values: list[int]) -> torch.Tensor:
         tensor = torch.tensor(values, dtype=torch.long)
