@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT / "tests" / "oracle"))
 import build_official  # noqa: E402  (hub layout writers shared with the test oracle)
 
 from funasr_nano.backends.torch.model import LM_HEAD_KEY, FunASRNano  # noqa: E402
-from funasr_nano.checkpoint import AdaptorConfig, EncoderConfig, LLMConfig, ModelConfig  # noqa: E402
+from funasr_nano.config import AdaptorConfig, EncoderConfig, LLMConfig, ModelConfig  # noqa: E402
 
 
 def full_size_shapes() -> dict[str, tuple[int, ...]]:

@@ -13,7 +13,8 @@ import torch
 import yaml
 
 import funasr_nano
-from funasr_nano.checkpoint import load_state_dict, read_config, resolve_model_dir
+from funasr_nano.checkpoint import load_state_dict, resolve_model_dir
+from funasr_nano.config import read_config
 from funasr_nano.errors import ModelLoadError
 
 

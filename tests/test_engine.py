@@ -12,7 +12,7 @@ import torch
 from funasr_nano.backends.torch import engine as engine_module
 from funasr_nano.backends.torch.engine import GenerationRequest, GreedyEngine, bucket_for
 from funasr_nano.backends.torch.qwen3 import Qwen3ForCausalLM
-from funasr_nano.checkpoint import LLMConfig
+from funasr_nano.config import LLMConfig
 
 CONFIG = LLMConfig(
     hidden_size=64, intermediate_size=128, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=16, vocab_size=640

@@ -27,8 +27,9 @@ from funasr_nano.backends.mlx.encoder import padding_masks  # noqa: E402
 from funasr_nano.backends.mlx.qwen3 import KVCache  # noqa: E402
 from funasr_nano.backends.torch import TorchBackend  # noqa: E402
 from funasr_nano.backends.torch import qwen3 as torch_qwen3  # noqa: E402
-from funasr_nano.checkpoint import MLX_WEIGHTS, load_state_dict, read_config  # noqa: E402
+from funasr_nano.checkpoint import MLX_WEIGHTS, load_state_dict  # noqa: E402
 from funasr_nano.cli import main as cli  # noqa: E402
+from funasr_nano.config import read_config  # noqa: E402
 from funasr_nano.errors import ModelLoadError, UsageError  # noqa: E402
 
 RELATIVE_TOLERANCE = 1e-4

@@ -13,7 +13,7 @@ from torch import nn
 from funasr_nano.backends.torch.adaptor import AudioAdaptor
 from funasr_nano.backends.torch.encoder import SenseVoiceEncoder, padding_masks
 from funasr_nano.backends.torch.qwen3 import Qwen3ForCausalLM, rotate_half
-from funasr_nano.checkpoint import AdaptorConfig, EncoderConfig, LLMConfig
+from funasr_nano.config import AdaptorConfig, EncoderConfig, LLMConfig
 
 
 @dataclass(frozen=True)

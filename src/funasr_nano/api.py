@@ -10,16 +10,8 @@ from pathlib import Path
 
 from .backends import Backend, dtype_name
 from .backends.selection import choose_backend
-from .checkpoint import (
-    LLM_SUBDIR,
-    ModelConfig,
-    ctc_config_for_borrowed,
-    load_checkpoint,
-    load_ctc_head,
-    model_name,
-    read_config,
-    resolve_model_dir,
-)
+from .checkpoint import LLM_SUBDIR, load_checkpoint, load_ctc_head, model_name, resolve_model_dir
+from .config import ModelConfig, ctc_config_for_borrowed, read_config
 from .decoding.longform import DecodedRecording, DecodeSettings, ProgressCallback, SegmentCallback, SegmentDecoder
 from .decoding.streaming import TextCallback
 from .errors import FunASRNanoError, ModelLoadError, UsageError, option

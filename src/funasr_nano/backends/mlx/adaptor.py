@@ -5,7 +5,7 @@ from __future__ import annotations
 import mlx.core as mx
 from mlx import nn
 
-from ...checkpoint import AdaptorConfig
+from ...config import AdaptorConfig
 from .encoder import FeedForward, layer_norm
 
 # funasr.models.transformer.layer_norm.LayerNorm is torch's LayerNorm with eps 1e-12 (not SAN-M's 1e-5).

@@ -11,7 +11,8 @@ import mlx.core as mx
 import numpy as np
 import torch
 
-from ...checkpoint import CTC_PREFIXES, MLX_WEIGHTS, ModelConfig, load_checkpoint
+from ...checkpoint import CTC_PREFIXES, MLX_WEIGHTS, load_checkpoint
+from ...config import ModelConfig
 from ...errors import UsageError, option
 from ...frontend.features import extract_features
 from ...text.prompt import PromptIds

@@ -12,7 +12,7 @@ import mlx.core as mx
 import torch
 from mlx import nn
 
-from ...checkpoint import EncoderConfig
+from ...config import EncoderConfig
 from ..torch.encoder import sinusoidal_positions as torch_positions
 
 SANM_LAYER_NORM_EPS = 1e-5

@@ -12,7 +12,8 @@ import torch
 from mlx import nn
 from mlx.utils import tree_flatten
 
-from ...checkpoint import ModelConfig, check_shapes
+from ...checkpoint import check_shapes
+from ...config import ModelConfig
 from ...errors import ModelLoadError
 from ...text.prompt import PromptIds, num_audio_tokens
 from .adaptor import AudioAdaptor

@@ -11,7 +11,7 @@ import mlx.core as mx
 import numpy as np
 from mlx import nn
 
-from ...checkpoint import LLMConfig
+from ...config import LLMConfig
 
 
 def rope_wavelengths(config: LLMConfig) -> mx.array:

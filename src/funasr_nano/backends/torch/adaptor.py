@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...checkpoint import AdaptorConfig
+from ...config import AdaptorConfig
 from .encoder import FeedForward
 
 # funasr.models.transformer.layer_norm.LayerNorm keeps torch's class but with eps 1e-12.

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from ...checkpoint import ModelConfig
+from ...config import ModelConfig
 from ...errors import UsageError, option
 from ...frontend.features import num_samples_to_lfr_frames
 from ...text.prompt import PromptIds, num_audio_tokens

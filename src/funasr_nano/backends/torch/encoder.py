@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...checkpoint import EncoderConfig
+from ...config import EncoderConfig
 
 SANM_LAYER_NORM_EPS = 1e-5
 

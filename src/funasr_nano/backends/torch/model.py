@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ...checkpoint import ModelConfig, check_shapes
+from ...checkpoint import check_shapes
+from ...config import ModelConfig
 from ...frontend.features import extract_features
 from ...text.prompt import PromptIds, num_audio_tokens
 from .adaptor import AudioAdaptor

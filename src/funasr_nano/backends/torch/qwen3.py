@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...checkpoint import LLMConfig
+from ...config import LLMConfig
 
 
 class RMSNorm(nn.Module):
