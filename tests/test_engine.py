@@ -28,7 +28,6 @@ def tiny_llm(dtype: torch.dtype = torch.float32) -> Qwen3ForCausalLM:
         # Large random weights: greedy ids then change from step to step and depend on the prompt.
         for parameter in llm.parameters():
             parameter.copy_(torch.randn_like(parameter) * (1.0 if parameter.ndim == 1 else 0.3))
-    llm.tie_weights()
     return llm.to(dtype).eval()
 
 

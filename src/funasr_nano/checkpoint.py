@@ -12,6 +12,7 @@ import os
 import pickle
 import warnings
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -28,7 +29,10 @@ HUBS = ("hf", "modelscope")
 LLM_SUBDIR = "Qwen3-0.6B"
 # `funasr-nano convert --backend mlx` writes this instead of model.pt.
 MLX_WEIGHTS = "model.mlx.safetensors"
-CORE_PREFIXES = ("audio_encoder.", "audio_adaptor.", "llm.")
+ENCODER_PREFIX, ADAPTOR_PREFIX, LLM_PREFIX = "audio_encoder.", "audio_adaptor.", "llm."
+CORE_PREFIXES = (ENCODER_PREFIX, ADAPTOR_PREFIX, LLM_PREFIX)
+EMBED_KEY = LLM_PREFIX + "model.embed_tokens.weight"
+LM_HEAD_KEY = LLM_PREFIX + "lm_head.weight"
 # The CTC head (word timestamps): trained only in the ModelScope Nano checkpoint (84 + 2 tensors).
 CTC_PREFIXES = ("ctc_decoder.", "ctc.")
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")
@@ -171,9 +175,24 @@ def load_checkpoint(model_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str,
     tensors = _read_checkpoint(path)
     ctc = {k: v for k, v in tensors.items() if k.startswith(CTC_PREFIXES)}
     core = {k: v for k, v in tensors.items() if not k.startswith(CTC_PREFIXES)}
-    if not any(k.startswith(CORE_PREFIXES[0]) for k in core) or not any(k.startswith(CORE_PREFIXES[2]) for k in core):
+    if not any(k.startswith(ENCODER_PREFIX) for k in core) or not any(k.startswith(LLM_PREFIX) for k in core):
         raise ModelLoadError(f"{path} has no audio_encoder.*/llm.* tensors: not a Fun-ASR-Nano checkpoint")
     return core, ctc
+
+
+def tie_lm_head(tensors: Mapping[str, torch.Tensor], tied: bool) -> dict[str, torch.Tensor]:
+    """The tensors as a model loads them: with tied embeddings (``tie_word_embeddings``) one table under
+    ``EMBED_KEY`` and no ``LM_HEAD_KEY``.
+
+    The official load writes both keys into the one tied tensor and the head comes last, so where a
+    checkpoint stores both (the hub files do, equal), the head's tensor is the one that counts.
+    """
+    tensors = dict(tensors)
+    if tied:
+        head = tensors.pop(LM_HEAD_KEY, None)
+        if head is not None:
+            tensors[EMBED_KEY] = head
+    return tensors
 
 
 def load_state_dict(model_dir: Path) -> dict[str, torch.Tensor]:

@@ -34,6 +34,8 @@ class EncoderConfig:
     kernel_size: int = 11
     sanm_shift: int = 0
     input_size: int = FEATURE_DIM
+    # Not in config.yaml: the official SAN-M layers' LayerNorm default (every norm of the encoder).
+    layer_norm_eps: float = 1e-5
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,8 @@ class AdaptorConfig:
     n_layer: int = 2
     attention_heads: int = 8
     downsample_rate: int = 1
+    # Not in config.yaml: funasr.models.transformer.layer_norm.LayerNorm is torch's with eps 1e-12.
+    layer_norm_eps: float = 1e-12
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ...checkpoint import check_shapes
+from ...checkpoint import check_shapes, tie_lm_head
 from ...config import ModelConfig
 from ...frontend.features import extract_features
 from ...text.prompt import PromptIds, num_audio_tokens
@@ -13,9 +13,6 @@ from .adaptor import AudioAdaptor
 from .ctc_head import CTCHead
 from .encoder import SenseVoiceEncoder, padding_masks
 from .qwen3 import Qwen3ForCausalLM
-
-LM_HEAD_KEY = "llm.lm_head.weight"
-EMBED_KEY = "llm.model.embed_tokens.weight"
 
 
 class FunASRNano(nn.Module):
@@ -39,19 +36,13 @@ class FunASRNano(nn.Module):
         with torch.device("meta"):
             model = cls(config)
         tied = config.llm.tie_word_embeddings
-        expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-        tensors = dict(tensors)
-        if tied:
-            expected.pop(LM_HEAD_KEY, None)
-            # With tied embeddings the official load writes both keys into one tensor; the head comes last.
-            head = tensors.pop(LM_HEAD_KEY, None)
-            if head is not None:
-                tensors[EMBED_KEY] = head
-        check_shapes(tensors, expected, source)
+        tensors = tie_lm_head(tensors, tied)
+        # Parameters, not the state dict: a tied head is the embedding's parameter and has no tensor of its own.
+        check_shapes(tensors, {k: tuple(v.shape) for k, v in model.named_parameters()}, source)
         converted = {k: v.to(device=device, dtype=dtype) for k, v in tensors.items()}
         model.load_state_dict(converted, strict=False, assign=True)
         if tied:
-            model.llm.tie_weights()
+            model.llm.tie_weights()  # assign=True gave the embedding a new parameter: the head shares it again
         # Buffers built on meta (rotary tables) are recomputed for real.
         model.llm.rotary = type(model.llm.rotary)(config.llm, model.llm.rotary.cos.shape[0]).to(device)
         return model.eval()

@@ -154,6 +154,8 @@ class Qwen3ForCausalLM(nn.Module):
         self.config = config
         self.model = Qwen3Body(config)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        if config.tie_word_embeddings:
+            self.tie_weights()
         self.rotary = RotaryTable(config, min(max_positions, config.max_position_embeddings))
 
     def tie_weights(self) -> None:
