@@ -5,6 +5,7 @@ decode step under the Triton interpreter where triton is installed."""
 from __future__ import annotations
 
 import importlib.util
+from dataclasses import replace
 
 import pytest
 import torch
@@ -12,10 +13,11 @@ import torch
 from funasr_nano.backends.torch import engine as engine_module
 from funasr_nano.backends.torch.engine import GenerationRequest, GreedyEngine, bucket_for
 from funasr_nano.backends.torch.qwen3 import Qwen3ForCausalLM
-from funasr_nano.config import LLMConfig
+from funasr_nano.config import POSITION_CAP, LLMConfig
 
 CONFIG = LLMConfig(
-    hidden_size=64, intermediate_size=128, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=16, vocab_size=640
+    hidden_size=64, intermediate_size=128, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=16, vocab_size=640,
+    max_position_embeddings=512,
 )
 # (prompt length, new tokens): different lengths so that prompts pad differently in a batch.
 SHAPES = [(7, 12), (70, 9), (3, 15), (50, 6), (11, 10), (33, 1), (24, 14)]
@@ -23,7 +25,7 @@ SHAPES = [(7, 12), (70, 9), (3, 15), (50, 6), (11, 10), (33, 1), (24, 14)]
 
 def tiny_llm(dtype: torch.dtype = torch.float32) -> Qwen3ForCausalLM:
     torch.manual_seed(0)
-    llm = Qwen3ForCausalLM(CONFIG, 512)
+    llm = Qwen3ForCausalLM(CONFIG)
     with torch.no_grad():
         # Large random weights: greedy ids then change from step to step and depend on the prompt.
         for parameter in llm.parameters():
@@ -148,6 +150,11 @@ def test_too_long_request_is_refused(llm):
     engine = GreedyEngine(llm, [], max_batch=1)
     with pytest.raises(ValueError, match="positions"):
         engine.generate([GenerationRequest(torch.randn(500, CONFIG.hidden_size), 20)])
+
+
+def test_the_rotary_table_covers_the_one_position_limit(llm):
+    assert llm.rotary.cos.shape[0] == CONFIG.max_positions == 512
+    assert replace(CONFIG, max_position_embeddings=40960).max_positions == POSITION_CAP
 
 
 def test_empty_request_list(llm):

@@ -54,7 +54,7 @@ class DemoModel(nn.Module):
         self.sizes = sizes
         self.audio_encoder = SenseVoiceEncoder(sizes.encoder)
         self.audio_adaptor = AudioAdaptor(sizes.adaptor)
-        self.llm = Qwen3ForCausalLM(sizes.llm, max_positions=2048)
+        self.llm = Qwen3ForCausalLM(sizes.llm)
         # Qwen's initialisation (std 0.02): torch's default N(0, 1) makes the tied head's logits huge.
         nn.init.normal_(self.llm.model.embed_tokens.weight, std=0.02)
         self.ctc_decoder = AudioAdaptor(sizes.ctc_decoder)

@@ -22,6 +22,11 @@ from .text.languages import MLT_LANGUAGES, NANO_LANGUAGES
 # `funasr-nano convert` records the variant in the copy's config.yaml under this key.
 VARIANT_KEY = "funasr_nano_variant"
 CTC_VOCAB_SIZE = 60515  # the official default when config.yaml gives no ctc_vocab_size
+# The most positions a sequence (prompt plus new tokens) may take, whatever config.json allows (40960
+# for Qwen3-0.6B). Far beyond what the model decodes well: it is trained on segments of at most 30 s,
+# about 100 prompt positions and their text, and repeats itself on much longer ones. The cap keeps the
+# torch backend's precomputed rotary table (cos and sin, float32) at 8 MiB instead of 40 MiB.
+POSITION_CAP = 8192
 
 
 @dataclass(frozen=True)
@@ -68,6 +73,11 @@ class LLMConfig:
     rotary_frequency_dtype: str = "bfloat16"
     # Generation stops on these (config.json's eos_token_id, as the official generate does); () = not given.
     eos_token_ids: tuple[int, ...] = ()
+
+    @property
+    def max_positions(self) -> int:
+        """The one position limit of both backends: the rotary table's length and the longest sequence."""
+        return min(self.max_position_embeddings, POSITION_CAP)
 
 
 @dataclass(frozen=True)

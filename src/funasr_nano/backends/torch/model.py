@@ -12,16 +12,16 @@ from ...text.prompt import PromptIds, num_audio_tokens
 from .adaptor import AudioAdaptor
 from .ctc_head import CTCHead
 from .encoder import SenseVoiceEncoder, padding_masks
-from .qwen3 import Qwen3ForCausalLM
+from .qwen3 import Qwen3ForCausalLM, RotaryTable
 
 
 class FunASRNano(nn.Module):
-    def __init__(self, config: ModelConfig, max_positions: int = 8192):
+    def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
         self.audio_encoder = SenseVoiceEncoder(config.encoder)
         self.audio_adaptor = AudioAdaptor(config.adaptor)
-        self.llm = Qwen3ForCausalLM(config.llm, max_positions)
+        self.llm = Qwen3ForCausalLM(config.llm)
 
     @classmethod
     def from_state_dict(
@@ -44,7 +44,7 @@ class FunASRNano(nn.Module):
         if tied:
             model.llm.tie_weights()  # assign=True gave the embedding a new parameter: the head shares it again
         # Buffers built on meta (rotary tables) are recomputed for real.
-        model.llm.rotary = type(model.llm.rotary)(config.llm, model.llm.rotary.cos.shape[0]).to(device)
+        model.llm.rotary = RotaryTable(config.llm).to(device)
         return model.eval()
 
     def encode(self, features: list[torch.Tensor]) -> list[torch.Tensor]:

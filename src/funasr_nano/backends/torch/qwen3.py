@@ -60,14 +60,15 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 
 class RotaryTable(nn.Module):
-    """cos/sin for every position, precomputed so a step only gathers rows (CUDA-graph friendly)."""
+    """cos/sin of the ``config.max_positions`` positions, precomputed so a step only gathers rows (CUDA-graph
+    friendly)."""
 
-    def __init__(self, config: LLMConfig, max_positions: int):
+    def __init__(self, config: LLMConfig):
         super().__init__()
         exponents = torch.arange(0, config.head_dim, 2, dtype=torch.int64).float() / config.head_dim
         inverse = 1.0 / (config.rope_theta**exponents)
         inverse = inverse.to(getattr(torch, config.rotary_frequency_dtype)).float()
-        freqs = torch.arange(max_positions, dtype=torch.float32)[:, None] * inverse[None, :]
+        freqs = torch.arange(config.max_positions, dtype=torch.float32)[:, None] * inverse[None, :]
         angles = torch.cat((freqs, freqs), dim=-1)
         self.register_buffer("cos", angles.cos(), persistent=False)
         self.register_buffer("sin", angles.sin(), persistent=False)
@@ -149,14 +150,14 @@ class Qwen3Body(nn.Module):
 
 
 class Qwen3ForCausalLM(nn.Module):
-    def __init__(self, config: LLMConfig, max_positions: int = 8192):
+    def __init__(self, config: LLMConfig):
         super().__init__()
         self.config = config
         self.model = Qwen3Body(config)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         if config.tie_word_embeddings:
             self.tie_weights()
-        self.rotary = RotaryTable(config, min(max_positions, config.max_position_embeddings))
+        self.rotary = RotaryTable(config)
 
     def tie_weights(self) -> None:
         self.lm_head.weight = self.model.embed_tokens.weight
