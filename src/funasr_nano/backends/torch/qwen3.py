@@ -2,6 +2,8 @@
 
 Every sequence owns a cache slot; keys/values are written at the sequence's own positions, so
 prompts of different lengths prefill together and decode steps of many slots run as one batch.
+A block sees one call through a :class:`CacheView`, which the LM builds for each layer: the blocks
+know nothing of slots or lengths beyond it.
 """
 
 from __future__ import annotations
@@ -59,6 +61,35 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-second, first), dim=-1)
 
 
+@dataclass(frozen=True, slots=True)
+class CacheView:
+    """What one layer's attention needs for one call: its part of the KV cache, where this call's keys and
+    values go in it, which cached keys each query may see, and the rotary angles of the call's positions."""
+
+    keys: torch.Tensor  # this layer's cache [slots, max_len, kv_heads, head_dim]
+    values: torch.Tensor
+    slots: torch.Tensor  # [B] cache row of each batch row
+    positions: torch.Tensor  # [B, S] position of each step, also where its key and value go in the row
+    mask: torch.Tensor  # [B, 1, S * group, kv_len] boolean, True = may attend
+    kv_len: int  # cache positions attended over (the rest of each row is masked or unwritten)
+    cos: torch.Tensor  # [B, S, 1, head_dim], broadcast over the heads
+    sin: torch.Tensor
+
+    def rotate(self, x: torch.Tensor) -> torch.Tensor:
+        """Rotary embedding of [B, S, heads, head_dim] at this call's positions."""
+        return x * self.cos + rotate_half(x) * self.sin
+
+    def update(self, keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write this call's [B, S, kv_heads, head_dim] keys/values; return the first ``kv_len`` of each row,
+        [B, kv_heads, kv_len, head_dim]."""
+        self.keys[self.slots[:, None], self.positions] = keys
+        self.values[self.slots[:, None], self.positions] = values
+        return (
+            self.keys[self.slots, : self.kv_len].transpose(1, 2),
+            self.values[self.slots, : self.kv_len].transpose(1, 2),
+        )
+
+
 class RotaryTable(nn.Module):
     """cos/sin of the ``config.max_positions`` positions, precomputed so a step only gathers rows (CUDA-graph
     friendly)."""
@@ -89,34 +120,19 @@ class Attention(nn.Module):
         self.q_norm = RMSNorm(config.head_dim, config.rms_norm_eps)
         self.k_norm = RMSNorm(config.head_dim, config.rms_norm_eps)
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        rotary: tuple[torch.Tensor, torch.Tensor],
-        cache_keys: torch.Tensor,
-        cache_values: torch.Tensor,
-        slots: torch.Tensor,
-        positions: torch.Tensor,
-        mask: torch.Tensor,
-        kv_len: int,
-    ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, view: CacheView) -> torch.Tensor:
         batch, steps, _ = x.shape
         cfg = self.config
         q = self.q_norm(self.q_proj(x).view(batch, steps, cfg.num_heads, cfg.head_dim))
         k = self.k_norm(self.k_proj(x).view(batch, steps, cfg.num_kv_heads, cfg.head_dim))
         v = self.v_proj(x).view(batch, steps, cfg.num_kv_heads, cfg.head_dim)
-        cos, sin = (t[:, :, None, :] for t in rotary)
-        q = q * cos + rotate_half(q) * sin
-        k = k * cos + rotate_half(k) * sin
-        cache_keys[slots[:, None], positions] = k
-        cache_values[slots[:, None], positions] = v
-        keys = cache_keys[slots, :kv_len].transpose(1, 2)
-        values = cache_values[slots, :kv_len].transpose(1, 2)
+        q = view.rotate(q)
+        keys, values = view.update(view.rotate(k), v)
         # Grouped-query attention without repeating K/V: the query heads sharing a KV head are laid
         # out as extra query rows of that head ([B, kv_heads, steps * group, head_dim]).
         q = q.view(batch, steps, cfg.num_kv_heads, self.group, cfg.head_dim).permute(0, 2, 1, 3, 4)
         q = q.reshape(batch, cfg.num_kv_heads, steps * self.group, cfg.head_dim)
-        out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
+        out = F.scaled_dot_product_attention(q, keys, values, attn_mask=view.mask)
         out = out.view(batch, cfg.num_kv_heads, steps, self.group, cfg.head_dim).permute(0, 2, 1, 3, 4)
         return self.o_proj(out.reshape(batch, steps, cfg.num_heads * cfg.head_dim))
 
@@ -139,6 +155,10 @@ class DecoderLayer(nn.Module):
         self.mlp = MLP(config)
         self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+
+    def forward(self, x: torch.Tensor, view: CacheView) -> torch.Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), view)
+        return x + self.mlp(self.post_attention_layernorm(x))
 
 
 class Qwen3Body(nn.Module):
@@ -180,14 +200,9 @@ class Qwen3ForCausalLM(nn.Module):
         (also the cache write index); mask [B, 1, S * group, kv_len] boolean, True = may attend.
         Returns the final-normed hidden states [B, S, H].
         """
-        rotary = self.rotary(positions, hidden.dtype)
-        for index, layer in enumerate(self.model.layers):
-            attended = layer.self_attn(
-                layer.input_layernorm(hidden), rotary, cache.keys[index], cache.values[index], slots, positions, mask,
-                kv_len,
-            )
-            hidden = hidden + attended
-            hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
+        cos, sin = (t[:, :, None, :] for t in self.rotary(positions, hidden.dtype))
+        for layer, keys, values in zip(self.model.layers, cache.keys, cache.values, strict=True):
+            hidden = layer(hidden, CacheView(keys, values, slots, positions, mask, kv_len, cos, sin))
         return self.model.norm(hidden)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
