@@ -152,6 +152,29 @@ def test_too_long_request_is_refused(llm):
         engine.generate([GenerationRequest(torch.randn(500, CONFIG.hidden_size), 20)])
 
 
+def test_fused_projections_share_one_copy_and_keep_the_ids(singles):
+    llm = tiny_llm()
+    llm.fuse_projections()
+    for layer in llm.model.layers:
+        groups = [
+            (layer.self_attn.qkv_weight, [layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj]),
+            (layer.mlp.gate_up_weight, [layer.mlp.gate_proj, layer.mlp.up_proj]),
+        ]
+        for fused, projections in groups:
+            assert fused is not None and fused.shape[0] == sum(p.weight.shape[0] for p in projections)
+            # Row slices of the fused tensor: no second copy of the weights.
+            assert all(p.weight.untyped_storage().data_ptr() == fused.untyped_storage().data_ptr() for p in projections)
+            assert torch.equal(torch.cat([p.weight for p in projections]), fused)
+    assert GreedyEngine(llm, [], max_batch=3).generate(requests()) == singles
+
+
+def test_the_fused_step_needs_projections_fused_at_load(llm):
+    from funasr_nano.backends.torch.fused import TritonDecodeStep
+
+    with pytest.raises(ValueError, match="fuse_projections"):
+        TritonDecodeStep(llm)
+
+
 def test_the_rotary_table_covers_the_one_position_limit(llm):
     assert llm.rotary.cos.shape[0] == CONFIG.max_positions == 512
     assert replace(CONFIG, max_position_embeddings=40960).max_positions == POSITION_CAP
@@ -207,6 +230,7 @@ def test_triton_decode_step_matches_the_reference_step(monkeypatch, small_batch_
     from funasr_nano.backends.torch.fused import TritonDecodeStep
 
     llm = tiny_llm(torch.float16)
+    llm.fuse_projections()
     wanted = requests(torch.float16)[:3]
     step = TritonDecodeStep(llm, small_batch_gemv)
     for max_batch in (1, 2):  # batch 1 takes the GEMV path when it is on

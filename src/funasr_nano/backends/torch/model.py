@@ -12,6 +12,7 @@ from ...text.prompt import PromptIds, num_audio_tokens
 from .adaptor import AudioAdaptor
 from .ctc_head import CTCHead
 from .encoder import SenseVoiceEncoder, padding_masks
+from .fused import supports_fused_decode
 from .qwen3 import Qwen3ForCausalLM, RotaryTable
 
 
@@ -41,8 +42,12 @@ class FunASRNano(nn.Module):
         check_shapes(tensors, {k: tuple(v.shape) for k, v in model.named_parameters()}, source)
         converted = {k: v.to(device=device, dtype=dtype) for k, v in tensors.items()}
         model.load_state_dict(converted, strict=False, assign=True)
+        # The model now holds the only references: fusing below frees each layer's separate weights as it goes.
+        del converted
         if tied:
             model.llm.tie_weights()  # assign=True gave the embedding a new parameter: the head shares it again
+        if supports_fused_decode(device, dtype):
+            model.llm.fuse_projections()
         # Buffers built on meta (rotary tables) are recomputed for real.
         model.llm.rotary = RotaryTable(config.llm).to(device)
         return model.eval()

@@ -108,6 +108,18 @@ class RotaryTable(nn.Module):
         return self.cos[positions].to(dtype), self.sin[positions].to(dtype)
 
 
+def fuse_rows(projections: list[nn.Linear]) -> torch.Tensor:
+    """The weights of bias-free projections of one input as one [total rows, in] tensor, each module's weight
+    then a row slice of it: one GEMM does them all, and both paths share one copy in memory."""
+    fused = torch.cat([module.weight.detach() for module in projections])
+    start = 0
+    for module in projections:
+        rows = module.weight.shape[0]
+        module.weight = nn.Parameter(fused[start : start + rows], requires_grad=False)
+        start += rows
+    return fused
+
+
 class Attention(nn.Module):
     def __init__(self, config: LLMConfig):
         super().__init__()
@@ -119,6 +131,12 @@ class Attention(nn.Module):
         self.o_proj = nn.Linear(config.num_heads * config.head_dim, config.hidden_size, bias=False)
         self.q_norm = RMSNorm(config.head_dim, config.rms_norm_eps)
         self.k_norm = RMSNorm(config.head_dim, config.rms_norm_eps)
+        # q/k/v weights as one tensor for the fused decode step: set at load (Qwen3ForCausalLM.fuse_projections)
+        # where that step runs; elsewhere a copy would only cost memory.
+        self.qkv_weight: torch.Tensor | None = None
+
+    def fuse(self) -> None:
+        self.qkv_weight = fuse_rows([self.q_proj, self.k_proj, self.v_proj])
 
     def forward(self, x: torch.Tensor, view: CacheView) -> torch.Tensor:
         batch, steps, _ = x.shape
@@ -143,6 +161,11 @@ class MLP(nn.Module):
         self.gate_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
         self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
         self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
+        # gate/up weights as one tensor for the fused decode step, as Attention.qkv_weight.
+        self.gate_up_weight: torch.Tensor | None = None
+
+    def fuse(self) -> None:
+        self.gate_up_weight = fuse_rows([self.gate_proj, self.up_proj])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
@@ -181,6 +204,13 @@ class Qwen3ForCausalLM(nn.Module):
 
     def tie_weights(self) -> None:
         self.lm_head.weight = self.model.embed_tokens.weight
+
+    def fuse_projections(self) -> None:
+        """Concatenate each layer's q/k/v and gate/up weights, once, at load: the fused decode step runs one
+        GEMM for each group (the eager path keeps using the projections, now slices of those tensors)."""
+        for layer in self.model.layers:
+            layer.self_attn.fuse()
+            layer.mlp.fuse()
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         return self.model.embed_tokens(ids)
