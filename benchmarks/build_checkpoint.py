@@ -27,14 +27,14 @@ sys.path.insert(0, str(ROOT / "tests" / "oracle"))
 
 import build_official  # noqa: E402  (hub layout writers shared with the test oracle)
 
-from funasr_nano.backends.torch.model import FunASRNano  # noqa: E402
+from funasr_nano.backends.torch.model import FunASRNanoTorch  # noqa: E402
 from funasr_nano.checkpoint import EMBED_KEY, LM_HEAD_KEY  # noqa: E402
 from funasr_nano.config import AdaptorConfig, EncoderConfig, LLMConfig, ModelConfig  # noqa: E402
 
 
 def full_size_shapes() -> dict[str, tuple[int, ...]]:
     with torch.device("meta"):
-        model = FunASRNano(ModelConfig(EncoderConfig(), AdaptorConfig(), LLMConfig(), "nano"))
+        model = FunASRNanoTorch(ModelConfig(EncoderConfig(), AdaptorConfig(), LLMConfig(), "nano"))
     shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     shapes[LM_HEAD_KEY] = shapes[EMBED_KEY]
     return shapes

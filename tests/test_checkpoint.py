@@ -54,7 +54,7 @@ def test_projections_are_fused_at_load_exactly_where_the_fused_step_runs(officia
                                                                         fused_step):
     monkeypatch.setattr(torch_model, "supports_fused_decode", lambda device, dtype: fused_step)
     config = read_config(official_tiny.model_dir)
-    model = torch_model.FunASRNano.from_state_dict(config, baseline, torch.device("cpu"), torch.float32)
+    model = torch_model.FunASRNanoTorch.from_state_dict(config, baseline, torch.device("cpu"), torch.float32)
     for layer in model.llm.model.layers:
         assert (layer.self_attn.qkv_weight is not None) == fused_step
         assert (layer.mlp.gate_up_weight is not None) == fused_step

@@ -14,7 +14,7 @@ from ...text.prompt import PromptIds, num_audio_tokens
 from .. import AlignRequest, SegmentFits, SegmentRefill, TokenSink, dtype_name
 from .ctc_head import CTCHead
 from .engine import GenerationRequest, GreedyEngine, Refill
-from .model import FunASRNano
+from .model import FunASRNanoTorch as FunASRNano
 from .quantize import quantize_llm_int8
 
 

@@ -16,7 +16,9 @@ from .fused import supports_fused_decode
 from .qwen3 import Qwen3ForCausalLM, RotaryTable
 
 
-class FunASRNano(nn.Module):
+class FunASRNanoTorch(nn.Module):
+    """The model's modules under their official names (``audio_encoder``, ``audio_adaptor``, ``llm``)."""
+
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
@@ -32,7 +34,7 @@ class FunASRNano(nn.Module):
         device: torch.device,
         dtype: torch.dtype,
         source: str = "model.pt",
-    ) -> FunASRNano:
+    ) -> FunASRNanoTorch:
         """Build on the meta device and take each tensor over with one conversion: no second full copy."""
         with torch.device("meta"):
             model = cls(config)
