@@ -108,7 +108,7 @@ class RotaryTable(nn.Module):
         return self.cos[positions].to(dtype), self.sin[positions].to(dtype)
 
 
-def fuse_rows(projections: list[nn.Linear]) -> torch.Tensor:
+def _fuse_rows(projections: list[nn.Linear]) -> torch.Tensor:
     """The weights of bias-free projections of one input as one [total rows, in] tensor, each module's weight
     then a row slice of it: one GEMM does them all, and both paths share one copy in memory."""
     fused = torch.cat([module.weight.detach() for module in projections])
@@ -132,11 +132,12 @@ class Attention(nn.Module):
         self.q_norm = RMSNorm(config.head_dim, config.rms_norm_eps)
         self.k_norm = RMSNorm(config.head_dim, config.rms_norm_eps)
         # q/k/v weights as one tensor for the fused decode step: set at load (Qwen3ForCausalLM.fuse_projections)
-        # where that step runs; elsewhere a copy would only cost memory.
+        # only where that step runs. Elsewhere it would be a second copy: int8 replaces the projections, and
+        # CPU weights in the checkpoint's dtype stay memory-mapped from model.pt.
         self.qkv_weight: torch.Tensor | None = None
 
     def fuse(self) -> None:
-        self.qkv_weight = fuse_rows([self.q_proj, self.k_proj, self.v_proj])
+        self.qkv_weight = _fuse_rows([self.q_proj, self.k_proj, self.v_proj])
 
     def forward(self, x: torch.Tensor, view: CacheView) -> torch.Tensor:
         batch, steps, _ = x.shape
@@ -165,7 +166,7 @@ class MLP(nn.Module):
         self.gate_up_weight: torch.Tensor | None = None
 
     def fuse(self) -> None:
-        self.gate_up_weight = fuse_rows([self.gate_proj, self.up_proj])
+        self.gate_up_weight = _fuse_rows([self.gate_proj, self.up_proj])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
