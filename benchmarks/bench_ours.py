@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from common import (
-    decode_segments,
     D1_BATCHES,
     D1_CONTEXT,
     L1_SAMPLES,
@@ -29,6 +28,7 @@ from common import (
     T1_SEGMENTS,
     T1_TOKENS,
     agreement,
+    decode_segments,
     device_name,
     l1_audio,
     peak_memory,

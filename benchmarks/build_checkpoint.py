@@ -27,15 +27,16 @@ sys.path.insert(0, str(ROOT / "tests" / "oracle"))
 
 import build_official  # noqa: E402  (hub layout writers shared with the test oracle)
 
-from funasr_nano.backends.torch.model import LM_HEAD_KEY, FunASRNano  # noqa: E402
-from funasr_nano.checkpoint import AdaptorConfig, EncoderConfig, LLMConfig, ModelConfig  # noqa: E402
+from funasr_nano.backends.torch.model import FunASRNanoTorch  # noqa: E402
+from funasr_nano.checkpoint import EMBED_KEY, LM_HEAD_KEY  # noqa: E402
+from funasr_nano.config import AdaptorConfig, EncoderConfig, LLMConfig, ModelConfig  # noqa: E402
 
 
 def full_size_shapes() -> dict[str, tuple[int, ...]]:
     with torch.device("meta"):
-        model = FunASRNano(ModelConfig(EncoderConfig(), AdaptorConfig(), LLMConfig(), "nano"))
+        model = FunASRNanoTorch(ModelConfig(EncoderConfig(), AdaptorConfig(), LLMConfig(), "nano"))
     shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    shapes[LM_HEAD_KEY] = shapes["llm.model.embed_tokens.weight"]
+    shapes[LM_HEAD_KEY] = shapes[EMBED_KEY]
     return shapes
 
 
@@ -65,7 +66,7 @@ def build(out_dir: Path, seed: int, device: str) -> dict[str, float | int]:
         if key == LM_HEAD_KEY:
             continue
         state[key] = random_tensor(key, shape, generator, device).to(torch.bfloat16).cpu()
-    state[LM_HEAD_KEY] = state["llm.model.embed_tokens.weight"].clone()
+    state[LM_HEAD_KEY] = state[EMBED_KEY].clone()
     torch.save({"state_dict": state}, out_dir / "model.pt")
     return {
         "tensors": len(state),

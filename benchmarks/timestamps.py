@@ -238,7 +238,7 @@ def attach_random_ctc_head(model, seed: int = 0) -> None:  # type: ignore[no-unt
     import torch
 
     from funasr_nano.backends.torch.ctc_head import CTCHead
-    from funasr_nano.checkpoint import ctc_config_for_borrowed
+    from funasr_nano.config import ctc_config_for_borrowed
     from funasr_nano.text.ctc_tokenizer import CTCTokenizer, special_tokens
 
     config = ctc_config_for_borrowed(model.config)

@@ -13,7 +13,9 @@ import torch
 import yaml
 
 import funasr_nano
-from funasr_nano.checkpoint import load_state_dict, read_config, resolve_model_dir
+from funasr_nano.backends.torch import model as torch_model
+from funasr_nano.checkpoint import load_state_dict, resolve_model_dir
+from funasr_nano.config import read_config
 from funasr_nano.errors import ModelLoadError
 
 
@@ -45,6 +47,20 @@ def test_checkpoint_layouts_load_identically(official_tiny, baseline, tmp_path, 
     loaded = load_state_dict(model_dir)
     assert loaded.keys() == baseline.keys()
     assert all(torch.equal(loaded[k], baseline[k]) for k in baseline)
+
+
+@pytest.mark.parametrize("fused_step", [False, True])
+def test_projections_are_fused_at_load_exactly_where_the_fused_step_runs(official_tiny, baseline, monkeypatch,
+                                                                        fused_step):
+    monkeypatch.setattr(torch_model, "supports_fused_decode", lambda device, dtype: fused_step)
+    config = read_config(official_tiny.model_dir)
+    model = torch_model.FunASRNanoTorch.from_state_dict(config, baseline, torch.device("cpu"), torch.float32)
+    for layer in model.llm.model.layers:
+        assert (layer.self_attn.qkv_weight is not None) == fused_step
+        assert (layer.mlp.gate_up_weight is not None) == fused_step
+    assert model.llm.lm_head.weight is model.llm.model.embed_tokens.weight
+    key = "llm.model.layers.0.self_attn.k_proj.weight"
+    assert torch.equal(model.llm.model.layers[0].self_attn.k_proj.weight, baseline[key])
 
 
 def test_ctc_tensors_are_skipped_quietly(official_tiny, tmp_path, capfd):

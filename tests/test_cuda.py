@@ -48,6 +48,7 @@ def test_joining_requests_through_prefill_graphs_give_single_run_ids_in_fp32():
 
 def test_fused_bf16_step_with_joiners_returns_every_token():
     llm = tiny_llm(torch.bfloat16).cuda()
+    llm.fuse_projections()  # as FunASRNanoTorch.from_state_dict does for this device and dtype
     engine = GreedyEngine(llm, [], max_batch=4)
     if engine.fused is None:
         pytest.skip("no triton")

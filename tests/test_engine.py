@@ -5,6 +5,7 @@ decode step under the Triton interpreter where triton is installed."""
 from __future__ import annotations
 
 import importlib.util
+from dataclasses import replace
 
 import pytest
 import torch
@@ -13,10 +14,11 @@ from funasr_nano.backends import generate
 from funasr_nano.backends.torch import engine as engine_module
 from funasr_nano.backends.torch.engine import GenerationRequest, GreedyEngine, bucket_for
 from funasr_nano.backends.torch.qwen3 import Qwen3ForCausalLM
-from funasr_nano.checkpoint import LLMConfig
+from funasr_nano.config import POSITION_CAP, LLMConfig
 
 CONFIG = LLMConfig(
-    hidden_size=64, intermediate_size=128, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=16, vocab_size=640
+    hidden_size=64, intermediate_size=128, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=16, vocab_size=640,
+    max_position_embeddings=512,
 )
 # (prompt length, new tokens): different lengths so that prompts pad differently in a batch.
 SHAPES = [(7, 12), (70, 9), (3, 15), (50, 6), (11, 10), (33, 1), (24, 14)]
@@ -24,12 +26,11 @@ SHAPES = [(7, 12), (70, 9), (3, 15), (50, 6), (11, 10), (33, 1), (24, 14)]
 
 def tiny_llm(dtype: torch.dtype = torch.float32) -> Qwen3ForCausalLM:
     torch.manual_seed(0)
-    llm = Qwen3ForCausalLM(CONFIG, 512)
+    llm = Qwen3ForCausalLM(CONFIG)
     with torch.no_grad():
         # Large random weights: greedy ids then change from step to step and depend on the prompt.
         for parameter in llm.parameters():
             parameter.copy_(torch.randn_like(parameter) * (1.0 if parameter.ndim == 1 else 0.3))
-    llm.tie_weights()
     return llm.to(dtype).eval()
 
 
@@ -153,6 +154,34 @@ def test_too_long_request_is_refused(llm):
         generate(engine, [GenerationRequest(torch.randn(500, CONFIG.hidden_size), 20)])
 
 
+def test_fused_projections_share_one_copy_and_keep_the_ids(singles):
+    llm = tiny_llm()
+    llm.fuse_projections()
+    for layer in llm.model.layers:
+        groups = [
+            (layer.self_attn.qkv_weight, [layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj]),
+            (layer.mlp.gate_up_weight, [layer.mlp.gate_proj, layer.mlp.up_proj]),
+        ]
+        for fused, projections in groups:
+            assert fused is not None and fused.shape[0] == sum(p.weight.shape[0] for p in projections)
+            # Row slices of the fused tensor: no second copy of the weights.
+            assert all(p.weight.untyped_storage().data_ptr() == fused.untyped_storage().data_ptr() for p in projections)
+            assert torch.equal(torch.cat([p.weight for p in projections]), fused)
+    assert GreedyEngine(llm, [], max_batch=3).generate(requests()) == singles
+
+
+def test_the_fused_step_needs_projections_fused_at_load(llm):
+    from funasr_nano.backends.torch.fused import TritonDecodeStep
+
+    with pytest.raises(ValueError, match="fuse_projections"):
+        TritonDecodeStep(llm)
+
+
+def test_the_rotary_table_covers_the_one_position_limit(llm):
+    assert llm.rotary.cos.shape[0] == CONFIG.max_positions == 512
+    assert replace(CONFIG, max_position_embeddings=40960).max_positions == POSITION_CAP
+
+
 def test_empty_request_list(llm):
     assert generate(GreedyEngine(llm, []), []) == []
 
@@ -203,6 +232,7 @@ def test_triton_decode_step_matches_the_reference_step(monkeypatch, small_batch_
     from funasr_nano.backends.torch.fused import TritonDecodeStep
 
     llm = tiny_llm(torch.float16)
+    llm.fuse_projections()
     wanted = requests(torch.float16)[:3]
     step = TritonDecodeStep(llm, small_batch_gemv)
     for max_batch in (1, 2):  # batch 1 takes the GEMV path when it is on

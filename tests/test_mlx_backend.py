@@ -7,6 +7,8 @@ greedy, max logit error) straight to the terminal.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -29,8 +31,9 @@ from funasr_nano.backends.mlx.encoder import padding_masks  # noqa: E402
 from funasr_nano.backends.mlx.qwen3 import KVCache  # noqa: E402
 from funasr_nano.backends.torch import TorchBackend  # noqa: E402
 from funasr_nano.backends.torch import qwen3 as torch_qwen3  # noqa: E402
-from funasr_nano.checkpoint import MLX_WEIGHTS, load_state_dict, read_config  # noqa: E402
+from funasr_nano.checkpoint import MLX_WEIGHTS, load_state_dict  # noqa: E402
 from funasr_nano.cli import main as cli  # noqa: E402
+from funasr_nano.config import read_config  # noqa: E402
 from funasr_nano.errors import ModelLoadError, UsageError  # noqa: E402
 
 RELATIVE_TOLERANCE = 1e-4
@@ -359,6 +362,16 @@ def test_quantized_encoder_option(converted, clips, capsys):
 
 
 # --- backend selection, errors, CLI ----------------------------------------------------------------------
+
+
+def test_mlx_backend_imports_no_torch_backend_code():
+    # A fresh interpreter: this one has the torch backend loaded by the fixtures.
+    code = (
+        "import sys; import funasr_nano.backends.mlx.backend, funasr_nano.backends.mlx.convert; "
+        "print(sorted(m for m in sys.modules if m.startswith('funasr_nano.backends.torch')))"
+    )
+    found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert found.stdout.strip() == "[]"
 
 
 def test_backend_selection(official_tiny, converted, monkeypatch):

@@ -13,7 +13,8 @@ from torch import nn
 from funasr_nano.backends.torch.adaptor import AudioAdaptor
 from funasr_nano.backends.torch.encoder import SenseVoiceEncoder, padding_masks
 from funasr_nano.backends.torch.qwen3 import Qwen3ForCausalLM, rotate_half
-from funasr_nano.checkpoint import AdaptorConfig, EncoderConfig, LLMConfig
+from funasr_nano.checkpoint import EMBED_KEY, LM_HEAD_KEY
+from funasr_nano.config import AdaptorConfig, EncoderConfig, LLMConfig
 
 
 @dataclass(frozen=True)
@@ -53,10 +54,9 @@ class DemoModel(nn.Module):
         self.sizes = sizes
         self.audio_encoder = SenseVoiceEncoder(sizes.encoder)
         self.audio_adaptor = AudioAdaptor(sizes.adaptor)
-        self.llm = Qwen3ForCausalLM(sizes.llm, max_positions=2048)
+        self.llm = Qwen3ForCausalLM(sizes.llm)
         # Qwen's initialisation (std 0.02): torch's default N(0, 1) makes the tied head's logits huge.
         nn.init.normal_(self.llm.model.embed_tokens.weight, std=0.02)
-        self.llm.tie_weights()
         self.ctc_decoder = AudioAdaptor(sizes.ctc_decoder)
         self.ctc = CTCHead(sizes.ctc_decoder.llm_dim, sizes.ctc_vocab)
 
@@ -94,5 +94,5 @@ class DemoModel(nn.Module):
     def official_state_dict(self) -> dict[str, torch.Tensor]:
         """Keys as in the official checkpoint, with ``llm.lm_head.weight`` stored beside the embedding."""
         state = {k: v.detach() for k, v in self.state_dict().items() if not k.startswith("llm.rotary")}
-        state["llm.lm_head.weight"] = state["llm.model.embed_tokens.weight"].clone()
+        state[LM_HEAD_KEY] = state[EMBED_KEY].clone()
         return state

@@ -11,16 +11,8 @@ from typing import Any
 
 from .backends import Engine, dtype_name
 from .backends.selection import choose_backend
-from .checkpoint import (
-    LLM_SUBDIR,
-    ModelConfig,
-    ctc_config_for_borrowed,
-    load_checkpoint,
-    load_ctc_head,
-    model_name,
-    read_config,
-    resolve_model_dir,
-)
+from .checkpoint import LLM_SUBDIR, load_checkpoint, load_ctc_head, model_name, resolve_model_dir
+from .config import ModelConfig, ctc_config_for_borrowed, read_config
 from .decoding.pieces import DecodedRecording, DecodeSettings, Recording, open_recording
 from .decoding.scheduler import RecordingDone, Scheduler, SegmentDone, TextDelta, decode_recordings
 from .errors import FunASRNanoError, ModelLoadError, UsageError, option

@@ -1,28 +1,25 @@
-"""Model directories in the official hub layout: locate (or download), read configs, load weights safely.
+"""Model directories in the official hub layout: locate (or download) them, load their tensors safely,
+and the facts of the official state dict that both backends load by (key prefixes, the tied LM head).
 
 Layout (unchanged from the hub): ``model.pt`` (bf16 state dict, flat or wrapped), ``config.yaml``
-(FunASR build config), ``Qwen3-0.6B/config.json`` and ``Qwen3-0.6B/tokenizer.json``.
+(FunASR build config), ``Qwen3-0.6B/config.json`` and ``Qwen3-0.6B/tokenizer.json``; the configs are
+read by :mod:`funasr_nano.config`.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import pickle
 import warnings
 import zipfile
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
-import yaml
 
-from .backends import DTYPE_ALIASES
 from .demo import MODEL_DIR as DEMO_MODEL_DIR
 from .demo import MODEL_NAME as DEMO_MODEL_NAME
 from .errors import ModelLoadError, UsageError, option, unreadable
-from .frontend.features import FEATURE_DIM
-from .text.languages import MLT_LANGUAGES, NANO_LANGUAGES
 
 HUB_MODELS = {
     "nano": "FunAudioLLM/Fun-ASR-Nano-2512",
@@ -30,82 +27,15 @@ HUB_MODELS = {
 }
 HUBS = ("hf", "modelscope")
 LLM_SUBDIR = "Qwen3-0.6B"
-# `funasr-nano convert --backend mlx` writes this instead of model.pt, and records the variant in config.yaml.
+# `funasr-nano convert --backend mlx` writes this instead of model.pt.
 MLX_WEIGHTS = "model.mlx.safetensors"
-VARIANT_KEY = "funasr_nano_variant"
-CORE_PREFIXES = ("audio_encoder.", "audio_adaptor.", "llm.")
+ENCODER_PREFIX, ADAPTOR_PREFIX, LLM_PREFIX = "audio_encoder.", "audio_adaptor.", "llm."
+CORE_PREFIXES = (ENCODER_PREFIX, ADAPTOR_PREFIX, LLM_PREFIX)
+EMBED_KEY = LLM_PREFIX + "model.embed_tokens.weight"
+LM_HEAD_KEY = LLM_PREFIX + "lm_head.weight"
 # The CTC head (word timestamps): trained only in the ModelScope Nano checkpoint (84 + 2 tensors).
 CTC_PREFIXES = ("ctc_decoder.", "ctc.")
-CTC_VOCAB_SIZE = 60515  # the official default when config.yaml gives no ctc_vocab_size
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")
-
-
-@dataclass(frozen=True)
-class EncoderConfig:
-    output_size: int = 512
-    attention_heads: int = 4
-    linear_units: int = 2048
-    num_blocks: int = 50
-    tp_blocks: int = 20
-    kernel_size: int = 11
-    sanm_shift: int = 0
-    input_size: int = FEATURE_DIM
-
-
-@dataclass(frozen=True)
-class AdaptorConfig:
-    encoder_dim: int = 512
-    llm_dim: int = 1024
-    ffn_dim: int = 2048
-    n_layer: int = 2
-    attention_heads: int = 8
-    downsample_rate: int = 1
-
-
-@dataclass(frozen=True)
-class LLMConfig:
-    hidden_size: int = 1024
-    intermediate_size: int = 3072
-    num_layers: int = 28
-    num_heads: int = 16
-    num_kv_heads: int = 8
-    head_dim: int = 128
-    vocab_size: int = 151936
-    rms_norm_eps: float = 1e-6
-    rope_theta: float = 1e6
-    tie_word_embeddings: bool = True
-    max_position_embeddings: int = 40960
-    # The official build casts the whole LLM to config.yaml's llm_dtype (bf16 on the hub) before
-    # upcasting it for inference, which rounds the rotary inverse frequencies to that dtype.
-    rotary_frequency_dtype: str = "bfloat16"
-    # Generation stops on these (config.json's eos_token_id, as the official generate does); () = not given.
-    eos_token_ids: tuple[int, ...] = ()
-
-
-@dataclass(frozen=True)
-class CTCConfig:
-    """The CTC head: a Transformer adaptor on the encoder output (``ctc_decoder``), then ``ctc.ctc_lo``."""
-
-    decoder: AdaptorConfig
-    vocab_size: int = CTC_VOCAB_SIZE
-
-    @property
-    def blank_id(self) -> int:
-        """The last id, as the official ``blank_id`` default."""
-        return self.vocab_size - 1
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    encoder: EncoderConfig
-    adaptor: AdaptorConfig
-    llm: LLMConfig
-    variant: str  # "nano" (zh/en/ja) or "mlt" (31 languages)
-    ctc: CTCConfig | None = None  # None: config.yaml declares no CTC head
-
-    @property
-    def languages(self) -> tuple[str, ...]:
-        return MLT_LANGUAGES if self.variant == "mlt" else NANO_LANGUAGES
 
 
 def _looks_like_hub_id(name: str) -> bool:
@@ -151,7 +81,7 @@ def resolve_model_dir(model: str | os.PathLike[str], hub: str = "hf") -> Path:
     except PermissionError as exc:
         raise ModelLoadError(f"permission denied: cannot look up {path} (a parent directory is not readable)") from exc
     if is_dir:
-        _require_readable_dir(path)
+        require_readable_dir(path)
         return path
     if exists:
         raise ModelLoadError(f"{path} is a file; pass the model directory that holds model.pt")
@@ -173,17 +103,13 @@ def model_name(model: str | os.PathLike[str]) -> str:
     return os.path.basename(os.path.abspath(os.path.expanduser(model)))
 
 
-def guess_variant(name: str) -> str:
-    return "mlt" if "mlt" in name.lower() else "nano"
-
-
-def _require_readable_dir(path: Path) -> None:
+def require_readable_dir(path: Path) -> None:
     # Search permission is what opening the files by name needs (listing the directory is not).
     if not os.access(path, os.X_OK):
         raise ModelLoadError(f"permission denied: {path} is not readable by this user")
 
 
-def _is_file(path: Path) -> bool:
+def is_file(path: Path) -> bool:
     """Whether ``path`` is a regular file; a directory or other non-file of that name is an error."""
     try:
         if path.is_file():
@@ -195,197 +121,6 @@ def _is_file(path: Path) -> bool:
         raise ModelLoadError(f"{path} is {'a directory' if path.is_dir() else 'not a regular file'}: "
                              "it must be the file of that name from the hub")
     return False
-
-
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_bytes().decode("utf-8")
-    except OSError as exc:
-        raise unreadable(path, exc) from exc
-    except UnicodeDecodeError as exc:
-        raise ModelLoadError(f"{path} is not UTF-8 text: the file is damaged, download it again") from exc
-
-
-def _short(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-def _section(value: object, where: str) -> dict:
-    """A mapping of settings; an absent (or empty) section means the defaults."""
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise ModelLoadError(f"{where} must be a mapping of settings, not {type(value).__name__} {_short(value)}")
-    return value
-
-
-def _integer(section: dict, key: str, default: int, where: str, minimum: int = 1) -> int:
-    value = section.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        need = "a positive integer" if minimum == 1 else f"an integer of at least {minimum}"
-        raise ModelLoadError(f"{where}: {key} must be {need}, not {_short(value)}")
-    return value
-
-
-def _positive_number(section: dict, key: str, default: float, where: str) -> float:
-    value = section.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
-        raise ModelLoadError(f"{where}: {key} must be a positive number, not {_short(value)}")
-    return float(value)
-
-
-def _eos_ids(qwen: dict, vocab_size: int, where: str) -> tuple[int, ...]:
-    """``eos_token_id``: one id or a list of ids (as transformers reads it); () when absent."""
-    value = qwen.get("eos_token_id")
-    if value is None:
-        return ()
-    ids = value if isinstance(value, list) else [value]
-    if not ids or any(isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < vocab_size for i in ids):
-        raise ModelLoadError(
-            f"{where}: eos_token_id must be a token id below vocab_size {vocab_size} (or a list of them), "
-            f"not {_short(value)}"
-        )
-    return tuple(ids)
-
-
-def _load_yaml(path: Path) -> dict:
-    try:
-        build = yaml.safe_load(_read_text(path))
-    except yaml.YAMLError as exc:
-        raise ModelLoadError(f"{path} is not valid YAML ({type(exc).__name__}): download it again") from exc
-    if build is None:  # nothing but blanks or comments: the full-size defaults would be taken silently
-        raise ModelLoadError(f"{path} is empty: download it again (it holds the model's build settings)")
-    return _section(build, str(path))
-
-
-def _load_json(path: Path) -> dict:
-    try:
-        qwen = json.loads(_read_text(path))
-    except json.JSONDecodeError as exc:
-        raise ModelLoadError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}): download it again") from exc
-    if not isinstance(qwen, dict):
-        raise ModelLoadError(f"{path} must hold a JSON object of settings, not a {type(qwen).__name__}")
-    return qwen
-
-
-def _encoder_config(enc: dict, where: str) -> EncoderConfig:
-    d = EncoderConfig()
-    return EncoderConfig(
-        output_size=_integer(enc, "output_size", d.output_size, where),
-        attention_heads=_integer(enc, "attention_heads", d.attention_heads, where),
-        linear_units=_integer(enc, "linear_units", d.linear_units, where),
-        num_blocks=_integer(enc, "num_blocks", d.num_blocks, where),
-        tp_blocks=_integer(enc, "tp_blocks", d.tp_blocks, where, minimum=0),
-        kernel_size=_integer(enc, "kernel_size", d.kernel_size, where),
-        sanm_shift=_integer(enc, "sanm_shfit", d.sanm_shift, where, minimum=0),  # sic: the official key
-    )
-
-
-def _llm_config(qwen: dict, where: str, llm_dtype: object) -> LLMConfig:
-    d = LLMConfig()
-    hidden = _integer(qwen, "hidden_size", d.hidden_size, where)
-    num_heads = _integer(qwen, "num_attention_heads", d.num_heads, where)
-    num_kv_heads = _integer(qwen, "num_key_value_heads", d.num_kv_heads, where)
-    if num_heads % num_kv_heads:
-        raise ModelLoadError(
-            f"{where}: num_attention_heads ({num_heads}) must be a multiple of num_key_value_heads ({num_kv_heads})"
-        )
-    if qwen.get("head_dim") is None and hidden < num_heads:
-        raise ModelLoadError(f"{where}: hidden_size ({hidden}) is smaller than num_attention_heads ({num_heads}) "
-                             "and no head_dim is given")
-    head_dim = hidden // num_heads if qwen.get("head_dim") is None else _integer(qwen, "head_dim", 0, where)
-    tie = qwen.get("tie_word_embeddings", True)
-    if not isinstance(tie, bool):
-        raise ModelLoadError(f"{where}: tie_word_embeddings must be true or false, not {_short(tie)}")
-    vocab_size = _integer(qwen, "vocab_size", d.vocab_size, where)
-    return LLMConfig(
-        hidden_size=hidden,
-        intermediate_size=_integer(qwen, "intermediate_size", d.intermediate_size, where),
-        num_layers=_integer(qwen, "num_hidden_layers", d.num_layers, where),
-        num_heads=num_heads,
-        num_kv_heads=num_kv_heads,
-        head_dim=head_dim,
-        vocab_size=vocab_size,
-        rms_norm_eps=_positive_number(qwen, "rms_norm_eps", d.rms_norm_eps, where),
-        rope_theta=_positive_number(qwen, "rope_theta", d.rope_theta, where),
-        tie_word_embeddings=tie,
-        max_position_embeddings=_integer(qwen, "max_position_embeddings", d.max_position_embeddings, where),
-        rotary_frequency_dtype=DTYPE_ALIASES.get(str(llm_dtype), d.rotary_frequency_dtype),
-        eos_token_ids=_eos_ids(qwen, vocab_size, where),
-    )
-
-
-def read_config(model_dir: Path, variant: str | None = None, name: str | None = None) -> ModelConfig:
-    """The configs of a model directory, every value checked; ``name`` (default: the directory's own
-    name) is what the variant is guessed from when neither ``variant`` nor config.yaml gives it."""
-    if variant not in (None, "nano", "mlt"):
-        raise UsageError(f"unknown variant {variant!r}: use {option('variant', 'nano')} or {option('variant', 'mlt')}")
-    _require_readable_dir(model_dir)
-    if not _is_file(model_dir / "model.pt") and not _is_file(model_dir / MLX_WEIGHTS):
-        raise ModelLoadError(f"{model_dir} has no model.pt: not a Fun-ASR-Nano model directory")
-    config_yaml = model_dir / "config.yaml"
-    if not _is_file(config_yaml):
-        raise ModelLoadError(f"{model_dir} has no config.yaml: copy the complete hub directory (it ships that file)")
-    llm_dir = model_dir / LLM_SUBDIR
-    if llm_dir.is_dir():
-        _require_readable_dir(llm_dir)
-    llm_config_path = llm_dir / "config.json"
-    if not _is_file(llm_config_path):
-        raise ModelLoadError(
-            f"{model_dir} has no {LLM_SUBDIR}/config.json: copy the complete hub directory (it ships that folder)"
-        )
-    build = _load_yaml(config_yaml)
-    qwen = _load_json(llm_config_path)
-    encoder = _encoder_config(_section(build.get("audio_encoder_conf"), f"{config_yaml}: audio_encoder_conf"),
-                              f"{config_yaml}: audio_encoder_conf")
-    llm_conf = _section(build.get("llm_conf"), f"{config_yaml}: llm_conf")
-    llm = _llm_config(qwen, str(llm_config_path), llm_conf.get("llm_dtype", "bf16"))
-    where = f"{config_yaml}: audio_adaptor_conf"
-    ada = _section(build.get("audio_adaptor_conf"), where)
-    adaptor = AdaptorConfig(
-        encoder_dim=_integer(ada, "encoder_dim", encoder.output_size, where),
-        llm_dim=llm.hidden_size,  # the official build takes it from the LLM's embedding width
-        ffn_dim=_integer(ada, "ffn_dim", AdaptorConfig.ffn_dim, where),
-        n_layer=_integer(ada, "n_layer", AdaptorConfig.n_layer, where),
-        attention_heads=_integer(ada, "attention_heads", AdaptorConfig.attention_heads, where),
-        downsample_rate=_integer(ada, "downsample_rate", AdaptorConfig.downsample_rate, where),
-    )
-    if adaptor.downsample_rate != 1:
-        raise ModelLoadError(
-            f"audio_adaptor_conf.downsample_rate={adaptor.downsample_rate} is not supported (1 is)"
-        )
-    ctc = _ctc_config(build, config_yaml, encoder)
-    recorded = build.get(VARIANT_KEY)
-    if recorded not in (None, "nano", "mlt"):
-        raise ModelLoadError(f"{config_yaml}: {VARIANT_KEY} must be nano or mlt, not {_short(recorded)}")
-    chosen = variant or recorded or guess_variant(name if name is not None else model_dir.name)
-    return ModelConfig(encoder, adaptor, llm, chosen, ctc)
-
-
-def ctc_config_for_borrowed(config: ModelConfig) -> CTCConfig:
-    """The hub config.yaml's CTC head (architecture.md §1.3), for a model whose config.yaml declares none."""
-    decoder = AdaptorConfig(encoder_dim=config.encoder.output_size, llm_dim=512, ffn_dim=2048, n_layer=5,
-                            attention_heads=8)
-    return CTCConfig(decoder, CTC_VOCAB_SIZE)
-
-
-def _ctc_config(build: dict, config_yaml: Path, encoder: EncoderConfig) -> CTCConfig | None:
-    if not build.get("ctc_decoder"):
-        return None
-    where = f"{config_yaml}: ctc_decoder_conf"
-    conf = _section(build.get("ctc_decoder_conf"), where)
-    decoder = AdaptorConfig(
-        encoder_dim=_integer(conf, "encoder_dim", encoder.output_size, where),
-        llm_dim=_integer(conf, "llm_dim", 512, where),
-        ffn_dim=_integer(conf, "ffn_dim", AdaptorConfig.ffn_dim, where),
-        n_layer=_integer(conf, "n_layer", 5, where),
-        attention_heads=_integer(conf, "attention_heads", AdaptorConfig.attention_heads, where),
-        downsample_rate=_integer(conf, "downsample_rate", 1, where),
-    )
-    if decoder.downsample_rate != 1:
-        raise ModelLoadError(f"{where}: downsample_rate={decoder.downsample_rate} is not supported (1 is)")
-    return CTCConfig(decoder, _integer(build, "ctc_vocab_size", CTC_VOCAB_SIZE, str(config_yaml), minimum=2))
 
 
 def _unwrap(checkpoint: object, path: Path) -> dict[str, torch.Tensor]:
@@ -440,9 +175,24 @@ def load_checkpoint(model_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str,
     tensors = _read_checkpoint(path)
     ctc = {k: v for k, v in tensors.items() if k.startswith(CTC_PREFIXES)}
     core = {k: v for k, v in tensors.items() if not k.startswith(CTC_PREFIXES)}
-    if not any(k.startswith(CORE_PREFIXES[0]) for k in core) or not any(k.startswith(CORE_PREFIXES[2]) for k in core):
+    if not any(k.startswith(ENCODER_PREFIX) for k in core) or not any(k.startswith(LLM_PREFIX) for k in core):
         raise ModelLoadError(f"{path} has no audio_encoder.*/llm.* tensors: not a Fun-ASR-Nano checkpoint")
     return core, ctc
+
+
+def tie_lm_head(tensors: Mapping[str, torch.Tensor], tied: bool) -> dict[str, torch.Tensor]:
+    """The tensors as a model loads them: with tied embeddings (``tie_word_embeddings``) one table under
+    ``EMBED_KEY`` and no ``LM_HEAD_KEY``.
+
+    The official load writes both keys into the one tied tensor and the head comes last, so where a
+    checkpoint stores both (the hub files do, equal), the head's tensor is the one that counts.
+    """
+    tensors = dict(tensors)
+    if tied:
+        head = tensors.pop(LM_HEAD_KEY, None)
+        if head is not None:
+            tensors[EMBED_KEY] = head
+    return tensors
 
 
 def load_state_dict(model_dir: Path) -> dict[str, torch.Tensor]:
@@ -456,7 +206,7 @@ def load_ctc_head(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     source = Path(path).expanduser()
     if source.is_dir():
         source = source / "model.pt"
-    if not _is_file(source):
+    if not is_file(source):
         raise ModelLoadError(f"ctc head {path}: no such checkpoint (pass a model.pt or the directory holding it)")
     ctc = {k: v for k, v in _read_checkpoint(source).items() if k.startswith(CTC_PREFIXES)}
     if not ctc:

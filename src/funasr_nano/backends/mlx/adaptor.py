@@ -5,11 +5,8 @@ from __future__ import annotations
 import mlx.core as mx
 from mlx import nn
 
-from ...checkpoint import AdaptorConfig
+from ...config import AdaptorConfig
 from .encoder import FeedForward, layer_norm
-
-# funasr.models.transformer.layer_norm.LayerNorm is torch's LayerNorm with eps 1e-12 (not SAN-M's 1e-5).
-ADAPTOR_LAYER_NORM_EPS = 1e-12
 
 
 class LayerNorm(nn.LayerNorm):
@@ -43,13 +40,13 @@ class MultiHeadAttention(nn.Module):
 
 
 class AdaptorBlock(nn.Module):
-    def __init__(self, size: int, heads: int):
+    def __init__(self, size: int, heads: int, eps: float):
         super().__init__()
         self.self_attn = MultiHeadAttention(size, heads)
         # The official block FFN is llm_dim -> llm_dim // 4 -> llm_dim (not ffn_dim).
         self.feed_forward = FeedForward(size, size // 4)
-        self.norm1 = LayerNorm(size, eps=ADAPTOR_LAYER_NORM_EPS)
-        self.norm2 = LayerNorm(size, eps=ADAPTOR_LAYER_NORM_EPS)
+        self.norm1 = LayerNorm(size, eps=eps)
+        self.norm2 = LayerNorm(size, eps=eps)
 
     def __call__(self, x: mx.array, key_mask: mx.array | None) -> mx.array:
         x = x + self.self_attn(self.norm1(x), key_mask)
@@ -61,7 +58,9 @@ class AudioAdaptor(nn.Module):
         super().__init__()
         self.linear1 = nn.Linear(config.encoder_dim, config.ffn_dim)
         self.linear2 = nn.Linear(config.ffn_dim, config.llm_dim)
-        self.blocks = [AdaptorBlock(config.llm_dim, config.attention_heads) for _ in range(config.n_layer)]
+        self.blocks = [
+            AdaptorBlock(config.llm_dim, config.attention_heads, config.layer_norm_eps) for _ in range(config.n_layer)
+        ]
 
     def __call__(self, encoded: mx.array, key_mask: mx.array | None) -> mx.array:
         """encoded [B, T, encoder_dim] -> [B, T, llm_dim]; key_mask as for the encoder."""

@@ -13,7 +13,8 @@ import mlx.core as mx
 import numpy as np
 import torch
 
-from ...checkpoint import CTC_PREFIXES, MLX_WEIGHTS, ModelConfig, load_checkpoint
+from ...checkpoint import CTC_PREFIXES, MLX_WEIGHTS, load_checkpoint
+from ...config import ModelConfig
 from ...errors import UsageError, option
 from ...frontend.features import extract_features, num_samples_to_lfr_frames
 from ...text.prompt import num_audio_tokens
@@ -155,12 +156,12 @@ class MLXBackend:
             return audio, hidden
 
     def fits(self, request: Request) -> bool:
-        return self._positions(request) <= self.model.llm.config.max_position_embeddings
+        return self._positions(request) <= self.model.llm.config.max_positions
 
     def add(self, key: Hashable, request: Request) -> None:
         if not self.fits(request):
             raise UsageError(position_limit_message(self._positions(request),
-                                                    self.model.llm.config.max_position_embeddings))
+                                                    self.model.llm.config.max_positions))
         self._waiting.append((key, request))
 
     def capacity(self) -> int:

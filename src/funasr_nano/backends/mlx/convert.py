@@ -17,7 +17,8 @@ import mlx.core as mx
 import torch
 from mlx.utils import tree_flatten
 
-from ...checkpoint import LLM_SUBDIR, MLX_WEIGHTS, VARIANT_KEY, load_checkpoint, read_config
+from ...checkpoint import LLM_SUBDIR, MLX_WEIGHTS, load_checkpoint
+from ...config import VARIANT_KEY, read_config
 from ...errors import ModelLoadError, UsageError
 from ...text.ctc_tokenizer import VOCAB_FILE
 from .model import FunASRNanoMLX, arrays_from_state_dict, load_arrays, to_mlx
@@ -60,7 +61,7 @@ def convert(
     name: str | None = None,
 ) -> Quantization | None:
     """Write the MLX copy of ``model_dir`` to ``out_dir`` (which must not exist or be empty); ``variant``
-    and ``name`` as for :func:`~funasr_nano.checkpoint.read_config`."""
+    and ``name`` as for :func:`~funasr_nano.config.read_config`."""
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise UsageError(f"output {out_dir} already exists and is not an empty directory")
     if not (model_dir / "model.pt").is_file():

@@ -17,7 +17,8 @@ import torch
 from mlx import nn
 from mlx.utils import tree_flatten
 
-from ...checkpoint import CTCConfig, check_shapes
+from ...checkpoint import check_shapes
+from ...config import CTCConfig
 from ..alignment import CTCResult, forced_align
 from .adaptor import AudioAdaptor
 

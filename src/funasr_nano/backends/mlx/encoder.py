@@ -12,10 +12,8 @@ import mlx.core as mx
 import torch
 from mlx import nn
 
-from ...checkpoint import EncoderConfig
-from ..torch.encoder import sinusoidal_positions as torch_positions
-
-SANM_LAYER_NORM_EPS = 1e-5
+from ...config import EncoderConfig
+from ..positions import sinusoidal_positions as torch_positions
 
 
 @mx.compile
@@ -104,8 +102,8 @@ class SANMEncoderLayer(nn.Module):
             in_size, size, config.attention_heads, config.kernel_size, config.sanm_shift
         )
         self.feed_forward = FeedForward(size, config.linear_units)
-        self.norm1 = FP32LayerNorm(in_size, eps=SANM_LAYER_NORM_EPS)
-        self.norm2 = FP32LayerNorm(size, eps=SANM_LAYER_NORM_EPS)
+        self.norm1 = FP32LayerNorm(in_size, eps=config.layer_norm_eps)
+        self.norm2 = FP32LayerNorm(size, eps=config.layer_norm_eps)
         # The first layer changes width (560 -> 512) and so has no residual around attention.
         self.attention_residual = in_size == size
 
@@ -116,11 +114,7 @@ class SANMEncoderLayer(nn.Module):
 
 
 def sinusoidal_positions(frames: int, depth: int) -> mx.array:
-    """[frames, depth] position table, computed by the torch backend's function (the reference's maths).
-
-    Angles reach hundreds of radians, where one float32 ulp of difference in ``exp`` (MLX's CPU ``exp``
-    is 5e-7 off; numpy's differs from torch's by an ulp) moves the table by up to 1e-5.
-    """
+    """[frames, depth] position table, computed in torch as the torch encoder's (see :mod:`..positions`)."""
     return mx.array(torch_positions(frames, depth, torch.device("cpu")).numpy())
 
 
@@ -138,9 +132,9 @@ class SenseVoiceEncoder(nn.Module):
         size = config.output_size
         self.encoders0 = [SANMEncoderLayer(config.input_size, size, config)]
         self.encoders = [SANMEncoderLayer(size, size, config) for _ in range(config.num_blocks - 1)]
-        self.after_norm = FP32LayerNorm(size, eps=SANM_LAYER_NORM_EPS)
+        self.after_norm = FP32LayerNorm(size, eps=config.layer_norm_eps)
         self.tp_encoders = [SANMEncoderLayer(size, size, config) for _ in range(config.tp_blocks)]
-        self.tp_norm = FP32LayerNorm(size, eps=SANM_LAYER_NORM_EPS)
+        self.tp_norm = FP32LayerNorm(size, eps=config.layer_norm_eps)
 
     def __call__(self, features: mx.array, frame_mask: mx.array, key_mask: mx.array | None) -> mx.array:
         """features [B, T, 560] (padded) -> [B, T, output_size]; masks from :func:`padding_masks`."""

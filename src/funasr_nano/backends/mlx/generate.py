@@ -41,7 +41,7 @@ class StaticBatch:
         longest = max(lengths)
         self.budgets = list(budgets)
         self.longest_budget = max(budgets)
-        limit = llm.config.max_position_embeddings
+        limit = llm.config.max_positions
         if longest + self.longest_budget > limit:
             raise UsageError(position_limit_message(longest + self.longest_budget, limit))
         self.llm = llm

@@ -12,7 +12,8 @@ import torch
 from mlx import nn
 from mlx.utils import tree_flatten
 
-from ...checkpoint import ModelConfig, check_shapes
+from ...checkpoint import check_shapes, tie_lm_head
+from ...config import ModelConfig
 from ...errors import ModelLoadError
 from ...text.prompt import PromptIds, num_audio_tokens
 from .adaptor import AudioAdaptor
@@ -20,8 +21,6 @@ from .ctc_head import CTCHead
 from .encoder import SenseVoiceEncoder, padding_masks
 from .qwen3 import Qwen3ForCausalLM
 
-LM_HEAD_KEY = "llm.lm_head.weight"
-EMBED_KEY = "llm.model.embed_tokens.weight"
 FSMN_SUFFIX = ".fsmn_block.weight"
 
 
@@ -83,13 +82,8 @@ def arrays_from_state_dict(
     model: FunASRNanoMLX, tensors: Mapping[str, torch.Tensor], source: str
 ) -> dict[str, mx.array]:
     """Official tensors (checked against the model's shapes) -> MLX arrays keyed by parameter path."""
-    tensors = dict(tensors)
+    tensors = tie_lm_head(tensors, model.config.llm.tie_word_embeddings)
     expected = {k: _torch_layout(k, tuple(v.shape)) for k, v in tree_flatten(model.parameters())}
-    if model.config.llm.tie_word_embeddings:
-        # The official load writes both keys into one tied tensor; the head comes last and wins.
-        head = tensors.pop(LM_HEAD_KEY, None)
-        if head is not None:
-            tensors[EMBED_KEY] = head
     check_shapes(tensors, expected, source)
     return {k: to_mlx(k, v) for k, v in tensors.items()}
 

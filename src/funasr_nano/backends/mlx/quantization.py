@@ -8,11 +8,11 @@ from dataclasses import asdict, dataclass
 
 from mlx import nn
 
+from ...checkpoint import ADAPTOR_PREFIX, ENCODER_PREFIX, LLM_PREFIX
 from ...errors import UsageError
 
 SUPPORTED_BITS = (4, 8)
 DEFAULT_GROUP_SIZE = 64
-_AUDIO_PREFIXES = ("audio_encoder.", "audio_adaptor.")
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ class Quantization:
 def _eligible(path: str, module: nn.Module, quantization: Quantization) -> bool:
     if not isinstance(module, (nn.Linear, nn.Embedding)):
         return False
-    if not (path.startswith("llm.") or (quantization.audio and path.startswith(_AUDIO_PREFIXES))):
+    if not (path.startswith(LLM_PREFIX) or (quantization.audio and path.startswith((ENCODER_PREFIX, ADAPTOR_PREFIX)))):
         return False
     # Groups run along the input dimension; widths that do not divide (the 560-wide first encoder layer,
     # tiny test models) stay in full precision.

@@ -2,16 +2,18 @@
 
 Mirrors ``backends/torch/qwen3.py``. Sequences of one batch are left-padded to a common length, so
 every step writes all rows at the same cache index; a row's RoPE position is that index minus its
-padding, and the pad keys are masked out.
+padding, and the pad keys are masked out. A block sees one call through a :class:`CacheView`.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import mlx.core as mx
 import numpy as np
 from mlx import nn
 
-from ...checkpoint import LLMConfig
+from ...config import LLMConfig
 
 
 def rope_wavelengths(config: LLMConfig) -> mx.array:
@@ -48,6 +50,28 @@ class KVCache:
         return self.keys[layer][:, :, :end, :], self.values[layer][:, :, :end, :]
 
 
+@dataclass(frozen=True)
+class CacheView:
+    """What one layer's attention needs for one call: its part of the cache, the RoPE of the call's
+    positions and which keys each query may see."""
+
+    cache: KVCache
+    layer: int
+    positions: mx.array  # [B] RoPE position of each row's first step
+    mask: mx.array | str | None  # boolean [B, 1, S, offset + S] (True = may attend), "causal", or None
+    wavelengths: mx.array  # see rope_wavelengths
+
+    def rotate(self, x: mx.array) -> mx.array:
+        """RoPE of [B, heads, S, head_dim] at this call's positions."""
+        return mx.fast.rope(
+            x, x.shape[-1], traditional=False, base=None, scale=1.0, offset=self.positions, freqs=self.wavelengths
+        )
+
+    def update(self, keys: mx.array, values: mx.array) -> tuple[mx.array, mx.array]:
+        """Write [B, kv_heads, S, D] at the cache's offset; return everything this layer holds so far."""
+        return self.cache.update(self.layer, keys, values)
+
+
 class Attention(nn.Module):
     def __init__(self, config: LLMConfig):
         super().__init__()
@@ -61,15 +85,7 @@ class Attention(nn.Module):
         self.q_norm = nn.RMSNorm(config.head_dim, eps=config.rms_norm_eps)
         self.k_norm = nn.RMSNorm(config.head_dim, eps=config.rms_norm_eps)
 
-    def __call__(
-        self,
-        x: mx.array,
-        cache: KVCache,
-        layer: int,
-        positions: mx.array,
-        mask: mx.array | str | None,
-        wavelengths: mx.array,
-    ) -> mx.array:
+    def __call__(self, x: mx.array, view: CacheView) -> mx.array:
         batch, steps, _ = x.shape
 
         def heads(t: mx.array, count: int) -> mx.array:
@@ -78,12 +94,10 @@ class Attention(nn.Module):
         q = self.q_norm(heads(self.q_proj(x), self.num_heads)).transpose(0, 2, 1, 3)
         k = self.k_norm(heads(self.k_proj(x), self.num_kv_heads)).transpose(0, 2, 1, 3)
         v = heads(self.v_proj(x), self.num_kv_heads).transpose(0, 2, 1, 3)
-        rope = {"traditional": False, "base": None, "scale": 1.0, "offset": positions, "freqs": wavelengths}
-        q = mx.fast.rope(q, self.head_dim, **rope)
-        k = mx.fast.rope(k, self.head_dim, **rope)
-        keys, values = cache.update(layer, k, v)
+        q = view.rotate(q)
+        keys, values = view.update(view.rotate(k), v)
         # Grouped-query attention: the fused kernel shares each KV head among its query heads itself.
-        out = mx.fast.scaled_dot_product_attention(q, keys, values, scale=self.head_dim**-0.5, mask=mask)
+        out = mx.fast.scaled_dot_product_attention(q, keys, values, scale=self.head_dim**-0.5, mask=view.mask)
         return self.o_proj(out.transpose(0, 2, 1, 3).reshape(batch, steps, -1))
 
 
@@ -105,6 +119,10 @@ class DecoderLayer(nn.Module):
         self.mlp = MLP(config)
         self.input_layernorm = nn.RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
         self.post_attention_layernorm = nn.RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+
+    def __call__(self, x: mx.array, view: CacheView) -> mx.array:
+        x = x + self.self_attn(self.input_layernorm(x), view)
+        return x + self.mlp(self.post_attention_layernorm(x))
 
 
 class Qwen3Body(nn.Module):
@@ -137,10 +155,7 @@ class Qwen3ForCausalLM(nn.Module):
         (True = may attend), "causal", or None. Returns the final-normed hidden states [B, S, H].
         """
         for index, layer in enumerate(self.model.layers):
-            hidden = hidden + layer.self_attn(
-                layer.input_layernorm(hidden), cache, index, positions, mask, self._wavelengths
-            )
-            hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
+            hidden = layer(hidden, CacheView(cache, index, positions, mask, self._wavelengths))
         cache.offset += hidden.shape[1]
         return self.model.norm(hidden)
 

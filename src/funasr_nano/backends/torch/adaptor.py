@@ -6,11 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...checkpoint import AdaptorConfig
+from ...config import AdaptorConfig
 from .encoder import FeedForward
-
-# funasr.models.transformer.layer_norm.LayerNorm keeps torch's class but with eps 1e-12.
-ADAPTOR_LAYER_NORM_EPS = 1e-12
 
 
 class MultiHeadAttention(nn.Module):
@@ -36,13 +33,13 @@ class MultiHeadAttention(nn.Module):
 
 
 class AdaptorBlock(nn.Module):
-    def __init__(self, size: int, heads: int):
+    def __init__(self, size: int, heads: int, eps: float):
         super().__init__()
         self.self_attn = MultiHeadAttention(size, heads)
         # The official block FFN is llm_dim -> llm_dim // 4 -> llm_dim (not ffn_dim).
         self.feed_forward = FeedForward(size, size // 4)
-        self.norm1 = nn.LayerNorm(size, eps=ADAPTOR_LAYER_NORM_EPS)
-        self.norm2 = nn.LayerNorm(size, eps=ADAPTOR_LAYER_NORM_EPS)
+        self.norm1 = nn.LayerNorm(size, eps=eps)
+        self.norm2 = nn.LayerNorm(size, eps=eps)
 
     def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
         x = x + self.self_attn(self.norm1(x), key_mask)
@@ -55,7 +52,7 @@ class AudioAdaptor(nn.Module):
         self.linear1 = nn.Linear(config.encoder_dim, config.ffn_dim)
         self.linear2 = nn.Linear(config.ffn_dim, config.llm_dim)
         self.blocks = nn.ModuleList(
-            AdaptorBlock(config.llm_dim, config.attention_heads) for _ in range(config.n_layer)
+            AdaptorBlock(config.llm_dim, config.attention_heads, config.layer_norm_eps) for _ in range(config.n_layer)
         )
 
     def forward(self, encoded: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:

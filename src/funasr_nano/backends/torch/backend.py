@@ -7,7 +7,7 @@ from collections.abc import Hashable, Iterable, Sequence
 
 import torch
 
-from ...checkpoint import ModelConfig
+from ...config import ModelConfig
 from ...errors import UsageError, option
 from ...frontend.features import num_samples_to_lfr_frames
 from ...text.prompt import num_audio_tokens
@@ -15,7 +15,7 @@ from .. import Event, Request, dtype_name, position_limit_message
 from ..alignment import CTCResult
 from .ctc_head import CTCHead
 from .engine import GenerationRequest, GreedyEngine
-from .model import FunASRNano
+from .model import FunASRNanoTorch
 from .quantize import quantize_llm_int8
 
 
@@ -71,7 +71,7 @@ class TorchBackend:
         self.device = str(self.torch_device)
         if int8 and self.torch_device.type != "cpu":
             raise UsageError(f"int8 weights are for the CPU path: use {option('device', 'cpu')}")
-        self.model = FunASRNano.from_state_dict(config, tensors, self.torch_device, self.dtype, source)
+        self.model = FunASRNanoTorch.from_state_dict(config, tensors, self.torch_device, self.dtype, source)
         if int8:
             quantize_llm_int8(self.model.llm)
         self.ctc_head: CTCHead | None = None

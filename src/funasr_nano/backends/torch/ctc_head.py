@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...checkpoint import CTCConfig, check_shapes
+from ...checkpoint import check_shapes
+from ...config import CTCConfig
 from ..alignment import CTCResult, forced_align
 from .adaptor import AudioAdaptor
 from .encoder import padding_masks

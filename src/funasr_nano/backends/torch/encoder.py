@@ -11,9 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...checkpoint import EncoderConfig
-
-SANM_LAYER_NORM_EPS = 1e-5
+from ...config import EncoderConfig
+from ..positions import sinusoidal_positions
 
 
 class FP32LayerNorm(nn.LayerNorm):
@@ -73,8 +72,8 @@ class SANMEncoderLayer(nn.Module):
             in_size, size, config.attention_heads, config.kernel_size, config.sanm_shift
         )
         self.feed_forward = FeedForward(size, config.linear_units)
-        self.norm1 = FP32LayerNorm(in_size, eps=SANM_LAYER_NORM_EPS)
-        self.norm2 = FP32LayerNorm(size, eps=SANM_LAYER_NORM_EPS)
+        self.norm1 = FP32LayerNorm(in_size, eps=config.layer_norm_eps)
+        self.norm2 = FP32LayerNorm(size, eps=config.layer_norm_eps)
         # The first layer changes width (560 -> 512) and so has no residual around attention.
         self.attention_residual = in_size == size
 
@@ -84,15 +83,6 @@ class SANMEncoderLayer(nn.Module):
         attended = self.self_attn(self.norm1(x), frame_mask, key_mask)
         x = x + attended if self.attention_residual else attended
         return x + self.feed_forward(self.norm2(x))
-
-
-def sinusoidal_positions(frames: int, depth: int, device: torch.device) -> torch.Tensor:
-    """[frames, depth] encoding with positions starting at 1, sin half then cos half (float32)."""
-    positions = torch.arange(1, frames + 1, device=device, dtype=torch.float32)
-    increment = torch.log(torch.tensor([10000.0], device=device)) / (depth / 2 - 1)
-    inverse = torch.exp(torch.arange(depth // 2, device=device, dtype=torch.float32) * -increment)
-    scaled = positions[:, None] * inverse[None, :]
-    return torch.cat([torch.sin(scaled), torch.cos(scaled)], dim=1)
 
 
 def padding_masks(
@@ -113,11 +103,11 @@ class SenseVoiceEncoder(nn.Module):
         self.encoders = nn.ModuleList(
             SANMEncoderLayer(size, size, config) for _ in range(config.num_blocks - 1)
         )
-        self.after_norm = FP32LayerNorm(size, eps=SANM_LAYER_NORM_EPS)
+        self.after_norm = FP32LayerNorm(size, eps=config.layer_norm_eps)
         self.tp_encoders = nn.ModuleList(
             SANMEncoderLayer(size, size, config) for _ in range(config.tp_blocks)
         )
-        self.tp_norm = FP32LayerNorm(size, eps=SANM_LAYER_NORM_EPS)
+        self.tp_norm = FP32LayerNorm(size, eps=config.layer_norm_eps)
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """features [B, T, 560] (padded), lengths [B] -> [B, T, output_size]."""

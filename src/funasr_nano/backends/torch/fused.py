@@ -11,7 +11,6 @@ import importlib.util
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from .qwen3 import KVCache, Qwen3ForCausalLM
 
@@ -27,27 +26,16 @@ def supports_fused_decode(device: torch.device, dtype: torch.dtype) -> bool:
     return device.type == "cuda" and dtype in HALF_DTYPES and triton_available()
 
 
-def _rebind(modules: list[nn.Linear], fused: torch.Tensor) -> None:
-    """Make each module's weight a row slice of ``fused``, so both paths share one copy in memory."""
-    start = 0
-    for module in modules:
-        rows = module.weight.shape[0]
-        module.weight = nn.Parameter(fused[start : start + rows], requires_grad=False)
-        start += rows
-
-
-def fuse_projections(llm: Qwen3ForCausalLM) -> None:
-    """Concatenate q/k/v and gate/up weights once (one GEMM each); idempotent."""
+def _fused_weights(llm: Qwen3ForCausalLM) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Each layer's (qkv, gate_up) weights, made at load by ``llm.fuse_projections()``."""
+    weights = []
     for layer in llm.model.layers:
-        attention, mlp = layer.self_attn, layer.mlp
-        if hasattr(attention, "qkv_weight"):
-            continue
-        projections = [attention.q_proj, attention.k_proj, attention.v_proj]
-        attention.qkv_weight = torch.cat([m.weight.detach() for m in projections])
-        _rebind(projections, attention.qkv_weight)
-        gates = [mlp.gate_proj, mlp.up_proj]
-        mlp.gate_up_weight = torch.cat([m.weight.detach() for m in gates])
-        _rebind(gates, mlp.gate_up_weight)
+        qkv, gate_up = layer.self_attn.qkv_weight, layer.mlp.gate_up_weight
+        if qkv is None or gate_up is None:
+            raise ValueError("the fused decode step needs the LLM's projections fused at load: "
+                             "call fuse_projections() on it first")
+        weights.append((qkv, gate_up))
+    return weights
 
 
 # (block_n, block_k, num_warps) of the batch-1 GEMV per projection (block_k is the whole row for norms).
@@ -72,12 +60,12 @@ class TritonDecodeStep:
     """
 
     def __init__(self, llm: Qwen3ForCausalLM, small_batch_gemv: bool = True):
+        self.fused_weights = _fused_weights(llm)
         from . import triton_ops
 
         self.ops = triton_ops
         self.llm = llm
         self.small_batch_gemv = small_batch_gemv
-        fuse_projections(llm)
         device = llm.model.embed_tokens.weight.device
         # Sizes the attention split; CPU tensors only reach here under the Triton interpreter (tests).
         self.multiprocessors = (
@@ -118,11 +106,12 @@ class TritonDecodeStep:
         gated = hidden.new_empty(tokens.shape[0], config.intermediate_size)
         delta = None
         for index, layer in enumerate(llm.model.layers):
+            qkv_weight, gate_up_weight = self.fused_weights[index]
             ops.add_rmsnorm(hidden, delta, layer.input_layernorm.weight, eps, normed)
-            attended = self._attend(cache, index, F.linear(normed, layer.self_attn.qkv_weight), positions, slots)
+            attended = self._attend(cache, index, F.linear(normed, qkv_weight), positions, slots)
             delta = F.linear(attended, layer.self_attn.o_proj.weight)
             ops.add_rmsnorm(hidden, delta, layer.post_attention_layernorm.weight, eps, normed)
-            ops.silu_mul(F.linear(normed, layer.mlp.gate_up_weight), gated)
+            ops.silu_mul(F.linear(normed, gate_up_weight), gated)
             delta = F.linear(gated, layer.mlp.down_proj.weight)
         ops.add_rmsnorm(hidden, delta, llm.model.norm.weight, eps, normed)
         return F.linear(normed, llm.lm_head.weight)
@@ -144,13 +133,13 @@ class TritonDecodeStep:
         spare = torch.empty_like(residual)
         delta = None
         for index, layer in enumerate(llm.model.layers):
-            qkv = self._gemv("qkv", residual, layer.self_attn.qkv_weight, norm, delta, spare,
-                             layer.input_layernorm.weight)
+            qkv_weight, gate_up_weight = self.fused_weights[index]
+            qkv = self._gemv("qkv", residual, qkv_weight, norm, delta, spare, layer.input_layernorm.weight)
             if delta is not None:
                 residual, spare = spare, residual
             attended = self._attend(cache, index, qkv, positions, slots)
             delta = self._gemv("o", attended, layer.self_attn.o_proj.weight, plain)
-            gate_up = self._gemv("gate_up", residual, layer.mlp.gate_up_weight, norm, delta, spare,
+            gate_up = self._gemv("gate_up", residual, gate_up_weight, norm, delta, spare,
                                  layer.post_attention_layernorm.weight)
             residual, spare = spare, residual
             delta = self._gemv("down", gate_up, layer.mlp.down_proj.weight, silu)

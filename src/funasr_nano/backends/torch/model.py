@@ -5,25 +5,26 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ...checkpoint import ModelConfig, check_shapes
+from ...checkpoint import check_shapes, tie_lm_head
+from ...config import ModelConfig
 from ...frontend.features import extract_features
 from ...text.prompt import PromptIds, num_audio_tokens
 from .adaptor import AudioAdaptor
 from .ctc_head import CTCHead
 from .encoder import SenseVoiceEncoder, padding_masks
-from .qwen3 import Qwen3ForCausalLM
-
-LM_HEAD_KEY = "llm.lm_head.weight"
-EMBED_KEY = "llm.model.embed_tokens.weight"
+from .fused import supports_fused_decode
+from .qwen3 import Qwen3ForCausalLM, RotaryTable
 
 
-class FunASRNano(nn.Module):
-    def __init__(self, config: ModelConfig, max_positions: int = 8192):
+class FunASRNanoTorch(nn.Module):
+    """The model's modules under their official names (``audio_encoder``, ``audio_adaptor``, ``llm``)."""
+
+    def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
         self.audio_encoder = SenseVoiceEncoder(config.encoder)
         self.audio_adaptor = AudioAdaptor(config.adaptor)
-        self.llm = Qwen3ForCausalLM(config.llm, max_positions)
+        self.llm = Qwen3ForCausalLM(config.llm)
 
     @classmethod
     def from_state_dict(
@@ -33,26 +34,24 @@ class FunASRNano(nn.Module):
         device: torch.device,
         dtype: torch.dtype,
         source: str = "model.pt",
-    ) -> FunASRNano:
+    ) -> FunASRNanoTorch:
         """Build on the meta device and take each tensor over with one conversion: no second full copy."""
         with torch.device("meta"):
             model = cls(config)
         tied = config.llm.tie_word_embeddings
-        expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-        tensors = dict(tensors)
-        if tied:
-            expected.pop(LM_HEAD_KEY, None)
-            # With tied embeddings the official load writes both keys into one tensor; the head comes last.
-            head = tensors.pop(LM_HEAD_KEY, None)
-            if head is not None:
-                tensors[EMBED_KEY] = head
-        check_shapes(tensors, expected, source)
+        tensors = tie_lm_head(tensors, tied)
+        # Parameters, not the state dict: a tied head is the embedding's parameter and has no tensor of its own.
+        check_shapes(tensors, {k: tuple(v.shape) for k, v in model.named_parameters()}, source)
         converted = {k: v.to(device=device, dtype=dtype) for k, v in tensors.items()}
         model.load_state_dict(converted, strict=False, assign=True)
+        # The model now holds the only references: fusing below frees each layer's separate weights as it goes.
+        del converted
         if tied:
-            model.llm.tie_weights()
+            model.llm.tie_weights()  # assign=True gave the embedding a new parameter: the head shares it again
+        if supports_fused_decode(device, dtype):
+            model.llm.fuse_projections()
         # Buffers built on meta (rotary tables) are recomputed for real.
-        model.llm.rotary = type(model.llm.rotary)(config.llm, model.llm.rotary.cos.shape[0]).to(device)
+        model.llm.rotary = RotaryTable(config.llm).to(device)
         return model.eval()
 
     def encode(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
