@@ -167,7 +167,7 @@ def test_fused_projections_share_one_copy_and_keep_the_ids(singles):
             # Row slices of the fused tensor: no second copy of the weights.
             assert all(p.weight.untyped_storage().data_ptr() == fused.untyped_storage().data_ptr() for p in projections)
             assert torch.equal(torch.cat([p.weight for p in projections]), fused)
-    assert GreedyEngine(llm, [], max_batch=3).generate(requests()) == singles
+    assert generate(GreedyEngine(llm, [], max_batch=3), requests()) == singles
 
 
 def test_the_fused_step_needs_projections_fused_at_load(llm):
