@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from ..errors import UsageError, option
-from ..text.prompt import PromptIds
+from ..text.prompt import PromptIds, num_audio_tokens
 
 if TYPE_CHECKING:  # alignment imports torch, which the command line's argument checks must not pay for
     from .alignment import CTCResult
@@ -59,6 +59,14 @@ class Request:
     prompt: PromptIds
     max_new_tokens: int
     align: bool = False
+
+    @property
+    def positions(self) -> int:
+        """Cache positions it takes: the prompt around its audio tokens, plus the budget."""
+        from ..frontend.features import num_samples_to_lfr_frames  # torch: not for the CLI's argument checks
+
+        audio_tokens = num_audio_tokens(num_samples_to_lfr_frames(len(self.audio)))
+        return self.prompt.total_length(audio_tokens) + self.max_new_tokens
 
 
 @dataclass(frozen=True)

@@ -98,13 +98,8 @@ class Scheduler:
     def cancel(self, key: Hashable) -> None:
         """Stop decoding a recording: its work leaves the engine, no more outputs for it."""
         recording = self._recordings.pop(key, None)
-        if recording is None:
-            return
-        if recording in self._cutting:
-            self._cutting.remove(recording)
-        pieces = [p for p in self._decoding if p.recording is recording]
-        self._decoding.difference_update(pieces)
-        self.engine.cancel(pieces)
+        if recording is not None:
+            self._stop(recording)
 
     def abort(self) -> list[Hashable]:
         """Drop every recording (after the engine failed); their keys."""
@@ -171,6 +166,10 @@ class Scheduler:
 
     def _fail(self, recording: Recording, error: FunASRNanoError) -> None:
         recording.error = error
+        self._stop(recording)
+
+    def _stop(self, recording: Recording) -> None:
+        """No more cutting or decoding for a recording: its pieces leave the engine."""
         if recording in self._cutting:
             self._cutting.remove(recording)
         pieces = [p for p in self._decoding if p.recording is recording]

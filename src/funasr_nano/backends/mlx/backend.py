@@ -16,8 +16,7 @@ import torch
 from ...checkpoint import CTC_PREFIXES, MLX_WEIGHTS, load_checkpoint
 from ...config import ModelConfig
 from ...errors import UsageError, option
-from ...frontend.features import extract_features, num_samples_to_lfr_frames
-from ...text.prompt import num_audio_tokens
+from ...frontend.features import extract_features
 from .. import LENGTH, STOP, Event, Request, dtype_name, position_limit_message
 from ..alignment import CTCResult
 from .convert import read_converted
@@ -156,11 +155,11 @@ class MLXBackend:
             return audio, hidden
 
     def fits(self, request: Request) -> bool:
-        return self._positions(request) <= self.model.llm.config.max_positions
+        return request.positions <= self.model.llm.config.max_positions
 
     def add(self, key: Hashable, request: Request) -> None:
         if not self.fits(request):
-            raise UsageError(position_limit_message(self._positions(request),
+            raise UsageError(position_limit_message(request.positions,
                                                     self.model.llm.config.max_positions))
         self._waiting.append((key, request))
 
@@ -214,10 +213,6 @@ class MLXBackend:
         targets = [target if h is not None else None for h, (_, target) in zip(hidden, items, strict=True)]
         with mx.stream(self.mx_device):
             return self.ctc_head.run(hidden, targets)
-
-    def _positions(self, request: Request) -> int:
-        audio_tokens = num_audio_tokens(num_samples_to_lfr_frames(len(request.audio)))
-        return request.prompt.total_length(audio_tokens) + request.max_new_tokens
 
     def _start(self, work: list[tuple[Hashable, Request]]) -> None:
         # Segments of similar length share a batch, which keeps left padding small.

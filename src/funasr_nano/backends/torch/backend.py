@@ -9,8 +9,6 @@ import torch
 
 from ...config import ModelConfig
 from ...errors import UsageError, option
-from ...frontend.features import num_samples_to_lfr_frames
-from ...text.prompt import num_audio_tokens
 from .. import Event, Request, dtype_name, position_limit_message
 from ..alignment import CTCResult
 from .ctc_head import CTCHead
@@ -83,11 +81,11 @@ class TorchBackend:
         self._ctc_hidden: dict[Hashable, torch.Tensor] = {}  # kept for align()
 
     def fits(self, request: Request) -> bool:
-        return self._positions(request) <= self.engine.max_positions
+        return request.positions <= self.engine.max_positions
 
     def add(self, key: Hashable, request: Request) -> None:
         if not self.fits(request):
-            raise UsageError(position_limit_message(self._positions(request), self.engine.max_positions))
+            raise UsageError(position_limit_message(request.positions, self.engine.max_positions))
         self._unencoded.append((key, request))
 
     def capacity(self) -> int:
@@ -122,10 +120,6 @@ class TorchBackend:
         for index, result in zip(wanted, results, strict=True):
             out[index] = result
         return out
-
-    def _positions(self, request: Request) -> int:
-        audio_tokens = num_audio_tokens(num_samples_to_lfr_frames(len(request.audio)))
-        return request.prompt.total_length(audio_tokens) + request.max_new_tokens
 
     def _encode(self, work: list[tuple[Hashable, Request]]) -> None:
         """Encode a batch of segments and queue their prompts in the LLM engine, in the order added."""
