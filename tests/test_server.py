@@ -149,18 +149,18 @@ def test_verbose_json_has_timed_segments(client, model, clips):
 
 
 def test_srt_format(client, model, clips):
-    from funasr_nano.output.formats import to_srt
+    from funasr_nano.output.formats import render
 
     srt = client.audio.transcriptions.create(model="m", file=("en.wav", clips["en"]), response_format="srt")
-    assert srt == to_srt(direct(model, clips["en"]))
+    assert srt == render(direct(model, clips["en"]), "srt")
     assert re.match(r"1\n\d\d:\d\d:\d\d,\d{3} --> \d\d:\d\d:\d\d,\d{3}\n", srt)
 
 
 def test_vtt_format(client, model, clips):
-    from funasr_nano.output.formats import to_vtt
+    from funasr_nano.output.formats import render
 
     vtt = client.audio.transcriptions.create(model="m", file=("en.wav", clips["en"]), response_format="vtt")
-    assert vtt == to_vtt(direct(model, clips["en"]))
+    assert vtt == render(direct(model, clips["en"]), "vtt")
     assert vtt.startswith("WEBVTT")
     assert re.search(r"\d\d:\d\d:\d\d\.\d{3} --> \d\d:\d\d:\d\d\.\d{3}", vtt)
 

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import FunASRNanoError, UsageError, option
-from ..output.formats import FORMATS, CueLimits, ProgressiveOutputs, output_paths, render
+from ..output.formats import FORMATS, ProgressiveOutputs, output_paths, render
+from ..output.subtitles import CueLimits
 from ..result import Segment, Transcription
 from .progress import AudioProgress, probe_duration
 

@@ -42,7 +42,7 @@ from ..frontend.vad import VadOptions
 from ..result import Transcription
 from ..text.languages import resolve_language
 from .batching import BatcherClosedError, BatchingBackend
-from .openai import RESPONSE_FORMATS, APIError, render, sse_stream
+from .openai import RESPONSE_FORMATS, APIError, sse_stream, to_response
 
 log = logging.getLogger("funasr_nano.serve.app")
 
@@ -386,7 +386,7 @@ async def _transcription(request: Request, service: _Service) -> Response:
         if not streaming:
             await form.close()  # removes the spooled upload
     service.served += 1
-    return render(result, response_format, granularities)
+    return to_response(result, response_format, granularities)
 
 
 def _as_api_error(exc: BaseException) -> APIError | None:
