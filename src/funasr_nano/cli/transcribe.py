@@ -26,7 +26,7 @@ from ..errors import FunASRNanoError, UsageError, option
 from ..output.formats import FORMATS, ProgressiveOutputs, output_paths, render
 from ..output.subtitles import CueLimits
 from ..result import Segment, Transcription
-from .progress import AudioProgress, probe_duration
+from .progress import AudioProgress
 
 AUDIO_SUFFIXES = frozenset({
     ".wav", ".flac", ".mp3", ".m4a", ".aac", ".ogg", ".oga", ".opus", ".webm", ".mp4", ".mkv", ".mov", ".wma",
@@ -219,6 +219,7 @@ def run(args: argparse.Namespace) -> int:
         return 1 if errors else 0
     from ..api import load_model
     from ..demo import announce_default
+    from ..frontend.audio import probe_duration
     from ..text.languages import resolve_language
 
     announce_default(args)
