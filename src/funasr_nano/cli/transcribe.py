@@ -136,19 +136,19 @@ def _name_outputs(inputs: list[_Input]) -> None:
         item.name = free_name(name, taken)
 
 
-def read_hotwords(inline: str | None, file: str | None) -> list[str]:
-    """--hotwords 'a,b' plus --hotwords-file (one per line, commas also split)."""
-    words = (inline or "").replace("，", ",").split(",")
+def read_hotwords(inline: str | None, file: str | None) -> str | None:
+    """--hotwords 'a,b' and the lines of --hotwords-file as one text, which the pipeline splits at commas
+    and line breaks (``text.prompt.normalize_hotwords``); None when neither is given."""
+    texts = [] if inline is None else [inline]
     if file is not None:
         try:
-            text = Path(file).read_text(encoding="utf-8")
+            texts.append(Path(file).read_text(encoding="utf-8"))
         except OSError as exc:
             reason = "it is a directory" if os.path.isdir(file) else (exc.strerror or type(exc).__name__).lower()
             raise UsageError(f"cannot read {option('hotwords_file', printable(file))}: {reason}") from exc
         except UnicodeDecodeError as exc:
             raise UsageError(f"{option('hotwords_file', printable(file))} is not UTF-8 text") from exc
-        words += text.replace("，", ",").replace("\n", ",").split(",")
-    return [w.strip() for w in words if w.strip()]
+    return "\n".join(texts) if texts else None
 
 
 def output_formats(args: argparse.Namespace, file_count: int) -> list[str]:
