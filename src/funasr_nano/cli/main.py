@@ -139,9 +139,9 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
 def _serve(args: argparse.Namespace) -> int:
     if importlib.util.find_spec("fastapi") is None or importlib.util.find_spec("uvicorn") is None:
         raise UsageError("the server needs its extra: pip install 'funasr-nano[server]'")
-    from ..serve.app import serve_main
+    from .serve import run
 
-    return serve_main(args)
+    return run(args)
 
 
 def _add_convert(sub: argparse._SubParsersAction) -> None:

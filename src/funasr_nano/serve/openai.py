@@ -19,6 +19,7 @@ from ..result import Transcription
 from ..text.languages import language_code
 
 RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
+RETRY_AFTER_S = 1  # what a 429 tells the client to wait before trying again
 
 
 class APIError(Exception):
@@ -35,6 +36,11 @@ class APIError(Exception):
 
     def response(self) -> JSONResponse:
         return JSONResponse({"error": self.body()}, status_code=self.status, headers=self.headers)
+
+
+def busy_error(message: str, code: str) -> APIError:
+    """A 429 that OpenAI clients retry after ``Retry-After``."""
+    return APIError(429, message, type_="rate_limit_error", code=code, headers={"Retry-After": str(RETRY_AFTER_S)})
 
 
 def _compression_ratio(text: str) -> float:
@@ -150,4 +156,4 @@ def sse_stream(items: AsyncIterator[str | Transcription | APIError]) -> Streamin
     return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
 
 
-__all__ = ["APIError", "RESPONSE_FORMATS", "sse_stream", "to_response"]
+__all__ = ["APIError", "RESPONSE_FORMATS", "busy_error", "sse_stream", "to_response"]
