@@ -14,7 +14,7 @@ import soundfile
 import torch
 
 from funasr_nano.errors import AudioError, AudioTooLongError, UsageError
-from funasr_nano.frontend.audio import load_audio
+from funasr_nano.frontend.audio import load_audio, probe_duration
 
 RATE = 44100
 SECONDS = 1.5
@@ -275,3 +275,15 @@ def test_a_file_name_that_is_not_utf8_still_decodes(tmp_path):
     soundfile.write(tmp_path / "a.flac", tone(), RATE)
     (tmp_path / "a.flac").rename(path)
     check_decoded(load_audio(path))
+
+
+def test_the_duration_probe_reads_headers_and_gives_none_for_what_it_cannot_read(tmp_path):
+    wav, mp3 = tmp_path / "tone.wav", tmp_path / "tone.mp3"
+    soundfile.write(wav, tone(), RATE)
+    soundfile.write(mp3, tone(), RATE, format="MP3")
+    assert probe_duration(wav) == pytest.approx(SECONDS)
+    assert probe_duration(mp3) == pytest.approx(SECONDS, abs=0.1)  # PyAV's estimate: mp3 never goes to libsndfile
+    (tmp_path / "junk.wav").write_bytes(b"not audio at all")
+    (tmp_path / "empty.wav").write_bytes(b"")
+    for name in ("junk.wav", "empty.wav", "missing.wav"):
+        assert probe_duration(tmp_path / name) is None

@@ -14,6 +14,7 @@ from subtitles import parse_srt, parse_vtt
 from funasr_nano.cli.main import main
 from funasr_nano.cli.transcribe import expand_inputs, read_hotwords
 from funasr_nano.errors import UsageError
+from funasr_nano.text.prompt import normalize_hotwords
 
 FAST = ["--device", "cpu", "--max-new-tokens", "4"]
 
@@ -128,8 +129,9 @@ def test_inputs_expand_directories_recursively_and_names_never_collide(tmp_path)
 def test_hotwords_come_from_the_option_and_the_file(tmp_path):
     words = tmp_path / "words.txt"
     words.write_text("开放时间\nFun-ASR，SenseVoice\n\n", encoding="utf-8")
-    assert read_hotwords("alpha, beta", str(words)) == ["alpha", "beta", "开放时间", "Fun-ASR", "SenseVoice"]
-    assert read_hotwords(None, None) == []
+    hotwords = read_hotwords("alpha, beta", str(words))
+    assert normalize_hotwords(hotwords) == ["alpha", "beta", "开放时间", "Fun-ASR", "SenseVoice"]
+    assert read_hotwords(None, None) is None
     with pytest.raises(UsageError):
         read_hotwords(None, str(tmp_path / "missing.txt"))
 

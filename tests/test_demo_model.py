@@ -186,7 +186,7 @@ def test_server_json_and_stream_give_the_direct_text(model, subset, subset_resul
     openai = pytest.importorskip("openai")
     from test_server import running
 
-    from funasr_nano.serve.app import ServerConfig
+    from funasr_nano.serve.config import ServerConfig
 
     with running(model, ServerConfig(model_name="demo")) as url:
         client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=60)

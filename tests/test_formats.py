@@ -11,19 +11,8 @@ import pytest
 from subtitles import Cues, parse_srt, parse_vtt
 
 from funasr_nano.errors import UsageError
-from funasr_nano.output.formats import (
-    FORMATS,
-    CueLimits,
-    display_width,
-    render,
-    subtitle_cues,
-    to_json,
-    to_srt,
-    to_tsv,
-    to_txt,
-    to_vtt,
-    write_outputs,
-)
+from funasr_nano.output.formats import ALL, FORMATS, formats_for, get_writer, render, write_outputs
+from funasr_nano.output.subtitles import CueLimits, display_width, subtitle_cues
 from funasr_nano.result import Segment, Transcription
 
 ENGLISH = ("The quick brown fox jumps over the lazy dog near the river bank, and then it runs away into "
@@ -64,14 +53,14 @@ def check_cues(cues: Cues, segments: list[Segment], limits: CueLimits) -> None:
 @pytest.mark.parametrize("limits", [CueLimits(), CueLimits(max_line_width=20, max_lines=1, max_duration=3.0)])
 def test_srt_parses_back_within_the_limits(limits):
     result = transcription()
-    cues = parse_srt(to_srt(result, limits))
+    cues = parse_srt(render(result, "srt", limits))
     check_cues(cues, result.segments, limits)
     assert cues[-1][1] == pytest.approx(3712.0)
 
 
 def test_vtt_parses_back_within_the_limits_and_escapes_markup():
     result = transcription()
-    text = to_vtt(result)
+    text = render(result, "vtt")
     unescaped = [(s, e, [html.unescape(line) for line in lines]) for s, e, lines in parse_vtt(text)]
     check_cues(unescaped, result.segments, CueLimits())
     assert "&lt;tags&gt; &amp; ampersands" in text
@@ -109,8 +98,8 @@ def test_slow_speech_is_still_cut_to_the_duration_limit():
 
 def test_txt_has_one_segment_per_line_and_tsv_whisper_columns():
     result = transcription()
-    assert to_txt(result).splitlines() == [ENGLISH, CHINESE, "Yes.", MIXED]
-    rows = to_tsv(result).splitlines()
+    assert render(result, "txt").splitlines() == [ENGLISH, CHINESE, "Yes.", MIXED]
+    rows = render(result, "tsv").splitlines()
     assert rows[0] == "start\tend\ttext"
     assert rows[1] == f"500\t12000\t{ENGLISH}"
     assert rows[-1].startswith("3700000\t3712000\t") and len(rows) == 5
@@ -119,7 +108,7 @@ def test_txt_has_one_segment_per_line_and_tsv_whisper_columns():
 def test_json_keeps_text_times_and_flags_but_not_token_ids():
     result = transcription()
     result.segments[2].flags.append("repetition")
-    document = json.loads(to_json(result))
+    document = json.loads(render(result, "json"))
     assert document["text"] == result.text and document["duration"] == 3720.0
     assert [s["id"] for s in document["segments"]] == [0, 1, 2, 3, 4]
     assert document["segments"][2] == {"id": 2, "start": 22.0, "end": 22.6, "text": "Yes.", "text_tn": "",
@@ -130,12 +119,30 @@ def test_json_keeps_text_times_and_flags_but_not_token_ids():
 def test_write_outputs_writes_every_format_in_utf8(tmp_path):
     paths = write_outputs(transcription(), tmp_path / "out", "sub/talk", FORMATS)
     assert [p.name for p in paths] == [f"talk.{f}" for f in FORMATS]
-    assert (tmp_path / "out/sub/talk.srt").read_text(encoding="utf-8") == to_srt(transcription())
+    assert (tmp_path / "out/sub/talk.srt").read_text(encoding="utf-8") == render(transcription(), "srt")
 
 
 def test_unknown_format_is_one_clear_error():
-    with pytest.raises(UsageError, match="unknown output format 'docx'"):
-        render(transcription(), "docx")
+    for call in (lambda: render(transcription(), "docx"), lambda: get_writer("docx"), lambda: formats_for("docx")):
+        with pytest.raises(UsageError, match="unknown output format 'docx'"):
+            call()
+
+
+def test_all_names_every_format_and_a_format_itself():
+    assert formats_for(ALL) == list(FORMATS) == ["txt", "json", "srt", "vtt", "tsv"]
+    assert formats_for("vtt") == ["vtt"]
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_document_written_segment_by_segment_is_the_rendered_one(fmt):
+    result = transcription()
+    writer = get_writer(fmt, CueLimits(max_line_width=20))
+    if writer.by_segment:
+        written = writer.header + "".join(writer.segment(s) for s in result.segments)
+        assert written == render(result, fmt, CueLimits(max_line_width=20))
+    else:
+        with pytest.raises(NotImplementedError):
+            writer.segment(result.segments[0])
 
 
 def test_the_readme_subtitle_example_is_what_the_writer_writes():
@@ -147,4 +154,4 @@ def test_the_readme_subtitle_example_is_what_the_writer_writes():
     segments = [Segment(0.52, 3.14, "开饭时间早上九点至下午五点。"),
                 Segment(3.90, 7.41, "The tribal chieftain called for the boy, and presented him with fifty "
                                     "pieces of gold.")]
-    assert example.group(1) == to_srt(Transcription("", segments, None, 7.41))
+    assert example.group(1) == render(Transcription("", segments, None, 7.41), "srt")

@@ -35,7 +35,10 @@ from engines import EngineSpy  # noqa: E402
 
 from funasr_nano import load_model  # noqa: E402
 from funasr_nano.api import FunASRNano  # noqa: E402
-from funasr_nano.serve.app import ServerConfig, create_app, is_loopback, server_for  # noqa: E402
+from funasr_nano.cli.serve import is_loopback  # noqa: E402
+from funasr_nano.output.formats import render  # noqa: E402
+from funasr_nano.serve.app import create_app, server_for  # noqa: E402
+from funasr_nano.serve.config import ServerConfig  # noqa: E402
 
 SPEECH = Path(__file__).parent / "data" / "speech.ogg"
 MAX_NEW_TOKENS = 4  # random weights never stop on their own; keep every decode short
@@ -150,18 +153,14 @@ def test_verbose_json_has_timed_segments(client, model, clips):
 
 
 def test_srt_format(client, model, clips):
-    from funasr_nano.output.formats import to_srt
-
     srt = client.audio.transcriptions.create(model="m", file=("en.wav", clips["en"]), response_format="srt")
-    assert srt == to_srt(direct(model, clips["en"]))
+    assert srt == render(direct(model, clips["en"]), "srt")
     assert re.match(r"1\n\d\d:\d\d:\d\d,\d{3} --> \d\d:\d\d:\d\d,\d{3}\n", srt)
 
 
 def test_vtt_format(client, model, clips):
-    from funasr_nano.output.formats import to_vtt
-
     vtt = client.audio.transcriptions.create(model="m", file=("en.wav", clips["en"]), response_format="vtt")
-    assert vtt == to_vtt(direct(model, clips["en"]))
+    assert vtt == render(direct(model, clips["en"]), "vtt")
     assert vtt.startswith("WEBVTT")
     assert re.search(r"\d\d:\d\d:\d\d\.\d{3} --> \d\d:\d\d:\d\d\.\d{3}", vtt)
 
@@ -536,16 +535,16 @@ def test_too_many_uploads_at_once_is_429_with_retry_after(model, clips):
 
 
 def test_large_uploads_are_spooled_to_a_temporary_file_removed_afterwards(base_url, speech, monkeypatch):
-    import funasr_nano.serve.app as server
+    import funasr_nano.serve.service as service
 
     seen: list[Any] = []
-    scan_audio = server.scan_audio  # the upload's first pass (in chunks); its second reads the same file
+    scan_audio = service.scan_audio  # the upload's first pass (in chunks); its second reads the same file
 
     def recording(source, *args, **kwargs):  # type: ignore[no-untyped-def]
         seen.append((source, getattr(source, "_rolled", None), isinstance(source, (bytes, bytearray))))
         return scan_audio(source, *args, **kwargs)
 
-    monkeypatch.setattr(server, "scan_audio", recording)
+    monkeypatch.setattr(service, "scan_audio", recording)
     clip = speech[: 8 * 16000]
     stereo_48k = np.repeat(np.stack([clip, 0.5 * clip], axis=1), 3, axis=0)  # 8 s, 1.5 MB as 16-bit WAV
     buffer = io.BytesIO()
@@ -583,12 +582,13 @@ def test_loopback_hosts(host, loopback):
 def test_serving_on_127_0_0_2_without_a_key_gives_no_public_warning(model, monkeypatch, capsys):
     import funasr_nano.api as pipeline
     import funasr_nano.serve.app as server
+    from funasr_nano.cli import serve
     from funasr_nano.cli.main import parser
 
     monkeypatch.setattr(pipeline, "load_model", lambda *a, **k: model)
     monkeypatch.setattr(server, "run_server", lambda *a, **k: None)
     for host, warned in (("127.0.0.2", False), ("0.0.0.0", True)):
-        assert server.serve_main(parser().parse_args(["serve", "--host", host])) == 0
+        assert serve.run(parser().parse_args(["serve", "--host", host])) == 0
         assert ("warning: serving on" in capsys.readouterr().err) is warned
 
 

@@ -164,7 +164,8 @@ def test_cli_json_words_and_srt_cut_at_words(demo_model, tmp_path, monkeypatch, 
     from funasr_nano import api as pipeline
     from funasr_nano import demo
     from funasr_nano.cli import main as cli
-    from funasr_nano.output.formats import CueLimits, to_srt
+    from funasr_nano.output.formats import render
+    from funasr_nano.output.subtitles import CueLimits
 
     monkeypatch.setattr(pipeline, "load_model", lambda *a, **k: demo_model)
     assert cli.main(["transcribe", str(demo.sample("en")), "-f", "json", "--word-timestamps", "-q"]) == 0
@@ -174,7 +175,7 @@ def test_cli_json_words_and_srt_cut_at_words(demo_model, tmp_path, monkeypatch, 
     assert cli.main(["transcribe", str(demo.sample("en")), "-f", "srt", "--max-words-per-line", "2", "-q"]) == 0
     srt = capsys.readouterr().out
     result = demo_model.transcribe(demo.sample("en"), word_timestamps=True)
-    assert srt.rstrip("\n") == to_srt(result, CueLimits(max_words=2)).rstrip("\n")
+    assert srt.rstrip("\n") == render(result, "srt", CueLimits(max_words=2)).rstrip("\n")
     cue_lines = [line for line in srt.splitlines() if line and "-->" not in line and not line.isdigit()]
     assert all(len(line.split()) <= 2 for line in cue_lines)
     starts = [w.start for w in result.segments[0].words][::2]

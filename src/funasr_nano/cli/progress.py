@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
@@ -20,37 +19,6 @@ class _AudioBar(tqdm):
         values["audio_total"] = tqdm.format_interval(values["total"] or 0)
         values["speed"] = f"{done / elapsed:.1f}x realtime" if elapsed > 0 else "-"
         return values
-
-
-def probe_duration(path: Path) -> float | None:
-    """Seconds of audio in a file from its header, without decoding it; None when unknown.
-
-    MP3s go to PyAV only, as they are decoded (audio.py): libsndfile's mpg123 prints notes about damaged
-    frames straight to the terminal."""
-    import soundfile
-
-    from ..frontend.audio import looks_like_mp3
-
-    try:
-        with open(path, "rb") as handle:
-            mp3 = looks_like_mp3(handle.read(4))
-    except OSError:
-        return None
-    try:
-        info = None if mp3 else soundfile.info(str(path))
-        if info is not None and info.samplerate > 0 and info.frames > 0:
-            return info.frames / info.samplerate
-    except Exception:  # not a libsndfile format: ask PyAV below
-        pass
-    try:
-        import av
-
-        with av.open(str(path)) as container:
-            if container.duration:
-                return container.duration / 1_000_000  # av.time_base is microseconds
-    except Exception:  # unreadable files fail later, with a proper error, when they are decoded
-        pass
-    return None
 
 
 class AudioProgress:

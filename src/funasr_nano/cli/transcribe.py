@@ -21,11 +21,16 @@ import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import FunASRNanoError, UsageError, option
-from ..output.formats import FORMATS, CueLimits, ProgressiveOutputs, output_paths, render
+from ..output.formats import ALL, FORMATS, ProgressiveOutputs, formats_for, output_paths, render
+from ..output.subtitles import CueLimits
 from ..result import Segment, Transcription
-from .progress import AudioProgress, probe_duration
+from .options import add_decode_options, add_load_options, check_at_least_one, check_load_options, load, print_note
+
+if TYPE_CHECKING:
+    from .progress import AudioProgress
 
 AUDIO_SUFFIXES = frozenset({
     ".wav", ".flac", ".mp3", ".m4a", ".aac", ".ogg", ".oga", ".opus", ".webm", ".mp4", ".mkv", ".mov", ".wma",
@@ -33,6 +38,49 @@ AUDIO_SUFFIXES = frozenset({
 })
 STDIN = "-"
 STDIN_NAME = "stdin"  # its output name under --output-dir
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("transcribe", help="transcribe audio; print the text or write txt/json/srt/vtt/tsv")
+    add = p.add_argument
+    add("inputs", nargs="+", help="audio files, directories (searched recursively), globs, or - (standard input)")
+    add_load_options(add)
+    add_decode_options(add)
+    add("--language", "-l", default=None, help="zh, en, ja, ... or a Chinese name; default automatic")
+    add("--hotwords", default=None, help="comma-separated hotwords, e.g. '开放时间,Fun-ASR'")
+    add("--hotwords-file", default=None, help="hotwords, one per line (added to --hotwords)")
+    add("--no-itn", action="store_true", help="keep spoken forms (no inverse text normalisation)")
+    add("--output-dir", "-o", default=None,
+        help="write <path>.<format> here, mirroring the inputs' folders (default: stdout)")
+    add("--output-format", "-f", default=None, choices=(*FORMATS, ALL),
+        help=f"default: txt on stdout, {ALL} with --output-dir")
+    existing = p.add_mutually_exclusive_group()
+    existing.add_argument("--skip-existing", action="store_true",
+                          help="with -o: leave out inputs whose outputs all exist (resume a batch)")
+    existing.add_argument("--overwrite", action="store_true",
+                          help="with -o: replace existing outputs without a warning")
+    add("--int8", action="store_true",
+        help="CPU: int8 LLM weights (about 3x faster decoding; greedy ids may differ from fp32)")
+    add("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
+    add("--max-line-width", type=int, default=42, help="srt/vtt columns per line (default: 42)")
+    add("--max-line-count", type=int, default=2, help="srt/vtt lines per cue (default: 2)")
+    add("--max-cue-duration", type=float, default=7.0, help="srt/vtt seconds per cue (default: 7)")
+    add("--word-timestamps", action="store_true",
+        help="time every word by CTC alignment: json gets segments[].words[], srt/vtt cues are cut at word times")
+    add("--highlight-words", action="store_true",
+        help="srt/vtt: one cue per word with the word underlined (karaoke; implies --word-timestamps)")
+    add("--max-words-per-line", type=int, default=None,
+        help="srt/vtt: at most this many words per cue (implies --word-timestamps)")
+    add("--quiet", "-q", action="store_true", help="no progress bar, warnings or summary")
+    cluster = p.add_argument_group("on a Ray cluster (pip install 'funasr-nano[ray]')")
+    cluster.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                         help="run the job on Ray: a running cluster's ADDRESS (auto, ray://host:10001) or, "
+                              "without one, a local cluster; needs -o; writes manifest.jsonl there and skips "
+                              "files already done (--overwrite redoes them)")
+    cluster.add_argument("--replicas", type=int, default=1,
+                         help="model replicas (one GPU each where the cluster has GPUs; default: 1)")
+    cluster.add_argument("--replica-cpus", type=float, default=1.0,
+                         help="CPU cores per CPU replica, also its torch threads (default: 1)")
 
 
 @dataclass
@@ -135,29 +183,29 @@ def _name_outputs(inputs: list[_Input]) -> None:
         item.name = free_name(name, taken)
 
 
-def read_hotwords(inline: str | None, file: str | None) -> list[str]:
-    """--hotwords 'a,b' plus --hotwords-file (one per line, commas also split)."""
-    words = (inline or "").replace("，", ",").split(",")
+def read_hotwords(inline: str | None, file: str | None) -> str | None:
+    """--hotwords 'a,b' and the lines of --hotwords-file as one text, which the pipeline splits at commas
+    and line breaks (``text.prompt.normalize_hotwords``); None when neither is given."""
+    texts = [] if inline is None else [inline]
     if file is not None:
         try:
-            text = Path(file).read_text(encoding="utf-8")
+            texts.append(Path(file).read_text(encoding="utf-8"))
         except OSError as exc:
             reason = "it is a directory" if os.path.isdir(file) else (exc.strerror or type(exc).__name__).lower()
             raise UsageError(f"cannot read {option('hotwords_file', printable(file))}: {reason}") from exc
         except UnicodeDecodeError as exc:
             raise UsageError(f"{option('hotwords_file', printable(file))} is not UTF-8 text") from exc
-        words += text.replace("，", ",").replace("\n", ",").split(",")
-    return [w.strip() for w in words if w.strip()]
+    return "\n".join(texts) if texts else None
 
 
 def output_formats(args: argparse.Namespace, file_count: int) -> list[str]:
-    chosen = args.output_format or ("all" if args.output_dir else "txt")
+    chosen = args.output_format or (ALL if args.output_dir else "txt")
     if args.output_dir:
-        return list(FORMATS) if chosen == "all" else [chosen]
+        return formats_for(chosen)
     if args.skip_existing or args.overwrite:
         flag = "--skip-existing" if args.skip_existing else "--overwrite"
         raise UsageError(f"{flag} is about files in --output-dir: give --output-dir")
-    if chosen == "all":
+    if chosen == ALL:
         raise UsageError("--output-format all writes several files: give --output-dir")
     if chosen != "txt" and file_count > 1:
         raise UsageError(f"--output-format {chosen} for several files needs --output-dir (stdout takes one)")
@@ -166,17 +214,12 @@ def output_formats(args: argparse.Namespace, file_count: int) -> list[str]:
 
 def check_options(args: argparse.Namespace) -> None:
     """The mistakes that need no model to notice, found before anything heavy is imported."""
-    from ..backends import dtype_name
-
-    for name in ("batch_size", "max_new_tokens", "threads", "max_line_width", "max_line_count", "max_words_per_line"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise UsageError(f"{option(name)} must be at least 1")
+    check_load_options(args)
+    check_at_least_one(args, ("threads", "max_line_width", "max_line_count", "max_words_per_line"))
     if not 0 < args.max_cue_duration < float("inf"):
         raise UsageError(f"{option('max_cue_duration')} must be a positive number of seconds")
     if args.output_dir is not None and os.path.exists(args.output_dir) and not os.path.isdir(args.output_dir):
         raise UsageError(f"{option('output_dir', printable(args.output_dir))} is a file, not a directory")
-    dtype_name(args.dtype)
 
 
 def _flag_summary(result: Transcription) -> str | None:
@@ -198,6 +241,10 @@ def _sources(inputs: list[_Input]) -> Iterator[str | bytes]:
 
 def run(args: argparse.Namespace) -> int:
     """Run the command; returns the exit status (0: all files done, 1: some failed)."""
+    if args.ray is not None:
+        from ..distributed.command import run as run_on_ray
+
+        return run_on_ray(args)
     inputs, errors = expand_inputs(args.inputs)
     formats = output_formats(args, len(inputs))
     check_options(args)
@@ -216,22 +263,19 @@ def run(args: argparse.Namespace) -> int:
     if not inputs:
         _summary(args, 0, total, len(skipped), 0.0, 0.0, len(errors))
         return 1 if errors else 0
-    from ..api import load_model
-    from ..demo import announce_default
+    from ..frontend.audio import probe_duration
     from ..text.languages import resolve_language
+    from .progress import AudioProgress
 
-    announce_default(args)
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
-    model = load_model(args.model, device=args.device, dtype=args.dtype, backend=args.backend,
-                       batch_size=args.batch_size, int8=args.int8, hub=args.hub, variant=args.variant,
-                       ctc_head=args.ctc_head)
+    model = load(args, int8=args.int8)
     resolve_language(args.language, model.languages)  # a bad --language is said before the progress bar starts
     note = model.word_timestamps_note if word_timestamps else None
     if note and not args.quiet:
-        print(f"note: {note.replace('ctc_head=PATH', '--ctc-head PATH')}", file=sys.stderr)
+        print_note(note)
     estimates = [0.0 if item.path is None else probe_duration(item.path) or 0.0 for item in inputs]
     progress = AudioProgress(sum(estimates), enabled=not args.quiet)
     failures = len(errors)

@@ -8,7 +8,7 @@ import sys
 
 from ..cli.transcribe import check_options, output_formats, read_hotwords
 from ..errors import UsageError
-from ..output.formats import CueLimits
+from ..output.subtitles import CueLimits
 
 
 def run(args: argparse.Namespace) -> int:

@@ -23,7 +23,8 @@ import numpy as np
 from ..errors import FunASRNanoError, UsageError
 from ..frontend.prepared import PreparedAudio, prepare_audio
 from ..frontend.vad import SpeechMap, VadOptions
-from ..output.formats import FORMATS, CueLimits, render, write_outputs
+from ..output.formats import FORMATS, render, write_outputs
+from ..output.subtitles import CueLimits
 from ..result import Segment, Transcription
 from .inputs import Job, collect_jobs, is_url, read_source
 

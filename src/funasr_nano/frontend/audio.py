@@ -107,7 +107,7 @@ def _soundfile_chunks(source: str | IO[bytes], max_seconds: float | None) -> Ite
     with soundfile.SoundFile(source) as audio:
         rate = check_sample_rate(audio.samplerate, AudioError)
         limit = _Limit(max_seconds, rate)
-        limit.check_declared(audio.frames / rate if audio.frames > 0 else None)
+        limit.check_declared(_soundfile_seconds(audio))
         total = 0
         while True:
             block = audio.read(frames=BLOCK_FRAMES, dtype="float32", always_2d=True)
@@ -139,9 +139,19 @@ def _av_audio_stream(container: Any) -> Any:
     return container.streams.audio[0]
 
 
+def _soundfile_seconds(audio: Any) -> float | None:
+    """The duration a libsndfile header states (a ``SoundFile`` or ``soundfile.info``), if it states one."""
+    return audio.frames / audio.samplerate if audio.samplerate > 0 and audio.frames > 0 else None
+
+
+def _av_seconds(container: Any) -> float | None:
+    """The duration FFmpeg gives a container: its header's, or for raw streams a guess from the bitrate."""
+    return container.duration / 1_000_000 if container.duration else None  # av.time_base is microseconds
+
+
 def _check_av_duration(container: Any, limit: _Limit) -> None:
-    if container.duration and container.format.name not in _GUESSED_DURATION_FORMATS:
-        limit.check_declared(container.duration / 1_000_000)  # av.time_base is microseconds
+    if container.format.name not in _GUESSED_DURATION_FORMATS:
+        limit.check_declared(_av_seconds(container))
 
 
 def _av_chunks(container: Any, stream: Any) -> Iterator[np.ndarray]:
@@ -162,6 +172,33 @@ def looks_like_mp3(head: bytes) -> bool:
     """An ID3 tag or an MPEG audio frame header (layer I-III; ADTS AAC has layer bits 00)."""
     return head.startswith(b"ID3") or (len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0
                                        and head[1] & 0x06 != 0)
+
+
+def probe_duration(path: str | os.PathLike) -> float | None:
+    """Seconds of audio in a file from its header, without decoding it; None when unknown. A raw stream's
+    guess from its bitrate counts: this is for estimates (a progress bar's total), not for limits.
+
+    MP3s go to PyAV only, as they are decoded: libsndfile's mpg123 prints notes about damaged frames
+    straight to the terminal."""
+    import soundfile
+
+    try:
+        mp3 = looks_like_mp3(_head(str(path)))
+    except OSError:
+        return None
+    try:
+        seconds = None if mp3 else _soundfile_seconds(soundfile.info(str(path)))
+        if seconds is not None:
+            return seconds
+    except Exception:  # not a libsndfile format: ask PyAV below
+        pass
+    try:
+        import av
+
+        with av.open(str(path)) as container:
+            return _av_seconds(container)
+    except Exception:  # unreadable files fail later, with a proper error, when they are decoded
+        return None
 
 
 def _head(source: str | IO[bytes]) -> bytes:

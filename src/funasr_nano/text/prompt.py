@@ -42,8 +42,10 @@ def prompt_prefix(hotwords: list[str] | None, language: str | None, itn: bool) -
 
 
 def normalize_hotwords(hotwords: str | Sequence[str] | None) -> list[str]:
-    """A list is used verbatim, as the official code joins it; a comma-separated string (the official
-    code would join a str char by char) is split, its items stripped and empty ones dropped."""
+    """A list is used verbatim, as the official code joins it; a string (the official code would join a
+    str char by char) is split at commas, full-width commas and line breaks (so the command line's
+    --hotwords and the lines of its --hotwords-file come as one text), its items stripped and empty ones
+    dropped."""
     if hotwords is None:
         return []
     if isinstance(hotwords, str):

@@ -1,0 +1,87 @@
+"""The option groups the commands share, each option spelled once, with the checks of their values that
+need no model and the loading of the model they name."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+from ..demo import MODEL_NAME, announce_default
+from ..errors import UsageError, option
+
+if TYPE_CHECKING:
+    from ..api import FunASRNano
+
+# The bundled demo model works offline on a first run; it has heard synthetic voices only, so using it
+# without asking is said once on stderr (demo.announce_default).
+DEFAULT_MODEL = MODEL_NAME
+
+AddArgument = Callable[..., argparse.Action]
+
+
+def add_model_options(add: AddArgument) -> None:
+    """Which model: every command that reads one (transcribe, serve, convert)."""
+    add("--model", "-m", default=None,
+        help=f"demo (bundled, synthetic voices only), nano, mlt, a hub id or a model directory "
+             f"(default: {DEFAULT_MODEL})")
+    add("--hub", default="hf", choices=("hf", "modelscope"),
+        help="where a hub id is downloaded from (default: %(default)s)")
+    add("--variant", default=None, choices=("nano", "mlt"),
+        help="nano (zh/en/ja) or mlt (31 languages); default: from the hub id or the directory's own name")
+
+
+def add_load_options(add: AddArgument) -> None:
+    """The model and how it runs: the commands that decode (transcribe, serve)."""
+    add_model_options(add)
+    add("--device", default="auto", help="auto, cpu, cuda, cuda:1, gpu (MLX) (default: %(default)s)")
+    add("--dtype", default="auto", help="auto, float32, bfloat16 (default: %(default)s; float16 overflows)")
+    add("--backend", default="auto", choices=("auto", "torch", "mlx"),
+        help="auto = MLX on Apple Silicon when installed, else torch (default: %(default)s)")
+    add("--resampler", default="torchaudio", choices=("torchaudio", "soxr"),
+        help="how audio at other rates reaches 16 kHz: the official toolkit's torchaudio filter (default) "
+             "or soxr, as it resamples without torchaudio")
+    add("--ctc-head", default=None, metavar="PATH",
+        help="time words with the trained CTC head of another checkpoint of the same encoder (a model.pt or "
+             "its directory), for a model that has none")
+    add("--batch-size", type=int, default=32, help="segments decoded together (default: %(default)s)")
+
+
+def add_decode_options(add: AddArgument) -> None:
+    """How each recording is decoded: the commands that decode (transcribe, serve)."""
+    add("--max-new-tokens", type=int, default=None, help="token budget per segment (default: by duration)")
+    add("--no-vad", action="store_true",
+        help="decode each file as ONE segment like the official model (loops on long audio)")
+
+
+def check_at_least_one(args: argparse.Namespace, names: Sequence[str]) -> None:
+    """Whole-number options that count something; None (not given) passes."""
+    for name in names:
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise UsageError(f"{option(name)} must be at least 1")
+
+
+def check_load_options(args: argparse.Namespace) -> None:
+    """The mistakes in the load and decode options that need no model to notice, found before anything
+    heavy is imported."""
+    from ..backends import dtype_name
+
+    check_at_least_one(args, ("batch_size", "max_new_tokens"))
+    dtype_name(args.dtype)
+
+
+def load(args: argparse.Namespace, int8: bool = False) -> FunASRNano:
+    """The model the load options name (the demo model said first, when it is the default)."""
+    from ..api import load_model
+
+    announce_default(args)
+    return load_model(args.model, device=args.device, dtype=args.dtype, backend=args.backend,
+                      batch_size=args.batch_size, int8=int8, hub=args.hub, variant=args.variant,
+                      ctc_head=args.ctc_head)
+
+
+def print_note(note: str) -> None:
+    """A library note on stderr, in the command line's words."""
+    print(f"note: {note.replace('ctc_head=PATH', '--ctc-head PATH')}", file=sys.stderr)
