@@ -16,7 +16,7 @@ import threading
 import time
 from pathlib import Path
 
-from funasr_nano.distributed import DecodeOptions, ModelOptions, transcribe_collection
+from funasr_nano.distributed import TranscribeOptions, ModelOptions, transcribe_collection
 
 
 def kill_one_replica(manifest: Path, after: int, record: Path) -> None:
@@ -43,7 +43,7 @@ def main() -> None:
         [source],
         output,
         model=ModelOptions(model="demo", device="cpu"),
-        decode=DecodeOptions(),
+        decode=TranscribeOptions(),
         formats=("txt", "json"),
         replicas=replicas,
         files_per_batch=2,

@@ -122,3 +122,50 @@ def test_ray_options_are_checked_before_ray_is_imported(tmp_path):
 
     assert main(["transcribe", str(tmp_path), "--ray", "--model", "demo", "-q"]) == 2  # no -o
     assert main(["transcribe", str(tmp_path), "--ray", "-o", str(tmp_path), "--replicas", "0", "-q"]) == 2
+
+
+def test_ray_carries_every_decode_load_and_subtitle_option(tmp_path, monkeypatch):
+    """--ray hands the job the same TranscribeOptions and cue limits the plain CLI uses, and the load
+    options the plain CLI loads with (--backend, --ctc-head included)."""
+    import funasr_nano.distributed.ray_job as ray_job
+    from funasr_nano.cli.main import main
+    from funasr_nano.options import TranscribeOptions
+
+    seen: dict = {}
+
+    def fake_collection(inputs, output, **kwargs):  # type: ignore[no-untyped-def]
+        seen.update(kwargs)
+        return ray_job.JobSummary(manifest=str(output))
+
+    monkeypatch.setattr(ray_job, "transcribe_collection", fake_collection)
+    hotwords = tmp_path / "hot.txt"
+    hotwords.write_text("Fun-ASR\n", encoding="utf-8")
+    argv = ["transcribe", str(tmp_path), "--ray", "-o", str(tmp_path / "out"), "-q", "--model", "demo",
+            "--language", "en", "--hotwords", "Nano", "--hotwords-file", str(hotwords), "--no-itn",
+            "--max-new-tokens", "7", "--no-vad", "--resampler", "soxr", "--max-words-per-line", "3",
+            "--backend", "torch", "--ctc-head", "head.pt", "-f", "srt"]
+    assert main(argv) == 0
+    assert seen["decode"] == TranscribeOptions(language="en", hotwords="Nano\nFun-ASR\n", itn=False, max_new_tokens=7,
+                                               vad=False, resampler="soxr", word_timestamps=True)
+    assert (seen["limits"].max_words, seen["limits"].highlight_words) == (3, False)
+    assert (seen["model"].backend, seen["model"].ctc_head, seen["model"].model) == ("torch", "head.pt", "demo")
+    assert seen["formats"] == ["srt"]
+
+
+def test_a_replica_sends_word_times_that_come_back_as_words():
+    """What a replica sends (JSON) is rebuilt into the same Transcription, words included."""
+    from funasr_nano.distributed.ray_job import ModelOptions, Replica, _prepare
+    from funasr_nano.frontend.vad import VadOptions
+    from funasr_nano.options import TranscribeOptions
+    from funasr_nano.result import Transcription, Word
+
+    row = _prepare({"source": str(DEMO_CLIPS[0]), "name": "a"}, VadOptions(), "torchaudio")
+    replica = Replica(ModelOptions(model="demo", device="cpu"), TranscribeOptions(word_timestamps=True))
+    out = replica({key: [value] for key, value in row.items()})  # type: ignore[arg-type]
+    assert out["error"] == [""]
+    result = Transcription.from_dict(json.loads(out["result"][0]))
+    direct = replica.model.transcribe(str(DEMO_CLIPS[0]), word_timestamps=True)
+    assert result.text == direct.text
+    assert [segment.words for segment in result.segments] == [segment.words for segment in direct.segments]
+    words = [word for segment in result.segments for word in segment.words]
+    assert words and all(isinstance(word, Word) for word in words)

@@ -70,3 +70,13 @@ class Transcription:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Transcription:
+        """The inverse of :meth:`to_dict` (a result sent as JSON, e.g. from a cluster's replica)."""
+        fields = dict(data)
+        segments = [
+            Segment(**{**segment, "words": [Word(**word) for word in segment.get("words", ())]})
+            for segment in fields.pop("segments")
+        ]
+        return cls(segments=segments, **fields)

@@ -13,6 +13,8 @@ from ..errors import UsageError, option
 
 if TYPE_CHECKING:
     from ..api import FunASRNano
+    from ..options import TranscribeOptions
+    from ..output.subtitles import CueLimits
 
 # The bundled demo model works offline on a first run; it has heard synthetic voices only, so using it
 # without asking is said once on stderr (demo.announce_default).
@@ -80,6 +82,24 @@ def load(args: argparse.Namespace, int8: bool = False) -> FunASRNano:
     return load_model(args.model, device=args.device, dtype=args.dtype, backend=args.backend,
                       batch_size=args.batch_size, int8=int8, hub=args.hub, variant=args.variant,
                       ctc_head=args.ctc_head)
+
+
+def transcribe_options(args: argparse.Namespace, hotwords: str | None) -> TranscribeOptions:
+    """What the decode options say, as the library's options (the word options imply word times)."""
+    from ..options import TranscribeOptions
+
+    word_timestamps = args.word_timestamps or args.highlight_words or args.max_words_per_line is not None
+    return TranscribeOptions(language=args.language, hotwords=hotwords, itn=not args.no_itn,
+                             max_new_tokens=args.max_new_tokens, vad=not args.no_vad, resampler=args.resampler,
+                             word_timestamps=word_timestamps)
+
+
+def cue_limits(args: argparse.Namespace) -> CueLimits:
+    """How the subtitle options cut srt/vtt cues."""
+    from ..output.subtitles import CueLimits
+
+    return CueLimits(args.max_line_width, args.max_line_count, args.max_cue_duration, args.max_words_per_line,
+                     args.highlight_words)
 
 
 def print_note(note: str) -> None:

@@ -27,7 +27,16 @@ from ..errors import FunASRNanoError, UsageError, option
 from ..output.formats import ALL, FORMATS, ProgressiveOutputs, formats_for, output_paths, render
 from ..output.subtitles import CueLimits
 from ..result import Segment, Transcription
-from .options import add_decode_options, add_load_options, check_at_least_one, check_load_options, load, print_note
+from .options import (
+    add_decode_options,
+    add_load_options,
+    check_at_least_one,
+    check_load_options,
+    cue_limits,
+    load,
+    print_note,
+    transcribe_options,
+)
 
 if TYPE_CHECKING:
     from .progress import AudioProgress
@@ -248,10 +257,8 @@ def run(args: argparse.Namespace) -> int:
     inputs, errors = expand_inputs(args.inputs)
     formats = output_formats(args, len(inputs))
     check_options(args)
-    hotwords = read_hotwords(args.hotwords, args.hotwords_file)
-    limits = CueLimits(args.max_line_width, args.max_line_count, args.max_cue_duration, args.max_words_per_line,
-                       args.highlight_words)
-    word_timestamps = args.word_timestamps or args.highlight_words or args.max_words_per_line is not None
+    options = transcribe_options(args, read_hotwords(args.hotwords, args.hotwords_file))
+    limits = cue_limits(args)
     if any(item.path is None for item in inputs) and sys.stdin.isatty():
         raise UsageError("- reads audio from standard input, which is a terminal: pipe a file in "
                          "(funasr-nano transcribe - < talk.wav)")
@@ -273,7 +280,7 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     model = load(args, int8=args.int8)
     resolve_language(args.language, model.languages)  # a bad --language is said before the progress bar starts
-    note = model.word_timestamps_note if word_timestamps else None
+    note = model.word_timestamps_note if options.word_timestamps else None
     if note and not args.quiet:
         print_note(note)
     estimates = [0.0 if item.path is None else probe_duration(item.path) or 0.0 for item in inputs]
@@ -286,9 +293,7 @@ def run(args: argparse.Namespace) -> int:
     outputs = _Outputs(inputs, formats, args, limits) if args.output_dir else None
     try:
         results = model.transcribe_many(
-            _sources(inputs), language=args.language, hotwords=hotwords, itn=not args.no_itn,
-            max_new_tokens=args.max_new_tokens, vad=not args.no_vad, progress=progress.advance,
-            resampler=args.resampler, word_timestamps=word_timestamps,
+            _sources(inputs), options=options, progress=progress.advance,
             on_segment=outputs.add if outputs is not None else None,
         )
         for index, (item, estimate, result) in enumerate(zip(inputs, estimates, results, strict=True)):

@@ -1,5 +1,6 @@
 """Transcription of large collections on a Ray cluster (``pip install 'funasr-nano[ray]'``)."""
 
-from .ray_job import DecodeOptions, JobSummary, ModelOptions, transcribe_collection
+from ..options import TranscribeOptions
+from .ray_job import JobSummary, ModelOptions, transcribe_collection
 
-__all__ = ["DecodeOptions", "JobSummary", "ModelOptions", "transcribe_collection"]
+__all__ = ["JobSummary", "ModelOptions", "TranscribeOptions", "transcribe_collection"]

@@ -6,9 +6,9 @@ import argparse
 import importlib.util
 import sys
 
+from ..cli.options import cue_limits, transcribe_options
 from ..cli.transcribe import check_options, output_formats, read_hotwords
 from ..errors import UsageError
-from ..output.subtitles import CueLimits
 
 
 def run(args: argparse.Namespace) -> int:
@@ -23,23 +23,22 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("- (standard input) cannot be sent to a cluster: name files, folders or URLs")
     check_options(args)
     formats = output_formats(args, len(args.inputs))
-    hotwords = read_hotwords(args.hotwords, args.hotwords_file)
+    options = transcribe_options(args, read_hotwords(args.hotwords, args.hotwords_file))
     if importlib.util.find_spec("ray") is None:
         raise UsageError("--ray needs Ray: pip install 'funasr-nano[ray]'")
     from ..demo import announce_default
-    from .ray_job import DecodeOptions, ModelOptions, transcribe_collection
+    from .ray_job import ModelOptions, transcribe_collection
 
     announce_default(args)
 
     summary = transcribe_collection(
         args.inputs,
         args.output_dir,
-        model=ModelOptions(args.model, args.device, args.dtype, args.batch_size, args.int8, args.hub, args.variant),
-        decode=DecodeOptions(
-            args.language, hotwords or None, not args.no_itn, args.max_new_tokens, not args.no_vad, args.resampler
-        ),
+        model=ModelOptions(args.model, args.device, args.dtype, args.batch_size, args.int8, args.hub, args.variant,
+                           args.backend, args.ctc_head),
+        decode=options,
         formats=formats,
-        limits=CueLimits(args.max_line_width, args.max_line_count, args.max_cue_duration),
+        limits=cue_limits(args),
         replicas=args.replicas,
         cpus_per_replica=args.replica_cpus,
         address=None if args.ray == "local" else args.ray,

@@ -23,9 +23,10 @@ import numpy as np
 from ..errors import FunASRNanoError, UsageError
 from ..frontend.prepared import PreparedAudio, prepare_audio
 from ..frontend.vad import SpeechMap, VadOptions
+from ..options import TranscribeOptions
 from ..output.formats import FORMATS, render, write_outputs
 from ..output.subtitles import CueLimits
-from ..result import Segment, Transcription
+from ..result import Transcription
 from .inputs import Job, collect_jobs, is_url, read_source
 
 MANIFEST = "manifest.jsonl"
@@ -43,18 +44,8 @@ class ModelOptions:
     int8: bool = False
     hub: str = "hf"
     variant: str | None = None
-
-
-@dataclass(frozen=True)
-class DecodeOptions:
-    """The options of :meth:`FunASRNano.transcribe` that a job passes on."""
-
-    language: str | None = None
-    hotwords: str | Sequence[str] | None = None
-    itn: bool = True
-    max_new_tokens: int | None = None
-    vad: bool = True
-    resampler: str = "torchaudio"
+    backend: str = "auto"
+    ctc_head: str | None = None  # word times from another checkpoint's CTC head
 
 
 @dataclass
@@ -88,7 +79,7 @@ def _prepare(row: dict[str, Any], vad: VadOptions | None, resampler: str) -> dic
 class Replica:
     """One model copy; Ray Data calls it with batches of prepared files."""
 
-    def __init__(self, model: ModelOptions, decode: DecodeOptions, threads: int | None = None):
+    def __init__(self, model: ModelOptions, decode: TranscribeOptions, threads: int | None = None):
         from ..api import load_model
 
         if threads:  # a CPU replica decodes on as many threads as it holds cores
@@ -114,20 +105,13 @@ class Replica:
             )
             for i in readable
         ]
-        options = asdict(self.decode)
-        options["vad"] = bool(options["vad"])
         results: list[str] = [""] * count
-        for index, result in zip(readable, self.model.transcribe_many(prepared, **options), strict=True):
+        for index, result in zip(readable, self.model.transcribe_many(prepared, options=self.decode), strict=True):
             if isinstance(result, FunASRNanoError):
                 errors[index] = str(result)
             else:
                 results[index] = json.dumps(result.to_dict(), ensure_ascii=False)
         return {"source": list(batch["source"]), "name": list(batch["name"]), "error": errors, "result": results}
-
-
-def _transcription(data: dict[str, Any]) -> Transcription:
-    segments = [Segment(**segment) for segment in data.pop("segments")]
-    return Transcription(segments=segments, **data)
 
 
 def _write(result: Transcription, output: str, name: str, formats: Sequence[str], limits: CueLimits) -> None:
@@ -173,7 +157,7 @@ def transcribe_collection(
     output: str | Path,
     *,
     model: ModelOptions | None = None,
-    decode: DecodeOptions | None = None,
+    decode: TranscribeOptions | None = None,
     formats: Sequence[str] = ("txt", "json"),
     limits: CueLimits | None = None,
     replicas: int = 1,
@@ -194,7 +178,7 @@ def transcribe_collection(
     import ray
     import ray.data
 
-    model, decode = model or ModelOptions(), decode or DecodeOptions()
+    model, decode = model or ModelOptions(), decode or TranscribeOptions()
     limits = limits or CueLimits()
     unknown = [fmt for fmt in formats if fmt not in FORMATS]
     if unknown:
@@ -218,7 +202,7 @@ def transcribe_collection(
         if gpus_per_replica is None:
             has_gpus = ray.cluster_resources().get("GPU", 0) >= 1
             gpus_per_replica = 1.0 if has_gpus and model.device != "cpu" else 0.0
-        vad = VadOptions() if decode.vad else None
+        vad = decode.vad if isinstance(decode.vad, VadOptions) else VadOptions() if decode.vad else None
         dataset = (
             ray.data.from_items([asdict(job) for job in todo], override_num_blocks=len(todo))
             # With CPU replicas the reading asks for the replica's cores, so Ray fuses it into the replicas'
@@ -267,7 +251,7 @@ def _collect(
             error = str(row["error"])
             if not error:
                 data = json.loads(row["result"])
-                result = _transcription(dict(data))
+                result = Transcription.from_dict(data)
                 try:
                     _write(result, output, row["name"], formats, limits)
                 except OSError as exc:
@@ -304,4 +288,4 @@ def _open_manifest(output: str) -> Any:
     return (Path(output) / MANIFEST).open("a", encoding="utf-8")
 
 
-__all__ = ["DecodeOptions", "Job", "JobSummary", "ModelOptions", "transcribe_collection"]
+__all__ = ["Job", "JobSummary", "ModelOptions", "transcribe_collection"]
