@@ -16,7 +16,7 @@ import threading
 import time
 from pathlib import Path
 
-from funasr_nano.distributed import TranscribeOptions, ModelOptions, transcribe_collection
+from funasr_nano.distributed import ModelOptions, TranscribeOptions, transcribe_collection
 
 
 def kill_one_replica(manifest: Path, after: int, record: Path) -> None:

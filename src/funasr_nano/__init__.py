@@ -20,12 +20,22 @@ _LAZY = {
     "Segment": "result",
     "Transcription": "result",
     "VadOptions": "frontend.vad",
+    "TranscribeOptions": "options",
+    "EndpointOptions": "frontend.endpoint",
+    "LiveStream": "decoding.live",
+    "SpeechStarted": "decoding.live",
+    "SpeechStopped": "decoding.live",
+    "Partial": "decoding.live",
+    "Final": "decoding.live",
 }
 
 if TYPE_CHECKING:
     from .api import FunASRNano, load_model
+    from .decoding.live import Final, LiveStream, Partial, SpeechStarted, SpeechStopped
     from .frontend.audio import load_audio
+    from .frontend.endpoint import EndpointOptions
     from .frontend.vad import VadOptions
+    from .options import TranscribeOptions
     from .result import Segment, Transcription
 
 
@@ -44,10 +54,17 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "AudioError",
+    "EndpointOptions",
+    "Final",
     "FunASRNano",
     "FunASRNanoError",
+    "LiveStream",
     "ModelLoadError",
+    "Partial",
     "Segment",
+    "SpeechStarted",
+    "SpeechStopped",
+    "TranscribeOptions",
     "Transcription",
     "UsageError",
     "VadOptions",

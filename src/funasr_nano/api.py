@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Callable, Hashable, Iterable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -13,10 +13,12 @@ from .backends import Engine, dtype_name
 from .backends.selection import choose_backend
 from .checkpoint import LLM_SUBDIR, load_checkpoint, load_ctc_head, model_name, resolve_model_dir
 from .config import ModelConfig, ctc_config_for_borrowed, read_config
+from .decoding.live import LiveOptions, LiveStream
 from .decoding.pieces import DecodedRecording, DecodeSettings, Recording, open_recording
 from .decoding.scheduler import RecordingDone, Scheduler, SegmentDone, TextDelta, decode_recordings
 from .errors import FunASRNanoError, ModelLoadError, UsageError, option
 from .frontend.audio import AudioInput, check_max_seconds, check_resampler, check_sample_rate
+from .frontend.endpoint import EndpointOptions, SpeechDetector
 from .frontend.prepared import PreparedAudio, ScannedAudio
 from .frontend.vad import VadOptions
 from .options import TranscribeOptions
@@ -100,6 +102,35 @@ class FunASRNano:
         if isinstance(result, FunASRNanoError):
             raise result
         return result
+
+    def stream(
+        self,
+        *,
+        language: str | None = None,
+        hotwords: str | Sequence[str] | None = None,
+        itn: bool = True,
+        word_timestamps: bool = False,
+        vad: bool | EndpointOptions = True,
+        interval: float = 0.5,
+        max_utterance: float = 20.0,
+        resampler: str = "torchaudio",
+    ) -> LiveStream:
+        """A live stream: ``feed(samples, sample_rate)`` audio as it arrives and take its events with
+        ``poll()`` or ``events()``: ``SpeechStarted(time)``, ``Partial(item, text, stable_text)`` every
+        ``interval`` seconds of an open utterance, ``SpeechStopped(time)``, ``Final(item, text, start, end,
+        words, flags)``; ``close()`` at the end. vad: True finds utterances with silero-vad as they end
+        (an ``EndpointOptions`` tunes the threshold, silence and prefix padding); False leaves it to the
+        caller, who ends each utterance with ``commit()``. An utterance is ended at ``max_utterance``
+        seconds. A final text is decoded as a file's segment is (the same guards; word times with
+        ``word_timestamps``)."""
+        if not isinstance(vad, (bool, EndpointOptions)):
+            raise UsageError(f"vad must be True, False or an EndpointOptions, not {type(vad).__name__}")
+        settings = self.settings(TranscribeOptions(language=language, hotwords=hotwords, itn=itn,
+                                                   word_timestamps=word_timestamps, resampler=resampler))
+        endpoint = EndpointOptions() if vad is True else vad or None
+        options = LiveOptions(interval=interval, max_utterance=max_utterance, endpoint=endpoint)
+        detector = SpeechDetector(endpoint) if endpoint is not None else None
+        return LiveStream(self.scheduler(), settings, options, detector)
 
     def transcribe_many(
         self,

@@ -139,15 +139,20 @@ _CALL_INPUT = 1 << 20  # input samples gathered before a call
 # Output held back until the end: the total is cut to output_length() (or librosa's length), which the
 # float32 rounding in output_length() places up to ~ total * 2**-24 samples before the computed end.
 _HOLD_BACK = 1 << 16
+# Live input: a call per chunk and a hold-back that covers that rounding for streams of days, at the
+# price of the last bits of some samples (the convolution's algorithm differs for short calls).
+_LIVE_HOLD_BACK = 1 << 8
 
 
 class ChunkedResampler:
     """:func:`resample` for a recording that arrives in chunks: :meth:`push` each chunk, then
     :meth:`finish`; the outputs joined are the samples one call on the whole recording returns, bit for
-    bit, while less than ~2**20 input samples are held."""
+    bit, while less than ~2**20 input samples are held. ``live``: samples out as soon as the filter has
+    its input (16 ms held back), the same to float rounding."""
 
-    def __init__(self, rate: int, resampler: str = "torchaudio"):
+    def __init__(self, rate: int, resampler: str = "torchaudio", live: bool = False):
         self.rate, self.resampler = rate, resampler
+        self._call_input, self._hold_back = (0, _LIVE_HOLD_BACK) if live else (_CALL_INPUT, _HOLD_BACK)
         self.received = 0
         self.emitted = 0
         self._held = np.zeros(0, np.float32)
@@ -177,7 +182,7 @@ class ChunkedResampler:
             return self._release(self._soxr.resample_chunk(samples), final=False)
         self._pending.append(samples.astype(np.float32, copy=False))
         self._pending_size += samples.size
-        if self._pending_size < _CALL_INPUT:
+        if self._pending_size < self._call_input:
             return np.zeros(0, np.float32)
         return self._release(self._convolve(final=False), final=False)
 
@@ -223,7 +228,7 @@ class ChunkedResampler:
             self._held = np.zeros(0, np.float32)
             self.emitted += held.size
             return held
-        ready = max(0, held.size - (0 if self.rate == TARGET_RATE else _HOLD_BACK))
+        ready = max(0, held.size - (0 if self.rate == TARGET_RATE else self._hold_back))
         self._held = held[ready:]
         self.emitted += ready
         return held[:ready]

@@ -1,0 +1,366 @@
+"""Live transcription: audio arrives over time, utterances are found as they end, and each open
+utterance is shown as a revisable partial text until its final one.
+
+While an utterance is open, every ``interval`` seconds of audio its audio so far is decoded with the
+tokens two consecutive hypotheses agreed on forced after the prompt, less a short ``rollback`` of the
+newest ones (the official realtime demo's idea), so a partial costs an encoder pass, a prefill and a few
+new tokens rather than a decode from scratch. When the speech stops (or the utterance reaches
+``max_utterance`` seconds, or the caller commits) the utterance is decoded in full, as a file's segment
+is, for its final text. Decodes are recordings for the :class:`~funasr_nano.decoding.scheduler.Scheduler`;
+a partial still waiting when its utterance ends is cancelled.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Hashable, Iterator
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from ..errors import FunASRNanoError, UsageError
+from ..frontend.endpoint import START, EndpointOptions, SpeechDetector
+from ..frontend.features import SAMPLE_RATE
+from ..frontend.prepared import PreparedAudio
+from ..frontend.resample import ChunkedResampler
+from ..frontend.vad import FRAME_SAMPLES, SpeechMap, quietness
+from ..result import Word, join_texts
+from ..text.detokenize import sendable
+from ..text.prompt import PromptIds, clean_text
+from .guards import token_budget
+from .pieces import DecodedRecording, DecodeSettings, open_recording
+from .scheduler import Output, RecordingDone, Scheduler
+
+
+@dataclass(frozen=True)
+class SpeechStarted:
+    time: float  # seconds from the start of the stream
+
+
+@dataclass(frozen=True)
+class SpeechStopped:
+    time: float
+
+
+@dataclass(frozen=True)
+class Partial:
+    """The open utterance's text so far; ``stable_text`` is the part two decodes in a row agreed on."""
+
+    item: int
+    text: str
+    stable_text: str
+
+
+@dataclass(frozen=True)
+class Final:
+    item: int
+    text: str
+    start: float
+    end: float
+    words: list[Word] = field(default_factory=list)  # with word_timestamps
+    flags: list[str] = field(default_factory=list)  # as Segment.flags
+
+
+@dataclass(frozen=True)
+class Failed:
+    """An utterance whose final decode failed (it is not retried); the stream goes on."""
+
+    item: int
+    message: str
+
+
+LiveEvent = SpeechStarted | SpeechStopped | Partial | Final | Failed
+
+
+@dataclass(frozen=True)
+class LiveOptions:
+    interval: float = 0.5  # seconds of new audio between partial decodes of an open utterance
+    rollback: int = 3  # agreed tokens left unforced, so the newest of them can still change
+    max_utterance: float = 20.0  # longer speech is ended at its quietest recent frame
+    endpoint: EndpointOptions | None = field(default_factory=EndpointOptions)  # None: the caller commits
+
+    def __post_init__(self) -> None:
+        if not 0 < self.interval < float("inf"):
+            raise UsageError("the partial interval must be a positive number of seconds")
+        if self.rollback < 0:
+            raise UsageError("the rollback must be zero or more tokens")
+        if not 2 <= self.max_utterance <= 30:
+            raise UsageError("max_utterance must be between 2 and 30 seconds")
+
+
+@dataclass
+class _Utterance:
+    item: int
+    begin: int  # stream sample where its audio begins (prefix padding included)
+    speech: int  # where the detected speech begins
+    last_partial: int  # stream sample up to which the last partial was asked for
+    hypothesis: list[int] = field(default_factory=list)  # tokens of the latest partial
+    agreed: list[int] = field(default_factory=list)
+    pending: Hashable | None = None  # its partial decode in the scheduler
+
+
+_TAIL_SAMPLES = FRAME_SAMPLES  # kept beyond the prefix padding while nobody speaks
+
+
+class LiveStream:
+    """One live audio stream. :meth:`feed` audio as it arrives, take the events with :meth:`poll` (or
+    iterate :meth:`events`), :meth:`commit` to end the open utterance now, :meth:`close` at the end.
+    Decodes run on the caller's thread, in :meth:`feed`, :meth:`commit` and :meth:`close`."""
+
+    def __init__(self, scheduler: Scheduler, settings: DecodeSettings, options: LiveOptions,
+                 detector: SpeechDetector | None, vad_device: str = "cpu"):
+        self.scheduler, self.settings, self.options = scheduler, settings, options
+        self.detector = detector
+        self.vad_device = vad_device
+        self._decode = scheduler.tokenizer.decode
+        self._keys = itertools.count()
+        self._items = itertools.count()
+        self._resampler: ChunkedResampler | None = None
+        self._rate: int | None = None
+        self._audio = np.zeros(0, np.float32)
+        self._audio_begin = 0  # stream sample of self._audio[0]
+        self._heard = 0  # samples fed so far (16 kHz)
+        self._open: _Utterance | None = None
+        self._partials: dict[Hashable, _Utterance] = {}
+        self._finals: dict[Hashable, tuple[int, int]] = {}  # key -> (item, stream sample of its audio[0])
+        self._events: list[LiveEvent] = []
+        self._finished: dict[int, Final | Failed] = {}  # finals decoded before an earlier item's
+        self._next_final = 0
+        self.closed = False
+
+    # -- the caller's side -------------------------------------------------------------------------
+
+    def feed(self, samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:
+        """Mono float samples in [-1, 1] (or int16) at ``sample_rate``, the same rate for the whole stream."""
+        if self.closed:
+            raise UsageError("this stream is closed: open a new one with model.stream()")
+        self._take(self._to_16k(samples, sample_rate))
+        self._run()
+
+    def commit(self) -> None:
+        """End the open utterance here (e.g. push-to-talk released): its final text comes next."""
+        if self._open is not None:
+            self._end(self._heard)
+            if self.detector is not None and self.detector.in_speech:
+                self._begin(self._heard)  # the speech goes on: what follows is the next utterance
+                self._open.begin = self._heard  # type: ignore[union-attr]
+        self._run()
+
+    def close(self) -> None:
+        """No more audio: the open utterance is ended and every decode finished."""
+        if self.closed:
+            return
+        if self._resampler is not None:
+            self._take(self._resampler.finish())
+        if self._open is not None:
+            self._end(self._heard)
+            self._events.append(SpeechStopped(self._heard / SAMPLE_RATE))
+        self.closed = True
+        self._run()
+
+    @property
+    def buffered_seconds(self) -> float:
+        """Audio held now: the open utterance's, or the prefix padding while nobody speaks."""
+        return self._audio.size / SAMPLE_RATE
+
+    def poll(self) -> list[LiveEvent]:
+        """The events since the previous poll."""
+        events, self._events = self._events, []
+        return events
+
+    def events(self) -> Iterator[LiveEvent]:
+        """The events not yet taken (every one, once the stream is closed)."""
+        while self._events:
+            yield self._events.pop(0)
+
+    # -- audio in ----------------------------------------------------------------------------------
+
+    def _to_16k(self, samples: np.ndarray, rate: int) -> np.ndarray:
+        samples = np.asarray(samples)
+        if samples.ndim != 1:
+            raise UsageError(f"feed mono samples (a 1-D array), not an array of shape {samples.shape}")
+        if samples.dtype == np.int16:
+            samples = samples.astype(np.float32) / 32768.0
+        elif not np.issubdtype(samples.dtype, np.floating):
+            raise UsageError(f"feed float samples in [-1, 1] or int16 PCM, not {samples.dtype}")
+        samples = samples.astype(np.float32, copy=False)
+        if not np.isfinite(samples).all():
+            raise UsageError("the samples hold NaN or infinite values")
+        if self._rate is None:
+            if not isinstance(rate, int) or not 8000 <= rate <= 384000:
+                raise UsageError(f"sample_rate must be a whole number of Hz from 8000 to 384000, not {rate!r}")
+            self._rate = rate
+            if rate != SAMPLE_RATE:
+                self._resampler = ChunkedResampler(rate, self.settings.resampler, live=True)
+        elif rate != self._rate:
+            raise UsageError(f"this stream's audio is at {self._rate} Hz: feed every chunk at that rate")
+        return samples if self._resampler is None else self._resampler.push(samples)
+
+    def _take(self, samples: np.ndarray) -> None:
+        start = self._heard
+        self._audio = np.concatenate([self._audio, samples])
+        self._heard += samples.size
+        if self.detector is None:
+            if self._open is None and samples.size:
+                self._begin(start)
+        else:
+            for boundary in self.detector.add(samples):
+                if boundary.kind == START:
+                    self._events.append(SpeechStarted(boundary.sample / SAMPLE_RATE))
+                    self._begin(boundary.sample)
+                elif self._open is not None:
+                    self._events.append(SpeechStopped(boundary.sample / SAMPLE_RATE))
+                    pad = self.settings.vad.pad if self.settings.vad else 0.0
+                    self._end(min(self._heard, boundary.sample + round(pad * SAMPLE_RATE)), boundary.sample)
+        utterance = self._open
+        if utterance is not None:
+            if self._heard - utterance.speech >= self.options.max_utterance * SAMPLE_RATE:
+                self._split_long(utterance)
+            elif self._heard - utterance.last_partial >= self.options.interval * SAMPLE_RATE:
+                self._ask_partial(utterance)
+        self._forget()
+
+    def _forget(self) -> None:
+        """Keep only the open utterance's audio, or the prefix padding while nobody speaks."""
+        if self._open is not None:
+            keep_from = self._open.begin
+        else:
+            padding = self.options.endpoint.prefix_padding if self.options.endpoint else 0.0
+            keep_from = self._heard - round(padding * SAMPLE_RATE) - _TAIL_SAMPLES
+        drop = keep_from - self._audio_begin
+        if drop > 0:
+            self._audio = self._audio[drop:]
+            self._audio_begin += drop
+            if self.detector is not None:
+                self.detector.forget(self._audio_begin)
+
+    def _samples(self, begin: int, end: int) -> np.ndarray:
+        return self._audio[begin - self._audio_begin : end - self._audio_begin]
+
+    # -- utterances --------------------------------------------------------------------------------
+
+    def _begin(self, speech: int) -> None:
+        padding = self.options.endpoint.prefix_padding if self.options.endpoint else 0.0
+        begin = max(self._audio_begin, speech - round(padding * SAMPLE_RATE))
+        self._open = _Utterance(next(self._items), begin, speech, last_partial=begin)
+
+    def _split_long(self, utterance: _Utterance) -> None:
+        """End an utterance at max_utterance at its least speech-like frame of the last quarter; the
+        speech after that goes on as the next utterance."""
+        first = utterance.speech + int(0.75 * self.options.max_utterance * SAMPLE_RATE)
+        frames = max(1, (self._heard - first) // FRAME_SAMPLES)
+        if self.detector is not None:
+            probabilities = self.detector.probabilities_from(first, frames)
+            cut = first + int(np.argmin(probabilities)) * FRAME_SAMPLES
+        else:
+            cut = self._heard
+        self._end(cut)
+        self._begin(cut)
+        self._open.begin = cut  # type: ignore[union-attr]  # the next utterance has no prefix padding
+
+    def _end(self, end: int, speech_end: int | None = None) -> None:
+        """Decode the open utterance's audio up to ``end`` in full (its speech up to ``speech_end``)."""
+        utterance = self._open
+        assert utterance is not None
+        self._open = None
+        if utterance.pending is not None:
+            self.scheduler.cancel(utterance.pending)
+            self._partials.pop(utterance.pending, None)
+        samples = self._samples(utterance.begin, end)
+        speech = (max(0, utterance.speech - utterance.begin), (speech_end or end) - utterance.begin)
+        frames = -(-samples.size // FRAME_SAMPLES)
+        probabilities = (self.detector.probabilities_from(utterance.begin, frames) if self.detector is not None
+                         else np.ones(frames, np.float32))
+        score = quietness(samples, probabilities)
+        key = ("final", next(self._keys))
+        self._finals[key] = (utterance.item, utterance.begin)
+        prepared = PreparedAudio(samples, SpeechMap([speech], score) if self.settings.vad is not None else None)
+        self._submit(key, prepared, self.settings)
+
+    def _ask_partial(self, utterance: _Utterance) -> None:
+        if utterance.pending is not None:
+            return  # the previous partial has not come back: the next one is asked for after it
+        forced = utterance.agreed[: max(0, len(utterance.agreed) - self.options.rollback)]
+        seconds = (self._heard - utterance.begin) / SAMPLE_RATE
+        prompt = self.settings.prompt
+        settings = replace(self.settings, prompt=PromptIds(prompt.prefix, prompt.suffix + forced), vad=None,
+                           max_new_tokens=max(4, token_budget(seconds) - len(forced)), word_timestamps=False,
+                           stream_text=False)
+        key = ("partial", next(self._keys), len(forced))
+        utterance.pending, utterance.last_partial = key, self._heard
+        self._partials[key] = utterance
+        self._submit(key, PreparedAudio(self._samples(utterance.begin, self._heard).copy()), settings)
+
+    def _submit(self, key: Hashable, prepared: PreparedAudio, settings: DecodeSettings) -> None:
+        try:
+            recording = open_recording(key, prepared, settings, self.vad_device)
+        except FunASRNanoError as exc:
+            self._failed(key, exc)
+            return
+        self.scheduler.submit(recording)
+
+    # -- decodes back ------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self.scheduler.idle:
+            for output in self.scheduler.step():
+                self.handle(output)
+
+    def handle(self, output: Output) -> None:
+        """One scheduler output for this stream's decodes (other outputs are ignored)."""
+        if not isinstance(output, RecordingDone):
+            return
+        key, result = output.recording, output.result
+        if isinstance(result, FunASRNanoError):
+            self._failed(key, result)
+        elif key in self._partials:
+            self._partial_done(key, result)
+        elif key in self._finals:
+            self._final_done(key, result)
+
+    def _failed(self, key: Hashable, error: FunASRNanoError) -> None:
+        utterance = self._partials.pop(key, None)
+        if utterance is not None:
+            utterance.pending = None  # a partial is only a preview: the final decode says the rest
+            return
+        item, _ = self._finals.pop(key, (None, 0))
+        if item is not None:
+            self._report(Failed(item, str(error)))
+
+    def _partial_done(self, key: Hashable, result: DecodedRecording) -> None:
+        utterance = self._partials.pop(key)
+        utterance.pending = None
+        forced = utterance.agreed[: key[2]]  # type: ignore[index]
+        hypothesis = forced + [t for s in result.segments for t in s.tokens]
+        agreed = _common_prefix(utterance.hypothesis, hypothesis) if utterance.hypothesis else forced
+        utterance.hypothesis, utterance.agreed = hypothesis, agreed
+        if self._open is utterance:
+            text = sendable(clean_text(self._decode(hypothesis)))
+            stable = sendable(clean_text(self._decode(agreed)))
+            self._events.append(Partial(utterance.item, text, stable if text.startswith(stable) else ""))
+
+    def _final_done(self, key: Hashable, result: DecodedRecording) -> None:
+        item, begin = self._finals.pop(key)
+        offset = begin / SAMPLE_RATE
+        segments = result.segments
+        words = [replace(w, start=w.start + offset, end=w.end + offset) for s in segments for w in s.words]
+        start = offset + (segments[0].start if segments else 0.0)
+        end = offset + (segments[-1].end if segments else result.duration)
+        flags = sorted({flag for s in segments for flag in s.flags})
+        self._report(Final(item, join_texts([s.text for s in segments]).strip(), start, end, words, flags))
+
+    def _report(self, final: Final | Failed) -> None:
+        """Finals go out in item order, whichever decode ends first."""
+        self._finished[final.item] = final
+        while self._next_final in self._finished:
+            self._events.append(self._finished.pop(self._next_final))
+            self._next_final += 1
+
+
+def _common_prefix(a: list[int], b: list[int]) -> list[int]:
+    length = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        length += 1
+    return b[:length]

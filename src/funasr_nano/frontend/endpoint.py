@@ -1,0 +1,113 @@
+"""Where speech starts and stops in audio that is still arriving (live input): silero-vad frame by
+frame, its LSTM state kept across chunks, and hysteresis with a silence timeout, as OpenAI's
+``server_vad`` turn detection (threshold, prefix padding, silence duration).
+
+Offline recordings are cut by :mod:`~funasr_nano.frontend.vad`, which sees the whole file; here only
+the past is known, so a stop is said once ``silence`` seconds of non-speech have followed the speech.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..errors import UsageError
+from .features import SAMPLE_RATE
+from .vad import CONTEXT_SAMPLES, FRAME_SAMPLES, LSTMState, SileroVAD, load_vad
+
+START, STOP = "start", "stop"
+
+
+@dataclass(frozen=True)
+class EndpointOptions:
+    """Seconds, and silero probabilities (OpenAI's ``server_vad`` defaults)."""
+
+    threshold: float = 0.5  # a frame at or above this probability starts speech ...
+    neg_threshold: float = 0.35  # ... and only frames below this one count as silence
+    silence: float = 0.5  # this much silence after speech ends the utterance
+    prefix_padding: float = 0.3  # audio before the detected start that the utterance keeps
+
+    def __post_init__(self) -> None:
+        if not 0 < self.neg_threshold <= self.threshold < 1:
+            raise UsageError("VAD thresholds need 0 < neg_threshold <= threshold < 1")
+        if self.silence <= 0:
+            raise UsageError("the silence that ends speech must be a positive number of seconds")
+        if self.prefix_padding < 0:
+            raise UsageError("the prefix padding must not be negative")
+
+
+@dataclass(frozen=True)
+class Boundary:
+    kind: str  # START or STOP
+    sample: int  # where the speech starts (the first speech frame) or stops (the first silent frame)
+
+
+class SpeechDetector:
+    """:meth:`add` 16 kHz samples as they arrive; returns the speech boundaries they complete. The
+    probabilities are those :func:`~funasr_nano.frontend.vad.find_speech` computes for the same audio:
+    each frame's network input is its own window plus the 64 samples before it."""
+
+    def __init__(self, options: EndpointOptions | None = None, vad: SileroVAD | None = None, device: str = "cpu"):
+        self.options = options or EndpointOptions()
+        self.vad = vad or load_vad(device)
+        self.frames = 0  # frames evaluated so far
+        self.in_speech = False
+        self.probabilities: list[float] = []  # of the frames from `first_frame` on (see forget)
+        self.first_frame = 0
+        self._pending = np.zeros(CONTEXT_SAMPLES, np.float32)  # context, then samples of the next frames
+        self._state: LSTMState | None = None
+        self._silent_frames = 0
+        self._silence_frames = max(1, round(self.options.silence * SAMPLE_RATE / FRAME_SAMPLES))
+
+    @torch.inference_mode()
+    def add(self, samples: np.ndarray) -> list[Boundary]:
+        pending = np.concatenate([self._pending, samples.astype(np.float32, copy=False)])
+        count = (pending.size - CONTEXT_SAMPLES) // FRAME_SAMPLES
+        if count == 0:
+            self._pending = pending
+            return []
+        used = CONTEXT_SAMPLES + count * FRAME_SAMPLES
+        windows = torch.from_numpy(pending[:used]).to(self.vad.device).unfold(0, CONTEXT_SAMPLES + FRAME_SAMPLES,
+                                                                              FRAME_SAMPLES)
+        found, self._state = self.vad.pass_probabilities(windows, self._state)
+        self._pending = pending[used - CONTEXT_SAMPLES :].copy()
+        boundaries = []
+        for probability in found.cpu().numpy().tolist():
+            boundary = self._frame(probability)
+            if boundary is not None:
+                boundaries.append(boundary)
+        return boundaries
+
+    def _frame(self, probability: float) -> Boundary | None:
+        index = self.frames
+        self.frames += 1
+        self.probabilities.append(probability)
+        if not self.in_speech:
+            if probability >= self.options.threshold:
+                self.in_speech, self._silent_frames = True, 0
+                return Boundary(START, index * FRAME_SAMPLES)
+            return None
+        self._silent_frames = self._silent_frames + 1 if probability < self.options.neg_threshold else 0
+        if self._silent_frames >= self._silence_frames:
+            self.in_speech = False
+            return Boundary(STOP, (index + 1 - self._silent_frames) * FRAME_SAMPLES)
+        return None
+
+    def forget(self, before: int) -> None:
+        """Drop the probabilities of frames wholly before sample ``before`` (a live stream runs for hours)."""
+        drop = min(before // FRAME_SAMPLES - self.first_frame, len(self.probabilities))
+        if drop > 0:
+            del self.probabilities[:drop]
+            self.first_frame += drop
+
+    def probabilities_from(self, sample: int, count: int) -> np.ndarray:
+        """The probabilities of ``count`` frames from the one holding ``sample`` (1 where none is kept)."""
+        first = sample // FRAME_SAMPLES - self.first_frame
+        kept = np.asarray(self.probabilities, np.float32)
+        out = np.ones(count, np.float32)
+        lo, hi = max(first, 0), min(first + count, kept.size)
+        if hi > lo:
+            out[lo - first : hi - first] = kept[lo:hi]
+        return out

@@ -1,0 +1,154 @@
+"""Live input (model.stream): the streaming speech detector finds what the offline VAD finds, and a
+stream of demo clips fed in small chunks gives, utterance by utterance, the texts the offline pipeline
+gives for the same audio, with revisable partials before each final."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+
+import funasr_nano
+from funasr_nano import Final, Partial, SpeechStarted, SpeechStopped
+from funasr_nano.errors import UsageError
+from funasr_nano.frontend.endpoint import STOP, SpeechDetector
+from funasr_nano.frontend.vad import VadOptions, find_speech, load_vad
+
+DEMO = Path(__file__).parent / "data" / "demo"
+GAP_S = 1.5  # silence between clips: longer than the offline VAD's merge gap, so each clip is its own segment
+
+
+@pytest.fixture(scope="module")
+def model() -> funasr_nano.FunASRNano:
+    return funasr_nano.load_model("demo", device="cpu", dtype="float32")
+
+
+@pytest.fixture(scope="module")
+def talk() -> np.ndarray:
+    """Four demo clips, each after GAP_S of silence, and GAP_S of silence at the end (16 kHz)."""
+    rows = [json.loads(line) for line in (DEMO / "manifest.jsonl").read_text().splitlines()][:4]
+    gap = np.zeros(round(GAP_S * 16000), np.float32)
+    parts = [gap]
+    for row in rows:
+        parts += [soundfile.read(DEMO / row["path"], dtype="float32")[0], gap]
+    return np.concatenate(parts)
+
+
+def feed(stream: funasr_nano.LiveStream, audio: np.ndarray, rate: int = 16000, chunk_s: float = 0.1) -> list:
+    chunk = round(chunk_s * rate)
+    events = []
+    for start in range(0, audio.size, chunk):
+        stream.feed(audio[start : start + chunk], rate)
+        events += stream.poll()
+    stream.close()
+    return events + stream.poll()
+
+
+def test_the_detector_finds_the_offline_speech_in_chunks_of_any_size(talk):
+    detector = SpeechDetector()
+    rng = np.random.default_rng(0)
+    boundaries, start = [], 0
+    while start < talk.size:
+        size = int(rng.integers(1, 5000))
+        boundaries += detector.add(talk[start : start + size])
+        start += size
+    offline = load_vad("cpu").speech_probabilities(talk)
+    kept = np.asarray(detector.probabilities)
+    assert kept.size == talk.size // 512  # whole frames only: the last, partial one waits for more audio
+    np.testing.assert_allclose(kept, offline[: kept.size], atol=1e-5)
+    spans = list(zip(boundaries[::2], boundaries[1::2], strict=True))
+    assert all(stop.kind == STOP for _, stop in spans)
+    assert [(a.sample, b.sample) for a, b in spans] == find_speech(talk, VadOptions()).spans
+
+
+def test_finals_are_the_offline_segments_of_the_same_audio(model, talk):
+    events = feed(model.stream(), talk)
+    finals = [e for e in events if isinstance(e, Final)]
+    offline = model.transcribe(talk).segments
+    assert [f.text for f in finals] == [s.text.strip() for s in offline]
+    assert [f.item for f in finals] == list(range(len(offline)))
+    for final, segment in zip(finals, offline, strict=True):
+        assert abs(final.start - segment.start) < 1e-6 and abs(final.end - segment.end) < 1e-6
+
+
+def test_each_utterance_starts_shows_partials_stops_then_finishes(model, talk):
+    events = feed(model.stream(), talk)
+    for item in range(4):
+        started = [i for i, e in enumerate(events) if isinstance(e, SpeechStarted)][item]
+        stopped = [i for i, e in enumerate(events) if isinstance(e, SpeechStopped)][item]
+        final = next(i for i, e in enumerate(events) if isinstance(e, Final) and e.item == item)
+        partials = [i for i, e in enumerate(events) if isinstance(e, Partial) and e.item == item]
+        assert partials and started < partials[0] and partials[-1] < stopped < final
+        for index in partials:
+            partial = events[index]
+            assert partial.text.startswith(partial.stable_text)
+
+
+def test_audio_at_24_khz_gives_the_texts_of_the_same_audio_offline(model, talk):
+    audio = np.interp(np.arange(round(talk.size * 1.5)) / 1.5, np.arange(talk.size), talk).astype(np.float32)
+    events = feed(model.stream(), audio, rate=24000, chunk_s=0.02)
+    offline = model.transcribe(audio, sample_rate=24000).segments
+    assert [e.text for e in events if isinstance(e, Final)] == [s.text.strip() for s in offline]
+
+
+def test_without_vad_the_caller_commits_each_utterance(model, talk):
+    stream = model.stream(vad=False)
+    clip = talk[: talk.size // 4]
+    stream.feed(clip)
+    stream.commit()
+    first = [e for e in stream.poll() if isinstance(e, Final)]
+    stream.feed(clip)
+    stream.close()
+    second = [e for e in stream.poll() if isinstance(e, Final)]
+    assert [f.item for f in first + second] == [0, 1]
+    assert first[0].text == second[0].text == model.transcribe(clip, vad=False).text.strip()
+    assert (first[0].start, second[0].start) == (0.0, clip.size / 16000)
+
+
+def test_speech_longer_than_max_utterance_is_ended_at_a_pause_and_goes_on(model, talk):
+    speech = talk[round(GAP_S * 16000) :]  # starts with speech at once
+    stream = model.stream(max_utterance=3.0)
+    events = feed(stream, np.concatenate([speech[:-8000]] * 2))  # ~25 s with 1.5 s pauses
+    finals = [e for e in events if isinstance(e, Final)]
+    assert len(finals) >= 8 and all(f.end - f.start <= 3.0 + 0.5 for f in finals)
+
+
+def test_word_times_of_finals_are_stream_times(model, talk):
+    finals = [e for e in feed(model.stream(word_timestamps=True), talk) if isinstance(e, Final)]
+    for final in finals:
+        assert final.words
+        assert final.start - 1e-6 <= final.words[0].start <= final.words[-1].end <= final.end + 1e-6
+
+
+def test_a_quiet_stream_keeps_only_the_prefix_padding(model):
+    stream = model.stream()
+    for _ in range(300):  # 30 s of silence
+        stream.feed(np.zeros(1600, np.float32))
+    assert stream.buffered_seconds <= 0.3 + 0.1
+    assert stream.poll() == []
+
+
+@pytest.mark.parametrize(("samples", "rate", "message"), [
+    (np.zeros((2, 1600), np.float32), 16000, "mono"),
+    (np.full(1600, np.nan, np.float32), 16000, "NaN"),
+    (np.zeros(1600, np.int32), 16000, "int16"),
+    (np.zeros(1600, np.float32), 100, "sample_rate"),
+])
+def test_bad_audio_is_one_clear_error_and_the_stream_goes_on(model, samples, rate, message):
+    stream = model.stream()
+    with pytest.raises(UsageError, match=message):
+        stream.feed(samples, rate)
+    stream.feed(np.zeros(1600, np.float32))  # still usable
+
+
+def test_a_stream_keeps_its_rate_and_ends_once(model):
+    stream = model.stream()
+    stream.feed(np.zeros(2400, np.float32), 24000)
+    with pytest.raises(UsageError, match="24000 Hz"):
+        stream.feed(np.zeros(1600, np.float32), 16000)
+    stream.close()
+    with pytest.raises(UsageError, match="closed"):
+        stream.feed(np.zeros(1600, np.float32))
