@@ -12,8 +12,9 @@ from speech_data import SAMPLE_RATE, layout, phrases
 from subtitles import parse_srt, parse_vtt
 
 from funasr_nano.cli.main import main
-from funasr_nano.cli.transcribe import expand_inputs, read_hotwords
+from funasr_nano.cli.transcribe import read_hotwords
 from funasr_nano.errors import UsageError
+from funasr_nano.frontend.sources import expand_inputs
 from funasr_nano.text.prompt import normalize_hotwords
 
 FAST = ["--device", "cpu", "--max-new-tokens", "4"]

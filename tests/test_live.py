@@ -152,3 +152,18 @@ def test_a_stream_keeps_its_rate_and_ends_once(model):
     stream.close()
     with pytest.raises(UsageError, match="closed"):
         stream.feed(np.zeros(1600, np.float32))
+
+
+@pytest.mark.parametrize(("stable", "text", "expected"), [
+    ("Send the letter to Barbara C", "Send the letter to Barbara Castillo.", "Send the letter to Barbara"),
+    ("Send the letter", "Send the letter to Barbara.", "Send the letter"),
+    ("Send the letter to Barbara Castillo.", "Send the letter to Barbara Castillo.",
+     "Send the letter to Barbara Castillo."),
+    ("我们在", "我们在1977年", "我们在"),
+    ("Sen", "Send it.", ""),
+    ("other", "Send it.", ""),
+])
+def test_stable_text_ends_at_a_whole_word(stable, text, expected):
+    from funasr_nano.decoding.live import _whole_words
+
+    assert _whole_words(stable, text) == expected

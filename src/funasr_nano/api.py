@@ -9,13 +9,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from .backends import Engine, dtype_name
+from .backends import Engine
 from .backends.selection import choose_backend
 from .checkpoint import LLM_SUBDIR, load_checkpoint, load_ctc_head, model_name, resolve_model_dir
 from .config import ModelConfig, ctc_config_for_borrowed, read_config
 from .decoding.live import LiveOptions, LiveStream
 from .decoding.pieces import DecodedRecording, DecodeSettings, Recording, open_recording
 from .decoding.scheduler import RecordingDone, Scheduler, SegmentDone, TextDelta, decode_recordings
+from .dtypes import dtype_name
 from .errors import FunASRNanoError, ModelLoadError, UsageError, option
 from .frontend.audio import AudioInput, check_max_seconds, check_resampler, check_sample_rate
 from .frontend.endpoint import EndpointOptions, SpeechDetector

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import yaml
 
-from .backends import DTYPE_ALIASES
 from .checkpoint import LLM_SUBDIR, MLX_WEIGHTS, is_file, require_readable_dir
+from .dtypes import DTYPE_ALIASES
 from .errors import ModelLoadError, UsageError, option, unreadable
 from .frontend.features import FEATURE_DIM
 from .text.languages import MLT_LANGUAGES, NANO_LANGUAGES

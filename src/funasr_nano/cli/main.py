@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import FunASRNanoError, cli_spelling
-from . import convert, serve, transcribe
+from . import convert, ray, serve, transcribe
 from .options import DEFAULT_MODEL
 
 COMMANDS = {"transcribe": transcribe, "serve": serve, "convert": convert}
@@ -52,7 +52,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.default_model:
             args.model = DEFAULT_MODEL
         with cli_spelling():
-            return COMMANDS[args.command].run(args)
+            on_ray = args.command == "transcribe" and args.ray is not None  # the same command, on a cluster
+            return (ray if on_ray else COMMANDS[args.command]).run(args)
     except FunASRNanoError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

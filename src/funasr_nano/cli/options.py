@@ -68,7 +68,7 @@ def check_at_least_one(args: argparse.Namespace, names: Sequence[str]) -> None:
 def check_load_options(args: argparse.Namespace) -> None:
     """The mistakes in the load and decode options that need no model to notice, found before anything
     heavy is imported."""
-    from ..backends import dtype_name
+    from ..dtypes import dtype_name
 
     check_at_least_one(args, ("batch_size", "max_new_tokens"))
     dtype_name(args.dtype)

@@ -12,18 +12,16 @@ With ``-o`` the txt, tsv, srt and vtt files grow as segments are decoded, under 
 from __future__ import annotations
 
 import argparse
-import glob
 import os
 import sys
 import time
-import unicodedata
 import warnings
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import FunASRNanoError, UsageError, option
+from ..frontend.sources import Input, expand_inputs, printable
 from ..output.formats import ALL, FORMATS, ProgressiveOutputs, formats_for, output_paths, render
 from ..output.subtitles import CueLimits
 from ..result import Segment, Transcription
@@ -40,14 +38,6 @@ from .options import (
 
 if TYPE_CHECKING:
     from .progress import AudioProgress
-
-AUDIO_SUFFIXES = frozenset({
-    ".wav", ".flac", ".mp3", ".m4a", ".aac", ".ogg", ".oga", ".opus", ".webm", ".mp4", ".mkv", ".mov", ".wma",
-    ".aif", ".aiff", ".amr", ".3gp",
-})
-STDIN = "-"
-STDIN_NAME = "stdin"  # its output name under --output-dir
-
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("transcribe", help="transcribe audio; print the text or write txt/json/srt/vtt/tsv")
@@ -90,106 +80,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                          help="model replicas (one GPU each where the cluster has GPUs; default: 1)")
     cluster.add_argument("--replica-cpus", type=float, default=1.0,
                          help="CPU cores per CPU replica, also its torch threads (default: 1)")
-
-
-@dataclass
-class _Input:
-    path: Path | None  # None: standard input
-    root: Path | None  # the folder the output name mirrors the path below (None for standard input)
-    name: str = ""  # output file name without the format suffix, relative to --output-dir
-
-    @property
-    def label(self) -> str:
-        """How messages and stdout name the input: as given, control characters escaped."""
-        return STDIN if self.path is None else printable(str(self.path))
-
-
-def printable(text: str) -> str:
-    """``text`` with line breaks, tabs and other control characters written as escapes (\\n, \\t, \\x1b),
-    so a file name cannot break a ``path<TAB>text`` line or an error line."""
-    escapes = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
-    return "".join(
-        escapes.get(char) or (f"\\x{ord(char):02x}" if ord(char) < 256 else f"\\u{ord(char):04x}")
-        if unicodedata.category(char) in ("Cc", "Zl", "Zp") else
-        # A byte of a file name that is not UTF-8 (Python keeps it as a lone surrogate): its hex escape,
-        # the same on stdout and stderr, and never an encoding error.
-        f"\\x{ord(char) - 0xDC00:02x}" if 0xDC80 <= ord(char) <= 0xDCFF else char
-        for char in text
-    )
-
-
-def _directory_audio(directory: Path) -> list[Path]:
-    return sorted(p for p in directory.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
-
-
-def expand_inputs(arguments: Sequence[str]) -> tuple[list[_Input], list[str]]:
-    """Files as given, directories searched recursively for audio, glob patterns expanded, ``-`` for
-    standard input.
-
-    Returns the inputs (duplicates dropped) and one error line per argument that named nothing.
-    """
-    inputs: list[_Input] = []
-    errors: list[str] = []
-    for argument in arguments:
-        path = Path(argument)
-        if argument == STDIN:
-            found = [_Input(None, None)]
-        elif path.is_dir():
-            found = [_Input(p, path) for p in _directory_audio(path)]
-            if not found:
-                suffixes = ", ".join(sorted(AUDIO_SUFFIXES))
-                errors.append(f"{printable(argument)}: no audio files ({suffixes}) in this directory")
-        elif path.is_file():
-            found = [_Input(path, path.parent)]
-        elif any(char in argument for char in "*?["):
-            matches = [Path(m) for m in sorted(glob.glob(argument, recursive=True))]
-            found = [_Input(m, m.parent) for m in matches if m.is_file()]
-            found += [_Input(p, m) for m in matches if m.is_dir() for p in _directory_audio(m)]
-            if not found:
-                errors.append(f"{printable(argument)}: no files match this pattern")
-        else:
-            found = []
-            errors.append(f"{printable(argument)}: no such file or directory")
-        inputs.extend(found)
-    seen: set[Path | None] = set()
-    unique = []
-    for item in inputs:
-        key = None if item.path is None else item.path.resolve()
-        if key not in seen:
-            seen.add(key)
-            unique.append(item)
-    _name_outputs(unique)
-    return unique, errors
-
-
-def free_name(name: str, taken: set[str]) -> str:
-    """``name``, or ``name-2``, ``name-3``... whichever is not yet in ``taken`` (case-folded: on macOS and
-    Windows A.srt and a.srt are one file); the name returned is added to ``taken``."""
-    candidate, number = name, 2
-    while candidate.casefold() in taken:
-        candidate, number = f"{name}-{number}", number + 1
-    taken.add(candidate.casefold())
-    return candidate
-
-
-def _name_outputs(inputs: list[_Input]) -> None:
-    """Each input's path below the folder all inputs' roots share, without its suffix; inputs that
-    would still share a name (x.wav and x.mp3) keep their suffix (x.wav.srt), then get a number."""
-    roots = [os.path.abspath(item.root) for item in inputs if item.root is not None]
-    common = os.path.commonpath(roots) if roots else ""
-    for item in inputs:
-        if item.path is None:
-            item.name = STDIN_NAME
-        else:
-            item.name = Path(os.path.relpath(os.path.abspath(item.path), common)).with_suffix("").as_posix()
-    counts: dict[str, int] = {}
-    for item in inputs:
-        counts[item.name.casefold()] = counts.get(item.name.casefold(), 0) + 1
-    taken: set[str] = set()
-    for item in inputs:
-        suffix = "" if item.path is None else item.path.suffix
-        name = item.name if counts[item.name.casefold()] == 1 else item.name + suffix
-        item.name = free_name(name, taken)
 
 
 def read_hotwords(inline: str | None, file: str | None) -> str | None:
@@ -242,7 +132,7 @@ def _flag_summary(result: Transcription) -> str | None:
     return f"{len(flagged)} of {len(result.segments)} segments flagged ({', '.join(kinds)})"
 
 
-def _sources(inputs: list[_Input]) -> Iterator[str | bytes]:
+def _sources(inputs: list[Input]) -> Iterator[str | bytes]:
     """What the model reads, one input at a time: a path, or the bytes of standard input."""
     for item in inputs:
         yield sys.stdin.buffer.read() if item.path is None else str(item.path)
@@ -250,10 +140,6 @@ def _sources(inputs: list[_Input]) -> Iterator[str | bytes]:
 
 def run(args: argparse.Namespace) -> int:
     """Run the command; returns the exit status (0: all files done, 1: some failed)."""
-    if args.ray is not None:
-        from ..distributed.command import run as run_on_ray
-
-        return run_on_ray(args)
     inputs, errors = expand_inputs(args.inputs)
     formats = output_formats(args, len(inputs))
     check_options(args)
@@ -332,7 +218,7 @@ def run(args: argparse.Namespace) -> int:
 class _Outputs:
     """The ``-o`` files of each input, written segment by segment as the pipeline hands them over."""
 
-    def __init__(self, inputs: list[_Input], formats: list[str], args: argparse.Namespace, limits: CueLimits):
+    def __init__(self, inputs: list[Input], formats: list[str], args: argparse.Namespace, limits: CueLimits):
         self.inputs, self.formats, self.args, self.limits = inputs, formats, args, limits
         self.open: dict[int, ProgressiveOutputs] = {}
         self.replaced: dict[int, list[Path]] = {}
@@ -376,7 +262,7 @@ class _Outputs:
             self.discard(index)
 
 
-def _skipped(inputs: list[_Input], formats: list[str], args: argparse.Namespace) -> list[_Input]:
+def _skipped(inputs: list[Input], formats: list[str], args: argparse.Namespace) -> list[Input]:
     """--skip-existing: the inputs whose every output is already there."""
     directory = Path(args.output_dir)
     return [item for item in inputs
@@ -396,7 +282,7 @@ def _summary(args: argparse.Namespace, done: int, total: int, skipped: int, audi
 
 
 def _print(
-    result: Transcription, item: _Input, formats: list[str], limits: CueLimits, progress: AudioProgress,
+    result: Transcription, item: Input, formats: list[str], limits: CueLimits, progress: AudioProgress,
     several: bool,
 ) -> None:
     if formats == ["txt"]:

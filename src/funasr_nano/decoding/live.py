@@ -336,8 +336,8 @@ class LiveStream:
         utterance.hypothesis, utterance.agreed = hypothesis, agreed
         if self._open is utterance:
             text = sendable(clean_text(self._decode(hypothesis)))
-            stable = sendable(clean_text(self._decode(agreed)))
-            self._events.append(Partial(utterance.item, text, stable if text.startswith(stable) else ""))
+            stable = _whole_words(sendable(clean_text(self._decode(agreed))), text)
+            self._events.append(Partial(utterance.item, text, stable))
 
     def _final_done(self, key: Hashable, result: DecodedRecording) -> None:
         item, begin = self._finals.pop(key)
@@ -355,6 +355,25 @@ class LiveStream:
         while self._next_final in self._finished:
             self._events.append(self._finished.pop(self._next_final))
             self._next_final += 1
+
+
+def _whole_words(stable: str, text: str) -> str:
+    """``stable`` (a prefix of ``text``) cut back to its last whole word: agreed tokens can end inside a
+    word ("Barbara C") whose rest is still to be decoded. Characters of unspaced scripts are words."""
+    if not text.startswith(stable):
+        return ""
+    if len(stable) == len(text) or not stable:
+        return stable
+    before, after = stable[-1], text[len(stable)]
+    if _in_word(before) and _in_word(after):
+        cut = max(stable.rfind(" "), 0)
+        return stable[:cut].rstrip()
+    return stable
+
+
+def _in_word(char: str) -> bool:
+    """Part of a spaced word: a letter or digit outside the scripts written without spaces."""
+    return char.isalnum() and not ("\u3040" <= char <= "\u30ff" or "\u3400" <= char <= "\u9fff")
 
 
 def _common_prefix(a: list[int], b: list[int]) -> list[int]:

@@ -36,7 +36,7 @@ def collect_jobs(arguments: Sequence[str]) -> tuple[list[Job], list[str]]:
     A file ending in .txt, .lst or .list is a list: one path or URL per line (blank lines and lines
     starting with # are skipped). Local inputs are named as ``funasr-nano transcribe`` names them.
     """
-    from ..cli.transcribe import expand_inputs, free_name
+    from ..frontend.sources import expand_inputs, free_name
 
     local: list[str] = []
     urls: list[str] = []

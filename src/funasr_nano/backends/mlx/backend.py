@@ -15,9 +15,10 @@ import torch
 
 from ...checkpoint import CTC_PREFIXES, MLX_WEIGHTS, load_checkpoint
 from ...config import ModelConfig
+from ...dtypes import dtype_name
 from ...errors import UsageError, option
 from ...frontend.features import extract_features
-from .. import LENGTH, STOP, Event, Request, dtype_name, position_limit_message
+from .. import LENGTH, STOP, Event, Request, position_limit_message
 from ..alignment import CTCResult
 from .convert import read_converted
 from .ctc_head import CTCHead

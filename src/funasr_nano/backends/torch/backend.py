@@ -8,8 +8,9 @@ from collections.abc import Hashable, Iterable, Sequence
 import torch
 
 from ...config import ModelConfig
+from ...dtypes import dtype_name
 from ...errors import UsageError, option
-from .. import Event, Request, dtype_name, position_limit_message
+from .. import Event, Request, position_limit_message
 from ..alignment import CTCResult
 from .ctc_head import CTCHead
 from .engine import GenerationRequest, GreedyEngine

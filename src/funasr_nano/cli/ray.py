@@ -6,9 +6,9 @@ import argparse
 import importlib.util
 import sys
 
-from ..cli.options import cue_limits, transcribe_options
-from ..cli.transcribe import check_options, output_formats, read_hotwords
 from ..errors import UsageError
+from .options import cue_limits, transcribe_options
+from .transcribe import check_options, output_formats, read_hotwords
 
 
 def run(args: argparse.Namespace) -> int:
@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     if importlib.util.find_spec("ray") is None:
         raise UsageError("--ray needs Ray: pip install 'funasr-nano[ray]'")
     from ..demo import announce_default
-    from .ray_job import ModelOptions, transcribe_collection
+    from ..distributed.ray_job import ModelOptions, transcribe_collection
 
     announce_default(args)
 
