@@ -251,12 +251,10 @@ class GreedyEngine:
         if not self._fits_cache(self._waiting[0]) or cramped:
             if self._active or self._reader.pending:
                 return []  # drain: the cache is replaced only once every row of the old one is read
-            # A cache that proved too small grows to full width and twice the length at once: every
-            # growth waits for a drain and captures its graphs again, so a server pays for it once.
-            length = max(s.prompt_length + s.budget for s in self._waiting)
-            if self.cache is not None:
-                wanted, length = self.max_batch if cramped else wanted, max(length, 2 * self.cache.max_len)
-            self.reserve(wanted, length)
+            # A cache that proved too narrow grows to full width at once: every growth waits for a drain
+            # and captures its graphs again, so a server pays for it once. (Its length grows only as
+            # needed: the step graphs attend over the whole length.)
+            self.reserve(self.max_batch if cramped else wanted, max(s.prompt_length + s.budget for s in self._waiting))
             assert self.cache is not None
             free = list(range(self.cache.slots))
         admitted: list[tuple[int, _Sequence]] = []
