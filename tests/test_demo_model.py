@@ -176,8 +176,9 @@ def test_official_funasr_agrees_on_the_subset(subset, subset_results, tmp_path):
 
 def test_server_json_and_stream_give_the_direct_text(model, subset, subset_results):
     pytest.importorskip("fastapi")
+    pytest.importorskip("uvicorn")
     openai = pytest.importorskip("openai")
-    from test_server import running
+    from server_helpers import running
 
     from funasr_nano.serve.config import ServerConfig
 
