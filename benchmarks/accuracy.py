@@ -1,7 +1,7 @@
 """Accuracy of a model on a synthesized test set (training/testset.py): WER for English, CER for
 Chinese and Japanese, corpus-level (total edits / total reference units) per split and language.
 
-    python benchmarks/accuracy.py --model DIR --testset OUT_DIR [--splits sentences,voices,long] [--limit N]
+    python -m benchmarks.accuracy --model DIR --testset OUT_DIR [--splits sentences,voices,long] [--limit N]
         [--device cpu|cuda] [--dtype float32|bfloat16] [--mode plain|stream|batch1|server] [--url URL]
         [--json out.json]
 
@@ -186,9 +186,7 @@ def print_table(results: dict[str, dict[str, dict[str, Any]]]) -> None:
 
 
 def _provenance(device: str) -> dict[str, Any]:
-    # common.py sits next to this file: importable when run as a script (its folder is sys.path[0])
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from common import provenance
+    from benchmarks.common import provenance  # torch and the oracle: only for the record
 
     return provenance("accuracy", device)
 

@@ -1,6 +1,6 @@
 """The README's accuracy table and agreement figures from benchmarks/accuracy.py records.
 
-    python benchmarks/accuracy_table.py --reference torch-fp32=FILE [NAME=FILE ...] [--testset DIR]
+    python -m benchmarks.accuracy_table --reference torch-fp32=FILE [NAME=FILE ...] [--testset DIR]
 
 For every record: its error rates per split and language (in %), and the share of clips whose text
 equals the reference record's. With --testset (the directory training/testset.py wrote), also the
@@ -12,13 +12,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from accuracy import error_rates  # noqa: E402
-
-from funasr_nano.result import join_texts  # noqa: E402
+from benchmarks.accuracy import error_rates
+from funasr_nano.result import join_texts
 
 COLUMNS = [(split, lang) for split in ("sentences", "voices", "long") for lang in ("en", "zh", "ja")]
 

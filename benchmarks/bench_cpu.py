@@ -1,15 +1,16 @@
 """C1: L1 on this machine's CPU cores, the official funasr against funasr-nano's CPU modes.
 
-    python benchmarks/bench_cpu.py --model DIR [--threads 2] [--rounds 2] [--modes fp32,bf16,int8,bf16-int8]
+    python -m benchmarks.bench_cpu --model DIR [--threads 2] [--rounds 2] [--modes fp32,bf16,int8,bf16-int8]
         [--quality MODE=ACCURACY.json ...] [--results benchmarks/results]
 
 Modes: fp32; bf16 (encoder and LLM in bf16); int8 (weight-only int8 LLM linears, fp32 elsewhere);
 bf16-int8 (both). The systems run one process at a time, alternating official and each mode for every
 round, so that load from other users of a shared machine falls on all of them alike; each process
-measures its own wall time and peak RSS. Build the checkpoint first with build_checkpoint.py (~10 GB RAM
-for the official process). Speed comes from the full-size random checkpoint, quality from the demo
-model: ``--quality`` takes benchmarks/accuracy.py records of each mode (and of fp32), and a mode's
-quality is held when every sentence-split error rate is within +0.3 points of fp32's.
+measures its own wall time and peak RSS. Build the checkpoint first with ``python -m
+benchmarks.build_checkpoint`` (~10 GB RAM for the official process). Speed comes from the full-size
+random checkpoint, quality from the demo model: ``--quality`` takes ``python -m benchmarks.accuracy``
+records of each mode (and of fp32), and a mode's quality is held when every sentence-split error rate
+is within +0.3 points of fp32's.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import agreement
+from benchmarks.common import agreement
 
 HERE = Path(__file__).resolve().parent
 MODES = {
@@ -97,10 +98,10 @@ def main() -> None:
                 shared = ["--model", str(args.model), "--json", str(out), "--device", "cpu", "--workloads", "L1",
                           "--repeats", "1", "--threads", threads]
                 if name == "official":
-                    command = [python, str(HERE / "bench_peers.py"), "official", *shared, "--dtypes", "fp32"]
+                    command = [python, "-m", "benchmarks.bench_peers", "official", *shared, "--dtypes", "fp32"]
                 else:
                     dtype, int8 = MODES[name]
-                    command = [python, str(HERE / "bench_ours.py"), *shared, "--dtype", dtype, "--warmups", "1"]
+                    command = [python, "-m", "benchmarks.bench_ours", *shared, "--dtype", dtype, "--warmups", "1"]
                     command += ["--int8"] if int8 else []
                 runs[name].append(run(command, out))
                 print(
@@ -148,7 +149,7 @@ def main() -> None:
         "device": f"{cpu_model()['model']}, {args.threads} threads (shared with other work at the time: runs "
         "alternated system by system)",
         "cpu": cpu_model(),
-        "command": "python benchmarks/bench_cpu.py " + shlex.join(sys.argv[1:]),
+        "command": "python -m benchmarks.bench_cpu " + shlex.join(sys.argv[1:]),
         "git_commit": args.commit,
         "versions": runs[modes[0]][-1].get("versions") if modes else None,
         "quality_rule": f"demo model, sentence split: every error rate within +{HELD_POINTS} points of fp32",

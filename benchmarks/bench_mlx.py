@@ -1,9 +1,9 @@
 """The MLX backend on Apple Silicon: workload L1 of the benchmark protocol (shared/spec/benchmark.md).
 
-    python benchmarks/build_checkpoint.py /tmp/nano-full --device cpu    # full-size random checkpoint, once
-    python benchmarks/bench_mlx.py --model /tmp/nano-full --json mlx-L1.json
+    python -m benchmarks.build_checkpoint /tmp/nano-full --device cpu    # full-size random checkpoint, once
+    python -m benchmarks.bench_mlx --model /tmp/nano-full --json mlx-L1.json
     funasr-nano convert --bits 4 --model /tmp/nano-full /tmp/nano-full-4bit
-    python benchmarks/bench_mlx.py --model /tmp/nano-full-4bit --json mlx-L1-4bit.json
+    python -m benchmarks.bench_mlx --model /tmp/nano-full-4bit --json mlx-L1-4bit.json
 
 L1: one 41.26 s clip, batch 1, 124 new tokens (stop tokens ignored: random weights rarely emit one),
 from a 16 kHz array to text; RTF; stages (features, encoder+adaptor, prefill, decode ms/token); peak
@@ -23,9 +23,9 @@ from pathlib import Path
 
 import mlx.core as mx
 import torch
-from common import L1_SAMPLES, L1_TOKENS, SAMPLE_RATE, l1_audio, peak_rss_gb, summary, versions
 
 import funasr_nano
+from benchmarks.common import L1_SAMPLES, L1_TOKENS, SAMPLE_RATE, l1_audio, peak_rss_gb, summary, versions
 from funasr_nano.backends.mlx.generate import greedy_generate
 from funasr_nano.frontend.features import extract_features
 

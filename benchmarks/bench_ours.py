@@ -1,6 +1,6 @@
 """funasr-nano's side of the speed benchmarks (benchmarks/README protocol: L1, D1, T1 on one device).
 
-    python benchmarks/bench_ours.py --model DIR --json OUT.json [--device cuda] [--dtype bfloat16]
+    python -m benchmarks.bench_ours --model DIR --json OUT.json [--device cuda] [--dtype bfloat16]
         [--workloads L1,D1,T1] [--repeats 5] [--int8] [--threads N]
 
 Prints one JSON object of figures (also written to --json); run_gpu.py / bench_cpu.py merge it with the
@@ -18,7 +18,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import (
+
+import funasr_nano
+from benchmarks.common import (
     D1_BATCHES,
     D1_CONTEXT,
     L1_SAMPLES,
@@ -39,8 +41,6 @@ from common import (
     timed,
     versions,
 )
-
-import funasr_nano
 from funasr_nano.backends import generate
 from funasr_nano.backends.torch.engine import GenerationRequest, GreedyEngine
 from funasr_nano.frontend.audio import load_audio

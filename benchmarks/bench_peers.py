@@ -1,7 +1,7 @@
 """The peers' side of the speed benchmarks, on the same checkpoint, audio and token counts.
 
-    python benchmarks/bench_peers.py official --model DIR --json OUT.json [--device cuda] [--workloads L1,T1]
-    python benchmarks/bench_peers.py transformers --model DIR --json OUT.json [--workloads L1,D1]
+    python -m benchmarks.bench_peers official --model DIR --json OUT.json [--device cuda] [--workloads L1,T1]
+    python -m benchmarks.bench_peers transformers --model DIR --json OUT.json [--workloads L1,D1]
 
 official: the funasr toolkit's AutoModel built from the hub config.yaml with init_param=model.pt (what a
 hub download does), dither 0, its default fp32 LLM and llm_dtype="bf16"; new tokens fixed with
@@ -21,7 +21,8 @@ from pathlib import Path
 
 import torch
 import yaml
-from common import (
+
+from benchmarks.common import (
     D1_BATCHES,
     D1_CONTEXT,
     L1_SAMPLES,
@@ -33,7 +34,6 @@ from common import (
     agreement,
     device_name,
     l1_audio,
-    official_kwargs,
     peak_memory,
     reset_peak_memory,
     summary,
@@ -41,6 +41,7 @@ from common import (
     timed,
     versions,
 )
+from oracle.hub import official_kwargs
 
 OFFICIAL_T1_BATCH = 32
 # transformers' steps are slow at batch 128: fewer of them than ours, the same difference method.

@@ -6,7 +6,7 @@ spacing of bf16 numbers at that logit size and next to how far bf16 arithmetic m
 (the same prefix through the bf16 model alone). Gaps within that error mean the choice is decided by
 rounding, which the batch size changes, not by a batching bug.
 
-    python benchmarks/bf16_divergence.py --model DIR --output benchmarks/results/X.json
+    python -m benchmarks.bf16_divergence --model DIR --output benchmarks/results/X.json
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from pathlib import Path
 
 import soundfile
 import torch
-from common import decode_segments, provenance
-from load_test import make_clips
 
 import funasr_nano
+from benchmarks.common import decode_segments, provenance
+from benchmarks.load_test import make_clips
 from funasr_nano.backends.torch.qwen3 import prompt_logits
 
 

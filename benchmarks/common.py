@@ -1,4 +1,8 @@
-"""Shared pieces of the benchmark scripts: workloads, inputs, timing, environment records."""
+"""Shared pieces of the benchmark scripts: workloads, inputs, timing, environment records.
+
+The scripts are modules of the ``benchmarks`` package, run from the repository root as
+``python -m benchmarks.NAME ...``; their test audio comes from the oracle package (oracle.reference).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import importlib.metadata
 import os
 import platform
 import resource
+import shlex
 import statistics
 import subprocess
 import sys
@@ -17,10 +22,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "oracle"))
+from oracle.reference import make_wav
 
-from build_official import make_wav, official_kwargs  # noqa: E402,F401  (re-exported for the scripts)
+ROOT = Path(__file__).resolve().parents[1]
 
 SAMPLE_RATE = 16000
 TOKENS_PER_SECOND = 3  # benchmark.md: fixed new-token count, 3 per second of audio, rounded up
@@ -119,12 +123,20 @@ def git_commit() -> str:
         return "unknown"
 
 
+def command_line() -> str:
+    """How this process was started, spelled as it is run from the repository root: ``python -m
+    benchmarks.NAME ARGS`` for a module (sys.argv[0] is then the file's absolute path), else the argv."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    start = ["-m", spec.name] if spec is not None and spec.name else sys.argv[:1]
+    return shlex.join([Path(sys.executable).name, *start, *sys.argv[1:]])
+
+
 def provenance(workload: str, device: str) -> dict[str, str | None]:
     """What a result file records first: the workload, when, how it was run, on what."""
     return {
         "workload": workload,
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "command": command_line(),
         "git_commit": git_commit(),
         "device": device_name(device),
         "torch": torch.__version__,

@@ -3,12 +3,12 @@ torchaudio works (the GPU machine: torchaudio 2.11 with torch 2.11).
 
 (a) frames: ``funasr_nano.backends.alignment.forced_align`` (on --device, batched) against
     ``torchaudio.functional.forced_align`` (CPU, as the official toolkit calls it) and against the
-    transcription of its kernel in tests/forced_align_reference.py, on random log-probs of many shapes
+    transcription of its kernel in oracle/forced_align_reference.py, on random log-probs of many shapes
     (quantised so that ties between paths are common) and on the demo model's log-probs;
-(b) char timestamps: a random official checkpoint with a CTC head (tests/oracle/official_ctc.py), the
+(b) char timestamps: a random official checkpoint with a CTC head (oracle/official_ctc.py), the
     official ``FunASRNano.inference`` unchanged (real torchaudio) against ours on the same clips.
 
-    python benchmarks/compare_torchaudio.py --device cuda \
+    python -m benchmarks.compare_torchaudio --device cuda \
         --out benchmarks/results/2026-12-03-h200-compare-torchaudio.json
 
 Needs funasr==1.4.16 and torchaudio (its forced_align op).
@@ -18,20 +18,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT / "tests" / "oracle"))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-from forced_align_reference import torchaudio_forced_align  # noqa: E402
-
-from funasr_nano.backends.alignment import alignable, forced_align, token_labels  # noqa: E402
+from funasr_nano.backends.alignment import alignable, forced_align, token_labels
+from oracle.forced_align_reference import torchaudio_forced_align
 
 
 def _torchaudio(log_probs: np.ndarray, targets: list[int], blank: int) -> list[int] | None:
@@ -107,11 +100,10 @@ def compare_frames(cases: list[tuple[np.ndarray, list[int]]], device: str, have_
 
 
 def compare_official(device: str, work: Path) -> dict:
-    from build_official import make_wav
-    from official_ctc import build, official_inference
-
     import funasr_nano
     from funasr_nano.decoding.words import token_timestamps
+    from oracle.official_ctc import build, official_inference
+    from oracle.reference import make_wav
 
     am = build(work, seed=3)
     ours = funasr_nano.load_model(work, device=device, dtype="float32")
@@ -144,7 +136,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--work", type=Path, default=Path("/tmp/funasr-nano-official-ctc"))
     args = parser.parse_args()
-    from common import provenance
+    from benchmarks.common import provenance
 
     try:
         import torchaudio  # noqa: F401

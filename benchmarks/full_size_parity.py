@@ -1,10 +1,10 @@
 """Full-size parity on record: the official funasr vs funasr-nano on a full-size random checkpoint.
 
 Builds the 1261-tensor bf16 checkpoint in the hub layout with the official code
-(tests/oracle/build_official.py --full, ~80 s and ~9 GB RAM on CPU), then runs our loader and model
+(``python -m oracle.build_official --full``, ~80 s and ~9 GB RAM on CPU), then runs our loader and model
 (fp32) on the same clips and prints every stage's comparison. Optionally writes the figures as JSON.
 
-    python benchmarks/full_size_parity.py --work /tmp/official_full [--reuse] [--json OUT.json]
+    python -m benchmarks.full_size_parity --work /tmp/official_full [--reuse] [--json OUT.json]
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks.common import ROOT, command_line
 
 
 def relative_error(ours: torch.Tensor, theirs: torch.Tensor) -> float:
@@ -35,7 +35,7 @@ def peak_rss_gb() -> float:
 def build_official(work: Path) -> float:
     started = time.perf_counter()
     subprocess.run(
-        [sys.executable, str(ROOT / "tests/oracle/build_official.py"), str(work), "--full"], check=True
+        [sys.executable, "-m", "oracle.build_official", str(work.resolve()), "--full"], cwd=ROOT, check=True
     )
     return time.perf_counter() - started
 
@@ -126,7 +126,7 @@ def main() -> None:
     figures = compare(args.work, args.device)
     record = {
         "what": "full-size parity, official funasr 1.4.16 vs funasr-nano (fp32)",
-        "command": " ".join(sys.argv),
+        "command": command_line(),
         "date": datetime.date.today().isoformat(),
         "device": args.device
         if args.device != "cpu"

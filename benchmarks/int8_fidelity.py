@@ -1,6 +1,6 @@
 """How far the CPU int8 LLM is from fp32 on the L1 prompt (same inputs, so no free-running divergence).
 
-    python benchmarks/int8_fidelity.py --model DIR [--steps 32] [--threads 2]
+    python -m benchmarks.int8_fidelity --model DIR [--steps 32] [--threads 2]
 
 Prints the relative error of the last prefill position's logits and the teacher-forced greedy agreement
 (every step is fed the fp32 run's previous token) over --steps decode steps.
@@ -13,9 +13,9 @@ import json
 from pathlib import Path
 
 import torch
-from common import l1_audio
 
 import funasr_nano
+from benchmarks.common import l1_audio
 from funasr_nano.backends import generate
 from funasr_nano.backends.torch.engine import GenerationRequest, GreedyEngine
 from funasr_nano.backends.torch.quantize import quantize_llm_int8

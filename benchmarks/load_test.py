@@ -7,7 +7,7 @@ errors (must be 0) and responses that differ from the single-request result (mus
 benchmarks/results/<date>-<device>-S1.json. With ``--stream`` every request asks for server-sent events and
 the time to its first text delta is reported too; the deltas must add up to the final text.
 
-    python benchmarks/load_test.py --model DIR --device cpu --clients 4 --duration 30 --max-new-tokens 8
+    python -m benchmarks.load_test --model DIR --device cpu --clients 4 --duration 30 --max-new-tokens 8
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ from typing import Any
 
 import numpy as np
 import soundfile
-from common import agreement, provenance
+
+from benchmarks.common import agreement, provenance
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEECH = ROOT / "tests" / "data" / "speech.ogg"

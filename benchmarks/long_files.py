@@ -7,10 +7,10 @@ pauses of light noise (written block by block, so this script stays small too), 
 is measured the same way (a process that loads it and transcribes one clip). Large files go under
 --tmp and are deleted afterwards.
 
-    python benchmarks/long_files.py --minutes 5 60 180 \\
+    python -m benchmarks.long_files --minutes 5 60 180 \\
         --out benchmarks/results/2026-12-03-cpu-long-files-demo.json
-    # GPU, full-size random checkpoint (benchmarks/build_checkpoint.py DIR first):
-    python benchmarks/long_files.py --model DIR --device cuda --minutes 5 60 180 600 \\
+    # GPU, full-size random checkpoint (python -m benchmarks.build_checkpoint DIR first):
+    python -m benchmarks.long_files --model DIR --device cuda --minutes 5 60 180 600 \\
         --out benchmarks/results/2026-12-XX-h200-long-files-random.json
 """
 
@@ -26,7 +26,8 @@ from pathlib import Path
 
 import numpy as np
 import soundfile
-from common import ROOT, provenance
+
+from benchmarks.common import ROOT, provenance
 
 SAMPLE_RATE = 16000
 

@@ -1,6 +1,6 @@
 """Print the README speed tables (markdown) from benchmarks/results/*-{L1,T1,D1,C1}.json.
 
-    python benchmarks/make_table.py [--results benchmarks/results]
+    python -m benchmarks.make_table [--results benchmarks/results]
 
 For each workload and device the newest file is used; every figure comes from one run of all systems.
 """

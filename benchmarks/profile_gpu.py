@@ -2,7 +2,7 @@
 for both decode variants, a kernel table of one step, encoder/prefill launch counts, and bf16 agreement
 with the eager reference under teacher forcing.
 
-    python benchmarks/profile_gpu.py --model DIR --json OUT.json [--tune]
+    python -m benchmarks.profile_gpu --model DIR --json OUT.json [--tune]
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from common import L1_TOKENS, agreement, l1_audio
 
 import funasr_nano
+from benchmarks.common import L1_TOKENS, agreement, l1_audio
 from funasr_nano.backends import generate
 from funasr_nano.backends.torch import fused as fused_module
 from funasr_nano.backends.torch import triton_ops as ops

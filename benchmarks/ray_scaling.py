@@ -1,6 +1,6 @@
 """The Ray batch path against the plain CLI on one machine: overhead of one replica, and 1 -> N replicas.
 
-    python benchmarks/ray_scaling.py --inputs DIR [--model demo] [--device cpu] [--replicas 1,2]
+    python -m benchmarks.ray_scaling --inputs DIR [--model demo] [--device cpu] [--replicas 1,2]
         [--cpus 2] --out benchmarks/results/DATE-cpu-ray-scaling-demo.json
 
 Each system is one `funasr-nano transcribe DIR -o OUT -f json -q` process (the Ray ones with --ray
@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import provenance
+from benchmarks.common import provenance
 
 
 def texts(out: Path) -> dict[str, str]:

@@ -1,6 +1,6 @@
 """Our torchaudio-equivalent resampler against torchaudio itself.
 
-    PYTHONPATH=src python benchmarks/resample_vs_torchaudio.py [--json PATH] [--commit SHA]
+    PYTHONPATH=src python -m benchmarks.resample_vs_torchaudio [--json PATH] [--commit SHA]
 
 Needs only torch, torchaudio and numpy (it imports ``funasr_nano.frontend.resample`` alone, not the package's
 heavier modules, and not benchmarks/common.py, whose oracle imports need the official toolkit). For each
@@ -20,6 +20,7 @@ import json
 import math
 import os
 import platform
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -127,7 +128,7 @@ def main() -> int:
     document = {
         "workload": "resample_vs_torchaudio",
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "command": shlex.join([Path(sys.executable).name, "-m", "benchmarks.resample_vs_torchaudio", *sys.argv[1:]]),
         "git_commit": args.commit or git_commit(),
         "device": device_names(devices),
         "torch": torch.__version__,

@@ -1,6 +1,6 @@
 """One side-by-side GPU benchmark run: build the checkpoint, run ours and the peers, write the results.
 
-    python benchmarks/run_gpu.py --work /tmp/bench --commit SHA [--results benchmarks/results] [--logs DIR]
+    python -m benchmarks.run_gpu --work /tmp/bench --commit SHA [--results benchmarks/results] [--logs DIR]
 
 Each system runs in its own process, one after the other, on the same machine, checkpoint and inputs;
 the figures go to <results>/<date>-<device>-<workload>.json for L1, D1 and T1 (make_table.py renders them).
@@ -87,23 +87,23 @@ def main() -> None:
     python = sys.executable
     limits = [float(t) for t in args.timeouts.split(",")]
     timings = {}
-    build = subprocess.run([python, str(HERE / "build_checkpoint.py"), str(model)], capture_output=True, text=True)
+    build = subprocess.run([python, "-m", "benchmarks.build_checkpoint", str(model)], capture_output=True, text=True)
     print(build.stdout, build.stderr[-2000:], flush=True)
     checkpoint = ast.literal_eval(build.stdout.strip().splitlines()[-1])
     ours, hf, official, profile = (logs / f"{n}.json" for n in ("ours", "transformers", "official", "profile"))
-    timings["ours_s"] = run([python, str(HERE / "bench_ours.py"), "--model", str(model), "--json", str(ours),
+    timings["ours_s"] = run([python, "-m", "benchmarks.bench_ours", "--model", str(model), "--json", str(ours),
                              "--repeats", str(args.repeats)], log, limits[0])
-    timings["profile_s"] = run([python, str(HERE / "profile_gpu.py"), "--model", str(model), "--json", str(profile)],
+    timings["profile_s"] = run([python, "-m", "benchmarks.profile_gpu", "--model", str(model), "--json", str(profile)],
                                log, limits[1])
-    timings["official_s"] = run([python, str(HERE / "bench_peers.py"), "official", "--model", str(model),
+    timings["official_s"] = run([python, "-m", "benchmarks.bench_peers", "official", "--model", str(model),
                                  "--json", str(official), "--workloads", "L1,T1"], log, limits[2])
-    timings["transformers_s"] = run([python, str(HERE / "bench_peers.py"), "transformers", "--model", str(model),
+    timings["transformers_s"] = run([python, "-m", "benchmarks.bench_peers", "transformers", "--model", str(model),
                                      "--json", str(hf), "--workloads", "L1,D1"], log, limits[3])
     o, h, f, prof = load(ours), load(hf), load(official), load(profile)
     base = {
         "date": datetime.date.today().isoformat(),
         "device": o.get("device") or h.get("device") or f.get("device"),
-        "command": "python benchmarks/run_gpu.py " + shlex.join(sys.argv[1:]),
+        "command": "python -m benchmarks.run_gpu " + shlex.join(sys.argv[1:]),
         "git_commit": args.commit,
         "versions": {**o.get("versions", {}), "funasr": f.get("versions", {}).get("funasr")},
         "checkpoint": {"kind": "full-size random, official hub layout (benchmarks/build_checkpoint.py)",

@@ -2,7 +2,7 @@
 whole transcription, for ``transcribe(on_text=...)``. Also checks that the pieces add up to the text and,
 without VAD, that streaming gives exactly the plain result.
 
-    python benchmarks/stream_latency.py --model DIR --device cuda --output benchmarks/results/X.json
+    python -m benchmarks.stream_latency --model DIR --device cuda --output benchmarks/results/X.json
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import soundfile
 import torch
-from common import provenance
 
 import funasr_nano
+from benchmarks.common import provenance
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEECH = ROOT / "tests" / "data" / "speech.ogg"

@@ -13,8 +13,8 @@ run: the whole transcription of the L1 clip (41.26 s, 124 new tokens), on the de
 On the demo model the new-token count is not fixed (it stops where it wants), so its cost figure is
 noisy; the full-size random model never stops early and decodes exactly 124 tokens.
 
-    python benchmarks/timestamps.py --out benchmarks/results/2026-12-03-cpu-timestamps-demo.json
-    python benchmarks/timestamps.py --make-clips tests/data/word_timed --count 2   # the CI clips
+    python -m benchmarks.timestamps --out benchmarks/results/2026-12-03-cpu-timestamps-demo.json
+    python -m benchmarks.timestamps --make-clips tests/data/word_timed --count 2   # the CI clips
 """
 
 from __future__ import annotations
@@ -24,15 +24,10 @@ import difflib
 import json
 import random
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "training"))
-sys.path.insert(0, str(ROOT / "benchmarks"))
 
 SAMPLE_RATE = 16000
 # Short everyday sentences: words the demo model has heard in its training sentences' vocabulary.
@@ -69,7 +64,7 @@ def spoken_words(lang: str, sentence: str) -> list[str]:
 
 def make_recording(lang: str, sentence: str, rng: random.Random) -> tuple[np.ndarray, list[dict]]:
     """One recording and its words' true times (seconds): words spoken one by one, 0.1-0.4 s gaps."""
-    from synth import pick_voice, speak
+    from training.synth import pick_voice, speak
 
     voice = pick_voice(rng, lang, held_out=False)
     noise = np.random.default_rng(rng.randrange(2**31))
@@ -203,7 +198,7 @@ def accuracy(model, items: list[dict], reference: bool) -> dict:  # type: ignore
 
 
 def cost(model, audio: np.ndarray, rounds: int, device: str) -> dict:  # type: ignore[no-untyped-def]
-    from common import sync
+    from benchmarks.common import sync
 
     def once(words: bool) -> float:
         sync(device)
@@ -297,15 +292,13 @@ def main() -> None:
     if args.make_clips is not None:
         write_clips(args.make_clips, args.count, args.seed)
         return
-    from common import l1_audio, provenance
-
     import funasr_nano
+    from benchmarks.common import l1_audio, provenance
 
     model = funasr_nano.load_model(args.model, device=args.device)
     if args.random_ctc_head and model.ctc_tokenizer is None:
         attach_random_ctc_head(model)
     document = provenance("timestamps", args.device)
-    document["command"] = "python " + " ".join(sys.argv)
     document["model"] = args.model
     if args.cost_only:
         document["cost"] = cost(model, l1_audio(), args.rounds, args.device)

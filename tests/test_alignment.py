@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from forced_align_reference import torchaudio_forced_align
 
 from funasr_nano.backends.alignment import alignable, forced_align, token_labels
+from oracle.forced_align_reference import torchaudio_forced_align
 
 
 def _case(rng: np.random.Generator, frames: int, length: int, vocab: int, quantum: float | None):

@@ -3,7 +3,6 @@ path (batched, streamed, long-form VAD, MLX, the server) gives the text of a pla
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -14,10 +13,11 @@ import pytest
 import soundfile
 
 import funasr_nano
+from benchmarks.accuracy import error_rates
 from funasr_nano import demo
 from funasr_nano.result import join_texts
 
-ORACLE = Path(__file__).parent / "oracle" / "official_demo.py"
+ROOT = Path(__file__).resolve().parents[1]  # where ``python -m oracle.official_demo`` finds the package
 LANGUAGES = ("en", "zh", "ja")
 
 
@@ -41,8 +41,8 @@ def official_texts(files: list[str], tmp_path: Path) -> list[str]:
     importing funasr takes ~12 s and sets global logging)."""
     pytest.importorskip("funasr")
     out = tmp_path / "official.json"
-    proc = subprocess.run([sys.executable, str(ORACLE), str(demo.MODEL_DIR), str(out), *files],
-                          capture_output=True, text=True, timeout=900)
+    proc = subprocess.run([sys.executable, "-m", "oracle.official_demo", str(demo.MODEL_DIR), str(out), *files],
+                          cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(out.read_text(encoding="utf-8"))["texts"]
 
@@ -145,13 +145,6 @@ SUBSET = Path(__file__).parent / "data" / "demo"
 CEILINGS = {"en": 0.30, "zh": 0.04, "ja": 0.08}
 
 
-def _accuracy_module():
-    spec = importlib.util.spec_from_file_location("accuracy", Path(__file__).parents[1] / "benchmarks" / "accuracy.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def subset() -> list[dict]:
     return [json.loads(line) for line in (SUBSET / "manifest.jsonl").read_text(encoding="utf-8").splitlines()]
@@ -163,7 +156,7 @@ def subset_results(model, subset) -> list[funasr_nano.Transcription]:
 
 
 def test_subset_error_rates_stay_at_the_measured_level(subset, subset_results):
-    rates = _accuracy_module().error_rates(
+    rates = error_rates(
         (row["lang"], row["text"], result.text) for row, result in zip(subset, subset_results, strict=True)
     )
     for lang, ceiling in CEILINGS.items():
@@ -183,8 +176,9 @@ def test_official_funasr_agrees_on_the_subset(subset, subset_results, tmp_path):
 
 def test_server_json_and_stream_give_the_direct_text(model, subset, subset_results):
     pytest.importorskip("fastapi")
+    pytest.importorskip("uvicorn")
     openai = pytest.importorskip("openai")
-    from test_server import running
+    from server_helpers import running
 
     from funasr_nano.serve.config import ServerConfig
 

@@ -101,9 +101,9 @@ def _mlx_token_timestamps(model, wav: np.ndarray, text: str) -> list[dict]:
 
 
 def test_official_ctc_checkpoint_matches_official_and_torch(official_ctc):
-    from build_official import make_wav
-    from forced_align_reference import torchaudio_forced_align
-    from official_ctc import official_inference
+    from oracle.forced_align_reference import torchaudio_forced_align
+    from oracle.official_ctc import official_inference
+    from oracle.reference import make_wav
 
     model_dir, am = official_ctc
     ours = load_model(model_dir, device="cpu", backend="mlx", dtype="float32")

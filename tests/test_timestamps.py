@@ -5,7 +5,6 @@ missing), word rules, outputs, borrowing a head, and the demo model's word-timed
 from __future__ import annotations
 
 import json
-import sys
 import warnings
 from pathlib import Path
 
@@ -18,7 +17,6 @@ from funasr_nano.backends.alignment import Alignment, TokenSpan
 from funasr_nano.decoding.words import aligned_words, text_units, token_timestamps
 from funasr_nano.errors import ModelLoadError
 
-sys.path.insert(0, str(Path(__file__).parent / "oracle"))
 DATA = Path(__file__).parent / "data" / "word_timed"
 
 
@@ -32,9 +30,9 @@ def _ours_token_timestamps(model, wav: np.ndarray, text: str) -> list[dict]:
 
 
 def test_char_timestamps_equal_the_official(official_ctc):
-    from build_official import make_wav
-    from forced_align_reference import torchaudio_forced_align
-    from official_ctc import official_inference
+    from oracle.forced_align_reference import torchaudio_forced_align
+    from oracle.official_ctc import official_inference
+    from oracle.reference import make_wav
 
     model_dir, am = official_ctc
     ours = load_model(model_dir, device="cpu")
@@ -127,8 +125,7 @@ def test_demo_word_timed_clips_within_a_loose_bound():
     offset (frames taken as 10 ms, the context padding forgotten) fails."""
     import soundfile as sf
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    from timestamps import reference_words, score
+    from benchmarks.timestamps import reference_words, score
 
     model = load_model("demo", device="cpu")
     errors = []

@@ -5,7 +5,7 @@ normalisation (``itn``: digits) and the spoken-form target (``spoken``: numbers 
 the ITN switch of the prompt has something to learn. Japanese is written in kana because espeak-ng
 reads kana but not kanji. Deterministic for a given seed.
 
-    python training/corpus.py OUT.jsonl [--per-language 100000] [--test-per-language 400]
+    python -m training.corpus OUT.jsonl [--per-language 100000] [--test-per-language 400]
 """
 
 from __future__ import annotations

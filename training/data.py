@@ -1,7 +1,7 @@
 """Training batches on the GPU: pooled clips -> augmented audio -> fbank+LFR -> prompt ids and targets.
 
 Clips live in shards (``shard-*.npz``: int16 ``audio`` concatenated, ``offsets``, ``index`` into the
-corpus) written by ``pool.py`` while training runs; the loader picks up new shards as they appear.
+corpus) written by ``python -m training.pool`` while training runs; the loader picks up new shards as they appear.
 """
 
 from __future__ import annotations

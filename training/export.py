@@ -12,15 +12,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import torch
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "oracle"))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from build_official import hub_config, qwen3_config  # noqa: E402
+from oracle.hub import hub_config, qwen3_config
 
 CARD = """# funasr-nano demo model (synthetic speech only)
 
@@ -114,13 +111,13 @@ def export(model, sizes, base: Path, out: Path, meta: dict) -> None:
 
 
 def main() -> None:
-    """Export a weights snapshot (``train.py --snapshot``) without the training machine."""
+    """Export a weights snapshot (``python -m training.train --snapshot``) without the training machine:
+    ``python -m training.export SNAPSHOT_DIR BASE_DIR OUT_DIR``."""
     import argparse
-
-    from model import DemoModel, demo_sizes
 
     from funasr_nano.text.ctc_tokenizer import CTCTokenizer
     from funasr_nano.text.prompt import PromptTokenizer
+    from training.model import DemoModel, demo_sizes
 
     parser = argparse.ArgumentParser()
     parser.add_argument("snapshot", type=Path)

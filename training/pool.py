@@ -1,6 +1,6 @@
 """Synthesize the training pool into shards while training reads them (run in the background).
 
-    python training/pool.py CORPUS.jsonl OUT_DIR --clips 120000 --shard 4000 --processes 14
+    python -m training.pool CORPUS.jsonl OUT_DIR --clips 120000 --shard 4000 --processes 14
 
 Only ``train`` sentences are spoken, each once, by a training voice; the order is a seeded shuffle,
 so a run that stops early holds a random subset. Shards already present are skipped (resumable).
@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import argparse
 import random
-import sys
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from data import load_corpus  # noqa: E402
-from synth import pick_voice, speak_many  # noqa: E402
+from training.data import load_corpus
+from training.synth import pick_voice, speak_many
 
 
 def main() -> None:

@@ -1,19 +1,16 @@
 """Tokenizers for the demo model, from the corpus (run on the CPU before training).
 
-python training/prepare.py CORPUS.jsonl BASE_DIR [--llm-vocab 4000] [--ctc-vocab 3000]
+    python -m training.prepare CORPUS.jsonl BASE_DIR [--llm-vocab 4000] [--ctc-vocab 3000]
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from data import LANGUAGE_NAMES, load_corpus  # noqa: E402
-from tokenizers_build import build_ctc_vocabulary, build_llm_tokenizer  # noqa: E402
-
-from funasr_nano.text.prompt import ASSISTANT_SUFFIX, prompt_prefix  # noqa: E402
+from funasr_nano.text.prompt import ASSISTANT_SUFFIX, prompt_prefix
+from training.data import LANGUAGE_NAMES, load_corpus
+from training.tokenizers_build import build_ctc_vocabulary, build_llm_tokenizer
 
 
 def main() -> None:

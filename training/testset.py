@@ -5,9 +5,9 @@ Split ``voices``: the next test sentences spoken by held-out voices (new text AN
 Split ``long`` (``--long N``): N recordings per language of 6-10 ``sentences`` clips joined with pauses
 and faint white noise, for the VAD path. Deterministic for a given corpus and seed.
 
-    python training/testset.py CORPUS.jsonl OUT_DIR [--per-split 200] [--seed 11] [--processes N] [--long N]
+    python -m training.testset CORPUS.jsonl OUT_DIR [--per-split 200] [--seed 11] [--processes N] [--long N]
 
-espeak-ng comes from ``ESPEAK`` / ``ESPEAK_DATA_PATH`` when set (see synth.py).
+espeak-ng comes from ``ESPEAK`` / ``ESPEAK_DATA_PATH`` when set (see training/synth.py).
 """
 
 from __future__ import annotations
@@ -23,8 +23,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from synth import SAMPLE_RATE, Voice, pick_voice, speak_many  # noqa: E402
+from training.synth import SAMPLE_RATE, Voice, pick_voice, speak_many
 
 LANGUAGES = ("en", "zh", "ja")
 SPLITS = {"sentences": False, "voices": True}  # split -> spoken by held-out voices

@@ -1,10 +1,10 @@
 """Train the demo Fun-ASR-Nano on the synthetic pool (GPU), resumable, then export the hub directory.
 
-    python training/train.py --corpus C.jsonl --base BASE_DIR --pool POOL_DIR --work WORK_DIR \
+    python -m training.train --corpus C.jsonl --base BASE_DIR --pool POOL_DIR --work WORK_DIR \
         --seconds 900 --time-limit 520 [--export OUT_DIR]
 
 BASE_DIR holds the tokenizers (``Qwen3-0.6B/tokenizer.json``, ``multilingual.tiktoken``) made by
-``prepare.py``. WORK_DIR/state.pt is the resumable training state (weights, optimiser, step, RNG);
+``python -m training.prepare``. WORK_DIR/state.pt is the resumable training state (weights, optimiser, step, RNG);
 a run stops once ``--seconds`` of training are done in all, or after ``--time-limit`` seconds, and a
 later run continues from it (the learning-rate schedule follows the training time).
 Loss: next-token cross-entropy on the transcript (after the official prompt and ceil(T/8) audio
@@ -17,19 +17,16 @@ import argparse
 import json
 import math
 import random
-import sys
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from data import BatchMaker, ClipPool, load_corpus  # noqa: E402
-from model import DemoModel, demo_sizes  # noqa: E402
-
-from funasr_nano.text.ctc_tokenizer import CTCTokenizer  # noqa: E402
-from funasr_nano.text.prompt import IM_END, PromptTokenizer  # noqa: E402
+from funasr_nano.text.ctc_tokenizer import CTCTokenizer
+from funasr_nano.text.prompt import IM_END, PromptTokenizer
+from training.data import BatchMaker, ClipPool, load_corpus
+from training.model import DemoModel, demo_sizes
 
 
 def splice(model: DemoModel, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -188,7 +185,7 @@ def main() -> None:
                 args.snapshot / f"weights-{i}.pt",
             )
     if args.export and trained >= args.seconds:
-        from export import export
+        from training.export import export
 
         export(
             model,

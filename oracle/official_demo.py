@@ -1,6 +1,6 @@
 """Transcribe audio files with the OFFICIAL funasr FunASRNano loading a model directory unchanged.
 
-    python tests/oracle/official_demo.py MODEL_DIR OUT.json FILE... [--language 中文] [--no-itn] [--ctc]
+    python -m oracle.official_demo MODEL_DIR OUT.json FILE... [--language 中文] [--no-itn] [--ctc]
 
 The directory's own config.yaml and model.pt are used; only the paths the hub resolves through
 configuration.json (``Qwen3-0.6B``, ``multilingual.tiktoken``) are made absolute, and dither is 0
@@ -14,14 +14,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 import warnings
 from pathlib import Path
 
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from build_official import official_kwargs  # noqa: E402
+from oracle.hub import official_kwargs
 
 
 def main() -> None:

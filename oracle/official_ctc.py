@@ -18,7 +18,8 @@ from typing import Any
 
 import torch
 import yaml
-from build_official import LLM_DIR_NAME, TINY, hub_config, official_kwargs, perturb_state_dict, write_llm_dir
+
+from oracle.hub import LLM_DIR_NAME, TINY, hub_config, official_kwargs, perturb_state_dict, write_llm_dir
 
 SPECIALS = 1679
 CTC_LAYERS = 2
