@@ -167,3 +167,33 @@ def test_stable_text_ends_at_a_whole_word(stable, text, expected):
     from funasr_nano.decoding.live import _whole_words
 
     assert _whole_words(stable, text) == expected
+
+
+def test_streams_share_the_server_worker_with_the_texts_they_have_alone(model, talk):
+    """Two streams fed at once from two threads, their decodes on one worker (beside each other): each
+    gets the finals it gets alone."""
+    import threading
+
+    from funasr_nano.decoding.live import LiveOptions, LiveStream
+    from funasr_nano.frontend.endpoint import EndpointOptions
+    from funasr_nano.options import TranscribeOptions
+    from funasr_nano.serve.worker import Worker, WorkerDecodes
+
+    alone = [e.text for e in feed(model.stream(), talk) if isinstance(e, Final)]
+    worker = Worker(model, window_s=0)
+    try:
+        settings = model.settings(TranscribeOptions())
+        streams = [LiveStream(WorkerDecodes(worker), model.tokenizer.decode, settings, LiveOptions(),
+                              SpeechDetector(EndpointOptions())) for _ in range(2)]
+        results: dict[int, list] = {}
+        threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, feed(streams[i], talk)))
+                   for i in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(300)
+        assert worker.stats.largest_batch >= 1
+    finally:
+        worker.close()
+    for index in range(2):
+        assert [e.text for e in results[index] if isinstance(e, Final)] == alone

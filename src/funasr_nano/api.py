@@ -13,7 +13,7 @@ from .backends import Engine
 from .backends.selection import choose_backend
 from .checkpoint import LLM_SUBDIR, load_checkpoint, load_ctc_head, model_name, resolve_model_dir
 from .config import ModelConfig, ctc_config_for_borrowed, read_config
-from .decoding.live import LiveOptions, LiveStream
+from .decoding.live import InlineDecodes, LiveOptions, LiveStream
 from .decoding.pieces import DecodedRecording, DecodeSettings, Recording, open_recording
 from .decoding.scheduler import RecordingDone, Scheduler, SegmentDone, TextDelta, decode_recordings
 from .dtypes import dtype_name
@@ -131,7 +131,7 @@ class FunASRNano:
         endpoint = EndpointOptions() if vad is True else vad or None
         options = LiveOptions(interval=interval, max_utterance=max_utterance, endpoint=endpoint)
         detector = SpeechDetector(endpoint) if endpoint is not None else None
-        return LiveStream(self.scheduler(), settings, options, detector)
+        return LiveStream(InlineDecodes(self.scheduler()), self.tokenizer.decode, settings, options, detector)
 
     def transcribe_many(
         self,

@@ -13,8 +13,10 @@ a partial still waiting when its utterance ends is cancelled.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Hashable, Iterator
+import threading
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field, replace
+from typing import Protocol
 
 import numpy as np
 
@@ -28,7 +30,7 @@ from ..result import Word, join_texts
 from ..text.detokenize import sendable
 from ..text.prompt import PromptIds, clean_text
 from .guards import token_budget
-from .pieces import DecodedRecording, DecodeSettings, open_recording
+from .pieces import DecodedRecording, DecodeSettings, Recording, open_recording
 from .scheduler import Output, RecordingDone, Scheduler
 
 
@@ -101,18 +103,61 @@ class _Utterance:
 
 _TAIL_SAMPLES = FRAME_SAMPLES  # kept beyond the prefix padding while nobody speaks
 
+Deliver = Callable[[Output | BaseException], None]
+
+
+class Decodes(Protocol):
+    """Where a stream's decodes run: its own scheduler on the caller's thread (:class:`InlineDecodes`) or
+    a scheduler other work shares (the server's worker)."""
+
+    def submit(self, recording: Recording, deliver: Deliver) -> None: ...
+
+    def cancel(self, key: Hashable) -> None: ...
+
+    def run(self) -> None:
+        """Do the work submitted so far, or nothing where another thread does it."""
+        ...
+
+
+class InlineDecodes:
+    """A scheduler stepped by :meth:`run`, on the caller's thread."""
+
+    def __init__(self, scheduler: Scheduler):
+        self.scheduler = scheduler
+        self._deliver: dict[Hashable, Deliver] = {}
+
+    def submit(self, recording: Recording, deliver: Deliver) -> None:
+        self._deliver[recording.key] = deliver
+        self.scheduler.submit(recording)
+
+    def cancel(self, key: Hashable) -> None:
+        self.scheduler.cancel(key)
+        self._deliver.pop(key, None)
+
+    def run(self) -> None:
+        while not self.scheduler.idle:
+            for output in self.scheduler.step():
+                deliver = self._deliver.get(output.recording)
+                if deliver is not None:
+                    if isinstance(output, RecordingDone):
+                        del self._deliver[output.recording]
+                    deliver(output)
+
 
 class LiveStream:
     """One live audio stream. :meth:`feed` audio as it arrives, take the events with :meth:`poll` (or
     iterate :meth:`events`), :meth:`commit` to end the open utterance now, :meth:`close` at the end.
-    Decodes run on the caller's thread, in :meth:`feed`, :meth:`commit` and :meth:`close`."""
+    With :class:`InlineDecodes` the decodes run on the caller's thread, in :meth:`feed`, :meth:`commit`
+    and :meth:`close`; with a shared worker they run there, and :meth:`close` waits for them."""
 
-    def __init__(self, scheduler: Scheduler, settings: DecodeSettings, options: LiveOptions,
-                 detector: SpeechDetector | None, vad_device: str = "cpu"):
-        self.scheduler, self.settings, self.options = scheduler, settings, options
+    def __init__(self, decodes: Decodes, decode_text: Callable[[list[int]], str], settings: DecodeSettings,
+                 options: LiveOptions, detector: SpeechDetector | None, vad_device: str = "cpu"):
+        self.decodes, self.settings, self.options = decodes, settings, options
         self.detector = detector
         self.vad_device = vad_device
-        self._decode = scheduler.tokenizer.decode
+        self._decode = decode_text
+        self._lock = threading.RLock()  # a shared worker hands decodes back on its own thread
+        self._idle = threading.Condition(self._lock)
         self._keys = itertools.count()
         self._items = itertools.count()
         self._resampler: ChunkedResampler | None = None
@@ -132,31 +177,36 @@ class LiveStream:
 
     def feed(self, samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:
         """Mono float samples in [-1, 1] (or int16) at ``sample_rate``, the same rate for the whole stream."""
-        if self.closed:
-            raise UsageError("this stream is closed: open a new one with model.stream()")
-        self._take(self._to_16k(samples, sample_rate))
-        self._run()
+        with self._lock:
+            if self.closed:
+                raise UsageError("this stream is closed: open a new one with model.stream()")
+            self._take(self._to_16k(samples, sample_rate))
+        self.decodes.run()
 
     def commit(self) -> None:
         """End the open utterance here (e.g. push-to-talk released): its final text comes next."""
-        if self._open is not None:
-            self._end(self._heard)
-            if self.detector is not None and self.detector.in_speech:
-                self._begin(self._heard)  # the speech goes on: what follows is the next utterance
-                self._open.begin = self._heard  # type: ignore[union-attr]
-        self._run()
+        with self._lock:
+            if self._open is not None:
+                self._end(self._heard)
+                if self.detector is not None and self.detector.in_speech:
+                    self._begin(self._heard)  # the speech goes on: what follows is the next utterance
+                    self._open.begin = self._heard  # type: ignore[union-attr]
+        self.decodes.run()
 
     def close(self) -> None:
         """No more audio: the open utterance is ended and every decode finished."""
-        if self.closed:
-            return
-        if self._resampler is not None:
-            self._take(self._resampler.finish())
-        if self._open is not None:
-            self._end(self._heard)
-            self._events.append(SpeechStopped(self._heard / SAMPLE_RATE))
-        self.closed = True
-        self._run()
+        with self._lock:
+            if self.closed:
+                return
+            if self._resampler is not None:
+                self._take(self._resampler.finish())
+            if self._open is not None:
+                self._end(self._heard)
+                self._events.append(SpeechStopped(self._heard / SAMPLE_RATE))
+            self.closed = True
+        self.decodes.run()
+        with self._idle:
+            self._idle.wait_for(lambda: not self._partials and not self._finals)
 
     @property
     def buffered_seconds(self) -> float:
@@ -165,13 +215,14 @@ class LiveStream:
 
     def poll(self) -> list[LiveEvent]:
         """The events since the previous poll."""
-        events, self._events = self._events, []
+        with self._lock:
+            events, self._events = self._events, []
         return events
 
     def events(self) -> Iterator[LiveEvent]:
         """The events not yet taken (every one, once the stream is closed)."""
-        while self._events:
-            yield self._events.pop(0)
+        while events := self.poll():
+            yield from events
 
     # -- audio in ----------------------------------------------------------------------------------
 
@@ -264,7 +315,7 @@ class LiveStream:
         assert utterance is not None
         self._open = None
         if utterance.pending is not None:
-            self.scheduler.cancel(utterance.pending)
+            self.decodes.cancel(utterance.pending)
             self._partials.pop(utterance.pending, None)
         samples = self._samples(utterance.begin, end)
         speech = (max(0, utterance.speech - utterance.begin), (speech_end or end) - utterance.begin)
@@ -272,7 +323,7 @@ class LiveStream:
         probabilities = (self.detector.probabilities_from(utterance.begin, frames) if self.detector is not None
                          else np.ones(frames, np.float32))
         score = quietness(samples, probabilities)
-        key = ("final", next(self._keys))
+        key = (id(self), "final", next(self._keys))  # unique among the streams of a shared worker
         self._finals[key] = (utterance.item, utterance.begin)
         prepared = PreparedAudio(samples, SpeechMap([speech], score) if self.settings.vad is not None else None)
         self._submit(key, prepared, self.settings)
@@ -286,7 +337,7 @@ class LiveStream:
         settings = replace(self.settings, prompt=PromptIds(prompt.prefix, prompt.suffix + forced), vad=None,
                            max_new_tokens=max(4, token_budget(seconds) - len(forced)), word_timestamps=False,
                            stream_text=False)
-        key = ("partial", next(self._keys), len(forced))
+        key = (id(self), "partial", next(self._keys), len(forced))
         utterance.pending, utterance.last_partial = key, self._heard
         self._partials[key] = utterance
         self._submit(key, PreparedAudio(self._samples(utterance.begin, self._heard).copy()), settings)
@@ -297,40 +348,37 @@ class LiveStream:
         except FunASRNanoError as exc:
             self._failed(key, exc)
             return
-        self.scheduler.submit(recording)
+        self.decodes.submit(recording, lambda output: self._handle(key, output))
 
     # -- decodes back ------------------------------------------------------------------------------
 
-    def _run(self) -> None:
-        while not self.scheduler.idle:
-            for output in self.scheduler.step():
-                self.handle(output)
-
-    def handle(self, output: Output) -> None:
-        """One scheduler output for this stream's decodes (other outputs are ignored)."""
-        if not isinstance(output, RecordingDone):
+    def _handle(self, key: Hashable, output: Output | BaseException) -> None:
+        """A scheduler output for one of this stream's decodes (or what broke it)."""
+        if not isinstance(output, (RecordingDone, BaseException)):
             return
-        key, result = output.recording, output.result
-        if isinstance(result, FunASRNanoError):
-            self._failed(key, result)
-        elif key in self._partials:
-            self._partial_done(key, result)
-        elif key in self._finals:
-            self._final_done(key, result)
+        with self._idle:
+            result = output.result if isinstance(output, RecordingDone) else output
+            if isinstance(result, BaseException):
+                self._failed(key, result)
+            elif key in self._partials:
+                self._partial_done(key, result)
+            elif key in self._finals:
+                self._final_done(key, result)
+            self._idle.notify_all()
 
-    def _failed(self, key: Hashable, error: FunASRNanoError) -> None:
+    def _failed(self, key: Hashable, error: BaseException) -> None:
         utterance = self._partials.pop(key, None)
         if utterance is not None:
             utterance.pending = None  # a partial is only a preview: the final decode says the rest
             return
         item, _ = self._finals.pop(key, (None, 0))
         if item is not None:
-            self._report(Failed(item, str(error)))
+            self._report(Failed(item, str(error) or type(error).__name__))
 
     def _partial_done(self, key: Hashable, result: DecodedRecording) -> None:
         utterance = self._partials.pop(key)
         utterance.pending = None
-        forced = utterance.agreed[: key[2]]  # type: ignore[index]
+        forced = utterance.agreed[: key[3]]  # type: ignore[index]
         hypothesis = forced + [t for s in result.segments for t in s.tokens]
         agreed = _common_prefix(utterance.hypothesis, hypothesis) if utterance.hypothesis else forced
         utterance.hypothesis, utterance.agreed = hypothesis, agreed

@@ -100,6 +100,7 @@ class Worker:
         self.stats = WorkerStats()
         self._scheduler: Scheduler = model.scheduler()
         self._inbox: list[tuple[Recording, Deliver]] = []
+        self._cancelled: list[Hashable] = []
         self._deliver: dict[Hashable, Deliver] = {}
         self._feeds: dict[Hashable, SpanFeed] = {}
         self._cond = threading.Condition()
@@ -122,6 +123,12 @@ class Worker:
             self._cond.notify_all()
         return feed
 
+    def cancel(self, key: Hashable) -> None:
+        """Stop a submitted recording: no more outputs for it (a live stream's superseded partial)."""
+        with self._cond:
+            self._cancelled.append(key)
+            self._cond.notify_all()
+
     def wake(self) -> None:
         with self._cond:
             self._cond.notify_all()
@@ -137,10 +144,12 @@ class Worker:
         """Move submissions to the scheduler; waits while there is nothing to do. False: time to stop."""
         scheduler = self._scheduler
         with self._cond:
+            self._drop_cancelled()
             while not self._inbox and (scheduler.idle or not scheduler.decoding):
                 if scheduler.idle and self._closing:
                     return False
                 self._cond.wait(None if scheduler.idle else _IDLE_WAIT_S)
+                self._drop_cancelled()
                 if not scheduler.idle and not self._inbox:
                     return True  # pieces may have been cut meanwhile
             if scheduler.idle and self._inbox and self.window_s:
@@ -152,6 +161,17 @@ class Worker:
             self._deliver[recording.key] = deliver
             scheduler.submit(recording)
         return True
+
+    def _drop_cancelled(self) -> None:
+        """With the lock held: forget the recordings cancelled since the last look."""
+        for key in self._cancelled:
+            self._inbox = [(r, d) for r, d in self._inbox if r.key != key]
+            self._scheduler.cancel(key)
+            self._deliver.pop(key, None)
+            feed = self._feeds.pop(key, None)
+            if feed is not None:
+                feed.stopped.set()
+        self._cancelled.clear()
 
     def _run(self) -> None:
         while self._take():
@@ -180,3 +200,19 @@ class Worker:
         with self._cond:
             self._feeds.pop(key).stopped.set()
         return self._deliver.pop(key)
+
+
+class WorkerDecodes:
+    """A live stream's decodes on the worker, beside every other request's (the live stream's port)."""
+
+    def __init__(self, worker: Worker):
+        self.worker = worker
+
+    def submit(self, recording: Recording, deliver: Deliver) -> None:
+        self.worker.submit(recording, deliver).produce()  # a live decode's audio is cut already
+
+    def cancel(self, key: Hashable) -> None:
+        self.worker.cancel(key)
+
+    def run(self) -> None:
+        """Nothing: the worker's thread runs the decodes."""
