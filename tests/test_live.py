@@ -197,3 +197,32 @@ def test_streams_share_the_server_worker_with_the_texts_they_have_alone(model, t
         worker.close()
     for index in range(2):
         assert [e.text for e in results[index] if isinstance(e, Final)] == alone
+
+
+def test_listen_plays_a_file_prints_finals_and_saves_subtitles(model, talk, tmp_path, monkeypatch, capsys):
+    import funasr_nano.api as api
+    from funasr_nano.cli.main import main
+
+    wav, srt = tmp_path / "talk.wav", tmp_path / "talk.srt"
+    soundfile.write(wav, talk, 16000, subtype="FLOAT")  # the same samples back
+    monkeypatch.setattr(api, "load_model", lambda *args, **kwargs: model)
+    assert main(["listen", "--model", "demo", "--file", str(wav), "--fast", "-o", str(srt), "-f", "srt"]) == 0
+    texts = [s.text.strip() for s in model.transcribe(talk).segments]
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split("] ", 1)[1] for line in lines] == texts
+    cues = srt.read_text(encoding="utf-8").split("\n\n")
+    assert [" ".join(cue.splitlines()[2:]) for cue in cues if cue.strip()] == texts  # cues wrap at 42 columns
+
+
+def test_listen_refuses_what_it_cannot_do_in_one_line(tmp_path, capsys):
+    import importlib.util
+
+    from funasr_nano.cli.main import main
+
+    assert main(["listen", "--model", "demo", "--fast"]) == 2
+    assert main(["listen", "--model", "demo", "--file", "x.wav", "-o", str(tmp_path)]) == 2
+    if importlib.util.find_spec("sounddevice") is None:
+        assert main(["listen", "--model", "demo", "--device", "cpu"]) == 2
+        assert "sounddevice" in capsys.readouterr().err.splitlines()[-1]
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert all("Traceback" not in line for line in errors)

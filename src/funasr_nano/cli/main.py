@@ -16,10 +16,10 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import FunASRNanoError, cli_spelling
-from . import convert, ray, serve, transcribe
+from . import convert, listen, ray, serve, transcribe
 from .options import DEFAULT_MODEL
 
-COMMANDS = {"transcribe": transcribe, "serve": serve, "convert": convert}
+COMMANDS = {"transcribe": transcribe, "listen": listen, "serve": serve, "convert": convert}
 # What a program killed by SIGPIPE reports: the reader of our output has gone (`... | head`).
 BROKEN_PIPE_STATUS = 141
 

@@ -66,11 +66,11 @@ def check_at_least_one(args: argparse.Namespace, names: Sequence[str]) -> None:
 
 
 def check_load_options(args: argparse.Namespace) -> None:
-    """The mistakes in the load and decode options that need no model to notice, found before anything
-    heavy is imported."""
+    """The mistakes in the load options (and the decode options, where the command has them) that need
+    no model to notice, found before anything heavy is imported."""
     from ..dtypes import dtype_name
 
-    check_at_least_one(args, ("batch_size", "max_new_tokens"))
+    check_at_least_one(args, ("batch_size", "max_new_tokens") if hasattr(args, "max_new_tokens") else ("batch_size",))
     dtype_name(args.dtype)
 
 

@@ -209,6 +209,11 @@ class LiveStream:
             self._idle.wait_for(lambda: not self._partials and not self._finals)
 
     @property
+    def heard_seconds(self) -> float:
+        """Audio fed so far (at 16 kHz)."""
+        return self._heard / SAMPLE_RATE
+
+    @property
     def buffered_seconds(self) -> float:
         """Audio held now: the open utterance's, or the prefix padding while nobody speaks."""
         return self._audio.size / SAMPLE_RATE
