@@ -13,7 +13,7 @@ from .backends import Engine
 from .backends.selection import choose_backend
 from .checkpoint import LLM_SUBDIR, load_checkpoint, load_ctc_head, model_name, resolve_model_dir
 from .config import ModelConfig, ctc_config_for_borrowed, read_config
-from .decoding.live import InlineDecodes, LiveOptions, LiveStream
+from .decoding.live import Decodes, InlineDecodes, LiveOptions, LiveStream
 from .decoding.pieces import DecodedRecording, DecodeSettings, Recording, open_recording
 from .decoding.scheduler import RecordingDone, Scheduler, SegmentDone, TextDelta, decode_recordings
 from .dtypes import dtype_name
@@ -115,6 +115,7 @@ class FunASRNano:
         interval: float = 0.5,
         max_utterance: float = 20.0,
         resampler: str = "torchaudio",
+        decodes: Decodes | None = None,
     ) -> LiveStream:
         """A live stream: ``feed(samples, sample_rate)`` audio as it arrives and take its events with
         ``poll()`` or ``events()``: ``SpeechStarted(time)``, ``Partial(item, text, stable_text)`` every
@@ -123,7 +124,8 @@ class FunASRNano:
         (an ``EndpointOptions`` tunes the threshold, silence and prefix padding); False leaves it to the
         caller, who ends each utterance with ``commit()``. An utterance is ended at ``max_utterance``
         seconds. A final text is decoded as a file's segment is (the same guards; word times with
-        ``word_timestamps``)."""
+        ``word_timestamps``). decodes: where the decodes run (default: on the caller's thread, inside
+        ``feed``; the server passes its worker's)."""
         if not isinstance(vad, (bool, EndpointOptions)):
             raise UsageError(f"vad must be True, False or an EndpointOptions, not {type(vad).__name__}")
         settings = self.settings(TranscribeOptions(language=language, hotwords=hotwords, itn=itn,
@@ -131,7 +133,8 @@ class FunASRNano:
         endpoint = EndpointOptions() if vad is True else vad or None
         options = LiveOptions(interval=interval, max_utterance=max_utterance, endpoint=endpoint)
         detector = SpeechDetector(endpoint) if endpoint is not None else None
-        return LiveStream(InlineDecodes(self.scheduler()), self.tokenizer.decode, settings, options, detector)
+        decodes = decodes or InlineDecodes(self.scheduler())
+        return LiveStream(decodes, self.tokenizer.decode, settings, options, detector)
 
     def transcribe_many(
         self,

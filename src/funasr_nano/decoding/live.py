@@ -37,11 +37,13 @@ from .scheduler import Output, RecordingDone, Scheduler
 @dataclass(frozen=True)
 class SpeechStarted:
     time: float  # seconds from the start of the stream
+    item: int  # the utterance it begins
 
 
 @dataclass(frozen=True)
 class SpeechStopped:
     time: float
+    item: int
 
 
 @dataclass(frozen=True)
@@ -169,7 +171,7 @@ class LiveStream:
         self._partials: dict[Hashable, _Utterance] = {}
         self._finals: dict[Hashable, tuple[int, int]] = {}  # key -> (item, stream sample of its audio[0])
         self._events: list[LiveEvent] = []
-        self._finished: dict[int, Final | Failed] = {}  # finals decoded before an earlier item's
+        self._finished: dict[int, Final | Failed | None] = {}  # finals decoded before an earlier item's
         self._next_final = 0
         self.closed = False
 
@@ -201,12 +203,31 @@ class LiveStream:
             if self._resampler is not None:
                 self._take(self._resampler.finish())
             if self._open is not None:
+                item = self._open.item
                 self._end(self._heard)
-                self._events.append(SpeechStopped(self._heard / SAMPLE_RATE))
+                self._events.append(SpeechStopped(self._heard / SAMPLE_RATE, item))
             self.closed = True
         self.decodes.run()
         with self._idle:
             self._idle.wait_for(lambda: not self._partials and not self._finals)
+
+    @property
+    def open_item(self) -> int | None:
+        """The item of the utterance open now, if one is."""
+        return None if self._open is None else self._open.item
+
+    def clear(self) -> None:
+        """Drop the open utterance's audio undecoded (speech that goes on starts the next utterance)."""
+        with self._lock:
+            utterance, self._open = self._open, None
+            if utterance is not None and utterance.pending is not None:
+                self.decodes.cancel(utterance.pending)
+                self._partials.pop(utterance.pending, None)
+            if utterance is not None:
+                self._report_skipped(utterance.item)
+            if self.detector is not None and self.detector.in_speech:
+                self._begin(self._heard)
+                self._open.begin = self._heard  # type: ignore[union-attr]
 
     @property
     def heard_seconds(self) -> float:
@@ -262,10 +283,10 @@ class LiveStream:
         else:
             for boundary in self.detector.add(samples):
                 if boundary.kind == START:
-                    self._events.append(SpeechStarted(boundary.sample / SAMPLE_RATE))
                     self._begin(boundary.sample)
+                    self._events.append(SpeechStarted(boundary.sample / SAMPLE_RATE, self._open.item))  # type: ignore[union-attr]
                 elif self._open is not None:
-                    self._events.append(SpeechStopped(boundary.sample / SAMPLE_RATE))
+                    self._events.append(SpeechStopped(boundary.sample / SAMPLE_RATE, self._open.item))
                     pad = self.settings.vad.pad if self.settings.vad else 0.0
                     self._end(min(self._heard, boundary.sample + round(pad * SAMPLE_RATE)), boundary.sample)
         utterance = self._open
@@ -402,12 +423,17 @@ class LiveStream:
         flags = sorted({flag for s in segments for flag in s.flags})
         self._report(Final(item, join_texts([s.text for s in segments]).strip(), start, end, words, flags))
 
-    def _report(self, final: Final | Failed) -> None:
-        """Finals go out in item order, whichever decode ends first."""
-        self._finished[final.item] = final
+    def _report(self, final: Final | Failed | None, item: int | None = None) -> None:
+        """Finals go out in item order, whichever decode ends first (None: a cleared item has none)."""
+        self._finished[final.item if final is not None else item] = final  # type: ignore[index]
         while self._next_final in self._finished:
-            self._events.append(self._finished.pop(self._next_final))
+            done = self._finished.pop(self._next_final)
+            if done is not None:
+                self._events.append(done)
             self._next_final += 1
+
+    def _report_skipped(self, item: int) -> None:
+        self._report(None, item)
 
 
 def _whole_words(stable: str, text: str) -> str:

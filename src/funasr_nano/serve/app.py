@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 import uvicorn
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.datastructures import UploadFile
@@ -34,6 +34,7 @@ from ..text.languages import resolve_language
 from .config import ServerConfig
 from .limits import UploadGuard, header_timeout_protocol
 from .openai import RESPONSE_FORMATS, APIError, sse_stream, to_response
+from .realtime import realtime
 from .service import Service
 from .worker import WorkerClosedError
 
@@ -270,6 +271,10 @@ def create_app(model: FunASRNano, config: ServerConfig | None = None) -> FastAPI
     async def transcriptions(request: Request) -> Response:
         _check_api_key(request, config.api_key)
         return await _transcription(request, service)
+
+    @app.websocket("/v1/realtime")
+    async def realtime_session(websocket: WebSocket) -> None:
+        await realtime(websocket, service)
 
     @app.get("/v1/models")
     async def models(request: Request) -> dict[str, Any]:

@@ -14,6 +14,7 @@ class ServerConfig:
     max_audio_s: float = 3600.0
     max_queue: int = 64  # requests admitted at once (uploaded, waiting or decoding); more get 429
     max_uploads: int = 64  # request bodies arriving at once; more get 429
+    max_streams: int = 64  # live (Realtime WebSocket) sessions at once; more are refused
     read_timeout_s: float = 30.0  # an upload that sends nothing for this long gets 408
     min_upload_bytes_per_s: float = 8000.0  # ...and one slower than this, after its first read_timeout_s
     max_new_tokens: int | None = None  # per segment; None derives it from the segment duration

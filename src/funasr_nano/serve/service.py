@@ -36,6 +36,7 @@ class Service:
         self.served = 0
         self.started = time.time()
         self.uploading = 0  # request bodies still arriving (UploadGuard counts them)
+        self.streams = 0  # live sessions open
         self.stopping = asyncio.Event()  # set when the server begins to shut down
 
     def start(self) -> None:

@@ -1,0 +1,138 @@
+"""The Realtime WebSocket (GET /v1/realtime): OpenAI's transcription-session events over a live stream
+of the demo model, whose decodes run on the server's worker."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+
+pytest.importorskip("uvicorn")
+pytest.importorskip("websockets")
+from server_helpers import running  # noqa: E402
+from websockets.exceptions import InvalidStatus  # noqa: E402
+from websockets.sync.client import ClientConnection, connect  # noqa: E402
+
+import funasr_nano  # noqa: E402
+from funasr_nano.serve.config import ServerConfig  # noqa: E402
+
+DEMO = Path(__file__).parent / "data" / "demo"
+
+
+@pytest.fixture(scope="module")
+def model() -> funasr_nano.FunASRNano:
+    return funasr_nano.load_model("demo", device="cpu", dtype="float32")
+
+
+@pytest.fixture(scope="module")
+def talk() -> np.ndarray:
+    """Three demo clips after 1.5 s of silence each, as int16 PCM at 16 kHz."""
+    rows = [json.loads(line) for line in (DEMO / "manifest.jsonl").read_text().splitlines()][:3]
+    gap = np.zeros(24000, np.float32)
+    parts = [gap]
+    for row in rows:
+        parts += [soundfile.read(DEMO / row["path"], dtype="float32")[0], gap]
+    return np.round(np.concatenate(parts) * 32767).astype(np.int16)
+
+
+def appends(pcm: np.ndarray, chunk: int = 1600) -> list[str]:
+    return [json.dumps({"type": "input_audio_buffer.append",
+                        "audio": base64.b64encode(pcm[i : i + chunk].tobytes()).decode()})
+            for i in range(0, pcm.size, chunk)]
+
+
+def receive(ws: ClientConnection) -> dict:
+    return json.loads(ws.recv(timeout=60))
+
+
+def until(ws: ClientConnection, kind: str, count: int = 1) -> list[dict]:
+    """Every event up to the count-th of this type."""
+    seen, found = [], 0
+    while found < count:
+        event = receive(ws)
+        seen.append(event)
+        found += event["type"] == kind
+    return seen
+
+
+def ws_url(base: str) -> str:
+    return base.replace("http://", "ws://") + "/v1/realtime?intent=transcription"
+
+
+def session_update(rate: int = 16000, turn_detection: object = "default") -> str:
+    audio: dict = {"format": {"type": "audio/pcm", "rate": rate}, "transcription": {"model": "fun-asr-nano"}}
+    if turn_detection != "default":
+        audio["turn_detection"] = turn_detection
+    return json.dumps({"type": "session.update", "session": {"type": "transcription", "audio": {"input": audio}}})
+
+
+def test_server_vad_session_gives_each_utterance_its_offline_text(model, talk):
+    offline = [s.text.strip() for s in model.transcribe(talk.astype(np.float32) / 32768).segments]
+    with running(model, ServerConfig()) as base, connect(ws_url(base)) as ws:
+        assert receive(ws)["type"] == "session.created"
+        ws.send(session_update())
+        updated = receive(ws)
+        assert updated["type"] == "session.updated"
+        assert updated["session"]["audio"]["input"]["format"]["rate"] == 16000
+        for message in appends(talk):
+            ws.send(message)
+        events = until(ws, "conversation.item.input_audio_transcription.completed", len(offline))
+    completed = [e for e in events if e["type"].endswith("transcription.completed")]
+    assert [e["transcript"] for e in completed] == offline
+    for done in completed:
+        deltas = [e["delta"] for e in events if e["type"].endswith(".delta") and e["item_id"] == done["item_id"]]
+        assert "".join(deltas) == done["transcript"]
+    kinds = [e["type"] for e in events]
+    assert kinds.count("input_audio_buffer.speech_started") == kinds.count("input_audio_buffer.committed") == 3
+    assert "conversation.item.input_audio_transcription.partial" in kinds
+    assert len({e["event_id"] for e in events}) == len(events)
+
+
+def test_without_turn_detection_a_commit_ends_the_item(model, talk):
+    clip = talk[24000 : talk.size // 3]
+    with running(model, ServerConfig()) as base, connect(ws_url(base)) as ws:
+        receive(ws)
+        ws.send(session_update(turn_detection=None))
+        assert receive(ws)["session"]["audio"]["input"]["turn_detection"] is None
+        for message in appends(clip):
+            ws.send(message)
+        ws.send(json.dumps({"type": "input_audio_buffer.commit"}))
+        events = until(ws, "conversation.item.input_audio_transcription.completed")
+    committed = next(e for e in events if e["type"] == "input_audio_buffer.committed")
+    completed = events[-1]
+    assert committed["item_id"] == completed["item_id"]
+    assert completed["transcript"] == model.transcribe(clip.astype(np.float32) / 32768, vad=False).text.strip()
+
+
+@pytest.mark.parametrize(("message", "code"), [
+    ("not json", "invalid_json"),
+    ('{"type": "input_audio_buffer.append", "audio": "***"}', "invalid_audio"),
+    ('{"type": "response.create"}', "unknown_event"),
+    ('{"type": "input_audio_buffer.commit"}', "input_audio_buffer_empty"),
+    (json.dumps({"type": "session.update", "session": {"audio": {"input": {"format": {"type": "audio/pcm",
+                                                                                     "rate": 44100}}}}}),
+     "invalid_event"),
+])
+def test_a_bad_event_is_an_error_event_and_the_session_goes_on(model, message, code):
+    with running(model, ServerConfig()) as base, connect(ws_url(base)) as ws:
+        receive(ws)
+        ws.send(message)
+        error = receive(ws)
+        assert error["type"] == "error" and error["error"]["code"] == code and error["error"]["message"]
+        ws.send(json.dumps({"type": "input_audio_buffer.clear"}))
+        assert receive(ws)["type"] == "input_audio_buffer.cleared"
+
+
+def test_the_api_key_comes_as_a_header_or_a_subprotocol(model):
+    with running(model, ServerConfig(api_key="k")) as base:
+        with pytest.raises(InvalidStatus), connect(ws_url(base)) as ws:
+            receive(ws)  # refused before the handshake completes: a 403
+        with connect(ws_url(base), additional_headers={"Authorization": "Bearer k"}) as ws:
+            assert receive(ws)["type"] == "session.created"
+        with connect(ws_url(base), subprotocols=["realtime", "openai-insecure-api-key.k"]) as ws:
+            assert ws.subprotocol == "realtime"
+            assert receive(ws)["type"] == "session.created"
