@@ -118,8 +118,8 @@ class FunASRNano:
         decodes: Decodes | None = None,
     ) -> LiveStream:
         """A live stream: ``feed(samples, sample_rate)`` audio as it arrives and take its events with
-        ``poll()`` or ``events()``: ``SpeechStarted(time)``, ``Partial(item, text, stable_text)`` every
-        ``interval`` seconds of an open utterance, ``SpeechStopped(time)``, ``Final(item, text, start, end,
+        ``poll()`` or ``events()``: ``SpeechStarted(time, item)``, ``Partial(item, text, stable_text)`` every
+        ``interval`` seconds of an open utterance, ``SpeechStopped(time, item)``, ``Final(item, text, start, end,
         words, flags)``; ``close()`` at the end. vad: True finds utterances with silero-vad as they end
         (an ``EndpointOptions`` tunes the threshold, silence and prefix padding); False leaves it to the
         caller, who ends each utterance with ``commit()``. An utterance is ended at ``max_utterance``
