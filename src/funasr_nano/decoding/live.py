@@ -312,6 +312,7 @@ class LiveStream:
                 self.detector.forget(self._audio_begin)
 
     def _samples(self, begin: int, end: int) -> np.ndarray:
+        """A view: safe to hand to a decode, since the buffer is replaced, never written in place."""
         return self._audio[begin - self._audio_begin : end - self._audio_begin]
 
     # -- utterances --------------------------------------------------------------------------------
@@ -366,7 +367,7 @@ class LiveStream:
         key = (id(self), "partial", next(self._keys), len(forced))
         utterance.pending, utterance.last_partial = key, self._heard
         self._partials[key] = utterance
-        self._submit(key, PreparedAudio(self._samples(utterance.begin, self._heard).copy()), settings)
+        self._submit(key, PreparedAudio(self._samples(utterance.begin, self._heard)), settings)
 
     def _submit(self, key: Hashable, prepared: PreparedAudio, settings: DecodeSettings) -> None:
         try:
