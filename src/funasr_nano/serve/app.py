@@ -1,4 +1,5 @@
-"""OpenAI-compatible HTTP server: ``POST /v1/audio/transcriptions``, ``GET /v1/models``, ``GET /health``.
+"""OpenAI-compatible HTTP server: ``POST /v1/audio/transcriptions``, ``GET /v1/realtime`` (WebSocket),
+``GET /v1/models``, ``GET /health``, and a browser page at ``/`` (microphone and file upload).
 
 Requests run in a thread pool (audio decoding and segmentation are per request); their segments meet
 in one :class:`~funasr_nano.serve.worker.Worker`, whose thread owns the model and decodes the segments
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import importlib.resources
 import logging
 import socket
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -21,7 +23,7 @@ import numpy as np
 import uvicorn
 from fastapi import FastAPI, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
@@ -41,6 +43,7 @@ from .worker import WorkerClosedError
 log = logging.getLogger("funasr_nano.serve.app")
 
 _TRUE = {"1", "true", "yes", "on"}
+PAGE = importlib.resources.files(__package__).joinpath("page/index.html").read_text(encoding="utf-8")
 MAX_PROMPT_CHARS = 4000  # hotwords/context; far beyond any useful prompt, bounds the prompt length
 
 
@@ -275,6 +278,10 @@ def create_app(model: FunASRNano, config: ServerConfig | None = None) -> FastAPI
     @app.websocket("/v1/realtime")
     async def realtime_session(websocket: WebSocket) -> None:
         await realtime(websocket, service)
+
+    @app.get("/", response_class=HTMLResponse)
+    async def page() -> str:
+        return PAGE
 
     @app.get("/v1/models")
     async def models(request: Request) -> dict[str, Any]:
