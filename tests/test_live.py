@@ -87,6 +87,14 @@ def test_each_utterance_starts_shows_partials_stops_then_finishes(model, talk):
             assert partial.text.startswith(partial.stable_text)
 
 
+def test_a_token_budget_bounds_every_decode_as_offline(model, talk):
+    events = feed(model.stream(max_new_tokens=3), talk)
+    offline = model.transcribe(talk, max_new_tokens=3).segments
+    finals = [e for e in events if isinstance(e, Final)]
+    assert [f.text for f in finals] == [s.text.strip() for s in offline]
+    assert all("truncated" in f.flags for f in finals)  # every demo clip says more than three tokens
+
+
 def test_audio_at_24_khz_gives_the_texts_of_the_same_audio_offline(model, talk):
     audio = np.interp(np.arange(round(talk.size * 1.5)) / 1.5, np.arange(talk.size), talk).astype(np.float32)
     events = feed(model.stream(), audio, rate=24000, chunk_s=0.02)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ import soundfile
 pytest.importorskip("uvicorn")
 pytest.importorskip("websockets")
 from server_helpers import running  # noqa: E402
-from websockets.exceptions import InvalidStatus  # noqa: E402
+from websockets.exceptions import ConnectionClosed, InvalidStatus  # noqa: E402
 from websockets.sync.client import ClientConnection, connect  # noqa: E402
 
 import funasr_nano  # noqa: E402
@@ -141,3 +142,21 @@ def test_the_api_key_comes_as_a_header_or_a_subprotocol(model):
         with connect(ws_url(base), subprotocols=["realtime", "openai-insecure-api-key.k"]) as ws:
             assert ws.subprotocol == "realtime"
             assert receive(ws)["type"] == "session.created"
+
+
+def test_sessions_past_max_streams_are_refused_and_a_place_frees_on_close(model):
+    with running(model, ServerConfig(max_streams=1)) as base:
+        with connect(ws_url(base)) as first:
+            assert receive(first)["type"] == "session.created"
+            with connect(ws_url(base)) as second:
+                assert receive(second)["error"]["code"] == "server_busy"
+                with pytest.raises(ConnectionClosed) as closed:
+                    receive(second)
+            assert closed.value.rcvd.code == 1013 and "1 live sessions" in closed.value.rcvd.reason
+        for _ in range(50):  # the server sees the first close a moment later
+            with connect(ws_url(base)) as again:
+                if receive(again)["type"] == "session.created":
+                    break
+                time.sleep(0.1)
+        else:
+            pytest.fail("the place of a closed session never freed")

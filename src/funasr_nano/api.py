@@ -115,12 +115,14 @@ class FunASRNano:
         interval: float = 0.5,
         max_utterance: float = 20.0,
         resampler: str = "torchaudio",
+        max_new_tokens: int | None = None,
         decodes: Decodes | None = None,
     ) -> LiveStream:
         """A live stream: ``feed(samples, sample_rate)`` audio as it arrives and take its events with
         ``poll()`` or ``events()``: ``SpeechStarted(time, item)``, ``Partial(item, text, stable_text)`` every
         ``interval`` seconds of an open utterance, ``SpeechStopped(time, item)``, ``Final(item, text, start, end,
-        words, flags)``; ``close()`` at the end. vad: True finds utterances with silero-vad as they end
+        words, flags)``; ``close()`` at the end. max_new_tokens: each decode's budget (default: from the
+        duration of its audio). vad: True finds utterances with silero-vad as they end
         (an ``EndpointOptions`` tunes the threshold, silence and prefix padding); False leaves it to the
         caller, who ends each utterance with ``commit()``. An utterance is ended at ``max_utterance``
         seconds. A final text is decoded as a file's segment is (the same guards; word times with
@@ -129,7 +131,8 @@ class FunASRNano:
         if not isinstance(vad, (bool, EndpointOptions)):
             raise UsageError(f"vad must be True, False or an EndpointOptions, not {type(vad).__name__}")
         settings = self.settings(TranscribeOptions(language=language, hotwords=hotwords, itn=itn,
-                                                   word_timestamps=word_timestamps, resampler=resampler))
+                                                   word_timestamps=word_timestamps, resampler=resampler,
+                                                   max_new_tokens=max_new_tokens))
         endpoint = EndpointOptions() if vad is True else vad or None
         options = LiveOptions(interval=interval, max_utterance=max_utterance, endpoint=endpoint)
         detector = SpeechDetector(endpoint) if endpoint is not None else None

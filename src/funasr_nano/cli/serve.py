@@ -37,6 +37,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="uploaded requests waiting or decoding at once, more get 429 (default: %(default)s)")
     add("--max-uploads", type=int, default=default.max_uploads,
         help="uploads arriving at once, more get 429 (default: %(default)s)")
+    add("--max-streams", type=int, default=default.max_streams,
+        help="live sessions (the Realtime WebSocket) at once, more are refused (default: %(default)s)")
     add("--read-timeout-s", type=float, default=default.read_timeout_s,
         help="an upload that sends nothing for this long gets 408; a connection whose headers take this "
              "long is closed (default: %(default)s)")
@@ -58,7 +60,8 @@ def is_loopback(host: str) -> bool:
 
 
 def _check_options(args: argparse.Namespace) -> None:
-    for name in ("max_upload_mb", "max_audio_s", "max_queue", "max_uploads", "read_timeout_s", "min_upload_kbps"):
+    for name in ("max_upload_mb", "max_audio_s", "max_queue", "max_uploads", "max_streams", "read_timeout_s",
+                 "min_upload_kbps"):
         if not 0 < getattr(args, name) < float("inf"):
             raise UsageError(f"--{name.replace('_', '-')} must be a positive number")
     if not 0 <= args.batch_window_ms < float("inf"):
@@ -85,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
         max_audio_s=args.max_audio_s,
         max_queue=args.max_queue,
         max_uploads=args.max_uploads,
+        max_streams=args.max_streams,
         read_timeout_s=args.read_timeout_s,
         min_upload_bytes_per_s=args.min_upload_kbps * BYTES_PER_S_PER_KBPS,
         max_new_tokens=args.max_new_tokens,

@@ -361,9 +361,9 @@ class LiveStream:
         forced = utterance.agreed[: max(0, len(utterance.agreed) - self.options.rollback)]
         seconds = (self._heard - utterance.begin) / SAMPLE_RATE
         prompt = self.settings.prompt
+        budget = self.settings.max_new_tokens or token_budget(seconds)
         settings = replace(self.settings, prompt=PromptIds(prompt.prefix, prompt.suffix + forced), vad=None,
-                           max_new_tokens=max(4, token_budget(seconds) - len(forced)), word_timestamps=False,
-                           stream_text=False)
+                           max_new_tokens=max(4, budget - len(forced)), word_timestamps=False, stream_text=False)
         key = (id(self), "partial", next(self._keys), len(forced))
         utterance.pending, utterance.last_partial = key, self._heard
         self._partials[key] = utterance

@@ -118,6 +118,7 @@ def _open_stream(service: Service, session: _Session) -> LiveStream:
                               prefix_padding=float(detection.get("prefix_padding_ms", 300)) / 1000)
     assert service.worker is not None
     return service.base_model.stream(language=session.language, hotwords=session.prompt, vad=vad,
+                                     max_new_tokens=service.config.max_new_tokens,
                                      decodes=WorkerDecodes(service.worker))
 
 
@@ -155,10 +156,13 @@ async def realtime(websocket: WebSocket, service: Service) -> None:
     if not allowed:
         await websocket.close(code=1008, reason="missing or incorrect API key")
         return
-    if service.streams >= config.max_streams:
-        await websocket.close(code=1013, reason=f"the server is busy ({config.max_streams} live sessions)")
-        return
     await websocket.accept(subprotocol=subprotocol)
+    if service.streams >= config.max_streams:  # accepted first, so that the client is told why
+        busy = f"the server is busy ({config.max_streams} live sessions): try again later"
+        await websocket.send_text(json.dumps({"event_id": "event_0", "type": "error", "error": {
+            "type": "server_error", "code": "server_busy", "message": busy}}))
+        await websocket.close(code=1013, reason=busy)
+        return
     service.streams += 1
     session = _Session()
     loop = asyncio.get_running_loop()
