@@ -124,13 +124,14 @@ def read_events(response: Any, started: float) -> tuple[str, float | None]:
 
 
 class Server:
-    """``funasr-nano serve`` on 127.0.0.1 at a free port, its stderr drained into ``log``."""
+    """``funasr-nano serve`` on 127.0.0.1 at a free port (``extra``: more of its options), its stderr
+    drained into ``log``."""
 
-    def __init__(self, args: argparse.Namespace):
+    def __init__(self, args: argparse.Namespace, *extra: str):
         self.command = [sys.executable, "-m", "funasr_nano.cli.main", "serve", "--model", args.model,
                         "--host", "127.0.0.1", "--port", "0", "--device", args.device, "--dtype", args.dtype,
                         "--batch-size", str(args.batch_size), "--batch-window-ms", str(args.batch_window_ms),
-                        "--max-queue", str(max(64, 2 * args.clients))]
+                        "--max-queue", str(max(64, 2 * args.clients)), *extra]
         if args.max_new_tokens:
             self.command += ["--max-new-tokens", str(args.max_new_tokens)]
         if args.no_vad:
