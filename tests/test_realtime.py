@@ -160,3 +160,12 @@ def test_sessions_past_max_streams_are_refused_and_a_place_frees_on_close(model)
                 time.sleep(0.1)
         else:
             pytest.fail("the place of a closed session never freed")
+
+
+def test_a_session_outlives_the_header_timeout_of_its_connection(model):
+    """The HTTP connection's header timer (read_timeout_s) must not close the WebSocket it became."""
+    with running(model, ServerConfig(read_timeout_s=0.5)) as base, connect(ws_url(base)) as ws:
+        assert receive(ws)["type"] == "session.created"
+        time.sleep(1.5)
+        ws.send(json.dumps({"type": "input_audio_buffer.clear"}))
+        assert receive(ws)["type"] == "input_audio_buffer.cleared"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+import h11
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
@@ -195,6 +196,10 @@ class HeaderTimeoutH11Protocol(H11Protocol):
         super().data_received(data)
         if self.cycle is not self._waiting_cycle:  # its headers are complete: the body has its own limits
             self._cancel_header_timer()
+
+    def handle_websocket_upgrade(self, event: h11.Request) -> None:
+        self._cancel_header_timer()  # the transport is the WebSocket's now: its session has its own limits
+        super().handle_websocket_upgrade(event)
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
