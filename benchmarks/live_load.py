@@ -153,7 +153,7 @@ def run_level(url: str, streams: int, args: argparse.Namespace) -> dict[str, Any
     wall = time.perf_counter() - started - 2.0
     chunk = round(args.chunk_ms * RATE / 1000)
     broken = [r["error"] for r in records if r["error"]]
-    measured = [measure(r, chunk) for r in records if not r["error"]]
+    measured = [measure(r, chunk) for r in records if r["sent"]]  # a broken session's events still count
 
     def pooled(name: str) -> list[float]:
         return [v for m in measured for v in m[name]]
