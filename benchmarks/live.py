@@ -1,7 +1,7 @@
 """Live transcription quality and latency (model.stream) on the synthesized test set.
 
     python -m benchmarks.live --model demo --testset .cache/demo/testset [--per-language 20]
-        [--per-stream 5] [--chunk-ms 100] [--device cpu] [--json out.json]
+        [--per-stream 5] [--chunk-ms 100] [--hold-back 1] [--device cpu] [--json out.json]
 
 Held-out clips are joined into streams (``--per-stream`` clips, each after 1.5 s of silence) and fed
 in ``--chunk-ms`` chunks as a microphone would send them. The clock is simulated: a chunk "arrives" at
@@ -51,9 +51,9 @@ def streams(rows: list[dict[str, Any]], testset: Path, per_stream: int) -> list[
     return out
 
 
-def run_stream(model: Any, audio: np.ndarray, chunk: int) -> tuple[list[tuple[float, Any]], float]:
+def run_stream(model: Any, audio: np.ndarray, chunk: int, hold_back: int) -> tuple[list[tuple[float, Any]], float]:
     """Feed at simulated real time; each event with the simulated time it is out; total compute seconds."""
-    stream = model.stream()
+    stream = model.stream(hold_back=hold_back)
     clock = 0.0  # when the decoder is free again
     timed: list[tuple[float, Any]] = []
     compute = 0.0
@@ -85,7 +85,8 @@ def percentile(values: list[float], q: float) -> float | None:
     return round(float(np.percentile(values, q)), 3) if values else None
 
 
-def measure(model: Any, testset: Path, per_language: int, per_stream: int, chunk_ms: int) -> dict[str, Any]:
+def measure(model: Any, testset: Path, per_language: int, per_stream: int, chunk_ms: int,
+            hold_back: int = 1) -> dict[str, Any]:
     from funasr_nano import Final, Partial, SpeechStarted, SpeechStopped
 
     rows = read_manifest(testset, ["sentences"], per_language)
@@ -96,7 +97,7 @@ def measure(model: Any, testset: Path, per_language: int, per_stream: int, chunk
     first_partial, final_after_stop = [], []
     audio_seconds = compute_seconds = 0.0
     for lang, audio, refs in streams(rows, testset, per_stream):
-        timed, compute = run_stream(model, audio, chunk)
+        timed, compute = run_stream(model, audio, chunk, hold_back)
         audio_seconds += audio.size / 16000
         compute_seconds += compute
         finals = {e.item: e for _, e in timed if isinstance(e, Final)}
@@ -147,6 +148,7 @@ def main() -> None:
     parser.add_argument("--per-language", type=int, default=20)
     parser.add_argument("--per-stream", type=int, default=5)
     parser.add_argument("--chunk-ms", type=int, default=100)
+    parser.add_argument("--hold-back", type=int, default=1, help="words of a partial's unstable tail not shown")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--threads", type=int, default=None)
@@ -161,8 +163,8 @@ def main() -> None:
     model = load_model(args.model, device=args.device, dtype=args.dtype)
     result = {**provenance("live transcription (model.stream), demo test set", model.backend.device),
               "model": args.model, "dtype": args.dtype, "threads": torch.get_num_threads(),
-              "chunk_ms": args.chunk_ms, "per_stream": args.per_stream, "gap_s": GAP_S,
-              **measure(model, args.testset, args.per_language, args.per_stream, args.chunk_ms)}
+              "chunk_ms": args.chunk_ms, "per_stream": args.per_stream, "gap_s": GAP_S, "hold_back": args.hold_back,
+              **measure(model, args.testset, args.per_language, args.per_stream, args.chunk_ms, args.hold_back)}
     text = json.dumps(result, indent=1, ensure_ascii=False)
     print(text)
     if args.json:

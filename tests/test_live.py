@@ -162,6 +162,23 @@ def test_a_stream_keeps_its_rate_and_ends_once(model):
         stream.feed(np.zeros(1600, np.float32))
 
 
+@pytest.mark.parametrize(("text", "stable", "words", "expected"), [
+    ("Send the letter to Leah", "Send", 1, "Send the letter to"),
+    ("Send the letter to Barbara Chapman.", "Send the letter to", 1, "Send the letter to Barbara"),
+    ("Send the letter to Barbara Chapman.", "Send the letter to", 2, "Send the letter to"),
+    ("Send the letter to Barbara Chapman.", "Send the letter to", 3, "Send the letter to"),
+    ("Send.", "", 1, ""),
+    ("Send.", "", 0, "Send."),
+    ("我们需要177", "", 1, "我们需要"),  # digits are one word
+    ("名称必须美国地址电话支", "名称必须美国地址电话", 1, "名称必须美国地址电话"),
+    ("こまかいがくせ", "", 2, "こまかいが"),
+])
+def test_a_partial_holds_back_the_newest_words_of_its_unstable_tail(text, stable, words, expected):
+    from funasr_nano.decoding.live import _held_back
+
+    assert _held_back(text, stable, words) == expected
+
+
 @pytest.mark.parametrize(("stable", "text", "expected"), [
     ("Send the letter to Barbara C", "Send the letter to Barbara Castillo.", "Send the letter to Barbara"),
     ("Send the letter", "Send the letter to Barbara.", "Send the letter"),

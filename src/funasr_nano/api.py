@@ -113,6 +113,7 @@ class FunASRNano:
         word_timestamps: bool = False,
         vad: bool | EndpointOptions = True,
         interval: float = 0.5,
+        hold_back: int = 1,
         max_utterance: float = 20.0,
         resampler: str = "torchaudio",
         max_new_tokens: int | None = None,
@@ -134,7 +135,7 @@ class FunASRNano:
                                                    word_timestamps=word_timestamps, resampler=resampler,
                                                    max_new_tokens=max_new_tokens))
         endpoint = EndpointOptions() if vad is True else vad or None
-        options = LiveOptions(interval=interval, max_utterance=max_utterance, endpoint=endpoint)
+        options = LiveOptions(interval=interval, hold_back=hold_back, max_utterance=max_utterance, endpoint=endpoint)
         detector = SpeechDetector(endpoint) if endpoint is not None else None
         decodes = decodes or InlineDecodes(self.scheduler())
         return LiveStream(decodes, self.tokenizer.decode, settings, options, detector)

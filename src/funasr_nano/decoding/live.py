@@ -80,6 +80,7 @@ LiveEvent = SpeechStarted | SpeechStopped | Partial | Final | Failed
 class LiveOptions:
     interval: float = 0.5  # seconds of new audio between partial decodes of an open utterance
     rollback: int = 3  # agreed tokens left unforced, so the newest of them can still change
+    hold_back: int = 1  # words at the end of a partial's unstable tail not shown: the audio cuts them off
     max_utterance: float = 20.0  # longer speech is ended at its quietest recent frame
     endpoint: EndpointOptions | None = field(default_factory=EndpointOptions)  # None: the caller commits
 
@@ -88,6 +89,8 @@ class LiveOptions:
             raise UsageError("the partial interval must be a positive number of seconds")
         if self.rollback < 0:
             raise UsageError("the rollback must be zero or more tokens")
+        if self.hold_back < 0:
+            raise UsageError("hold_back must be zero or more words")
         if not 2 <= self.max_utterance <= 30:
             raise UsageError("max_utterance must be between 2 and 30 seconds")
 
@@ -101,6 +104,7 @@ class _Utterance:
     hypothesis: list[int] = field(default_factory=list)  # tokens of the latest partial
     agreed: list[int] = field(default_factory=list)
     pending: Hashable | None = None  # its partial decode in the scheduler
+    shown: str = ""  # the text of its latest partial event
 
 
 _TAIL_SAMPLES = FRAME_SAMPLES  # kept beyond the prefix padding while nobody speaks
@@ -412,7 +416,10 @@ class LiveStream:
         if self._open is utterance:
             text = sendable(clean_text(self._decode(hypothesis)))
             stable = _whole_words(sendable(clean_text(self._decode(agreed))), text)
-            self._events.append(Partial(utterance.item, text, stable))
+            shown = _held_back(text, stable, self.options.hold_back)
+            if shown and shown != utterance.shown:
+                utterance.shown = shown
+                self._events.append(Partial(utterance.item, shown, stable))
 
     def _final_done(self, key: Hashable, result: DecodedRecording) -> None:
         item, begin = self._finals.pop(key)
@@ -449,6 +456,24 @@ def _whole_words(stable: str, text: str) -> str:
         cut = max(stable.rfind(" "), 0)
         return stable[:cut].rstrip()
     return stable
+
+
+def _held_back(text: str, stable: str, words: int) -> str:
+    """``text`` without the last ``words`` words of its part past ``stable`` (and the punctuation after
+    them): the newest words are decoded from audio that ends inside them. A character of an unspaced
+    script is a word."""
+    end = len(text)
+    for _ in range(words):
+        while end > len(stable) and not text[end - 1].isalnum():
+            end -= 1
+        if end <= len(stable):
+            break
+        if _in_word(text[end - 1]):
+            while end > len(stable) and _in_word(text[end - 1]):
+                end -= 1
+        else:
+            end -= 1
+    return text[: max(end, len(stable))].rstrip()
 
 
 def _in_word(char: str) -> bool:
