@@ -21,7 +21,6 @@ import time
 import warnings
 from pathlib import Path
 
-import numpy as np
 import soundfile
 import torch
 import yaml
@@ -54,14 +53,15 @@ def main() -> None:
     tick = round(TICK_S * 16000)
     speech_s = decode_s = 0.0
     decodes, per_sentence = 0, []
-    model.generate(input=[np.zeros(16000, np.float32)], cache={}, batch_size=1)  # warm-up
+    # the official FunASRNano takes audio as a torch tensor (a numpy array is not recognised)
+    model.generate(input=[torch.zeros(16000)], cache={}, batch_size=1)  # warm-up
     for row in rows:
         audio = soundfile.read(args.testset / row["path"], dtype="float32")[0]
         ends = [*range(tick, audio.size, tick), audio.size]
         spent = 0.0
         for end in ends:
             began = time.perf_counter()
-            model.generate(input=[audio[:end]], cache={}, batch_size=1, itn=True, max_length=512)
+            model.generate(input=[torch.from_numpy(audio[:end])], cache={}, batch_size=1, itn=True, max_length=512)
             spent += time.perf_counter() - began
         speech_s += audio.size / 16000
         decode_s += spent
