@@ -1,6 +1,7 @@
 """The CUDA paths CI cannot run (skipped without a GPU; run on the GPU machine): requests joining a running
 engine through the prefill CUDA graphs give the same ids as single runs (fp32), and the fused bf16 step
-with decode CUDA graphs returns every token as events and honours budgets while requests join."""
+with decode CUDA graphs returns every token as events and honours budgets while requests join; a live
+stream of demo clips gives the offline segments on CUDA too."""
 
 from __future__ import annotations
 
@@ -56,3 +57,18 @@ def test_fused_bf16_step_with_joiners_returns_every_token():
     result, events = run_with_joiners(engine, on_cuda(torch.bfloat16))
     assert [len(r) for r in result] == [k for _, k in SHAPES]
     assert events >= sum(k for _, k in SHAPES) // 4  # step by step
+
+
+
+def test_a_live_stream_on_cuda_gives_the_cuda_offline_segments():
+    from test_live import demo_talk, feed
+
+    import funasr_nano
+    from funasr_nano import Final, Partial
+
+    audio = demo_talk()
+    model = funasr_nano.load_model("demo", device="cuda", dtype="float32")
+    events = feed(model.stream(), audio)
+    offline = model.transcribe(audio).segments
+    assert [e.text for e in events if isinstance(e, Final)] == [s.text.strip() for s in offline]
+    assert any(isinstance(e, Partial) for e in events)

@@ -26,15 +26,19 @@ def model() -> funasr_nano.FunASRNano:
     return funasr_nano.load_model("demo", device="cpu", dtype="float32")
 
 
-@pytest.fixture(scope="module")
-def talk() -> np.ndarray:
-    """Four demo clips, each after GAP_S of silence, and GAP_S of silence at the end (16 kHz)."""
-    rows = [json.loads(line) for line in (DEMO / "manifest.jsonl").read_text().splitlines()][:4]
+def demo_talk(clips: int = 4) -> np.ndarray:
+    """Demo clips, each after GAP_S of silence, and GAP_S of silence at the end (16 kHz)."""
+    rows = [json.loads(line) for line in (DEMO / "manifest.jsonl").read_text().splitlines()][:clips]
     gap = np.zeros(round(GAP_S * 16000), np.float32)
     parts = [gap]
     for row in rows:
         parts += [soundfile.read(DEMO / row["path"], dtype="float32")[0], gap]
     return np.concatenate(parts)
+
+
+@pytest.fixture(scope="module")
+def talk() -> np.ndarray:
+    return demo_talk()
 
 
 def feed(stream: funasr_nano.LiveStream, audio: np.ndarray, rate: int = 16000, chunk_s: float = 0.1) -> list:
@@ -85,6 +89,15 @@ def test_each_utterance_starts_shows_partials_stops_then_finishes(model, talk):
         for index in partials:
             partial = events[index]
             assert partial.text.startswith(partial.stable_text)
+
+
+def test_on_mlx_finals_are_the_mlx_offline_segments(talk):
+    pytest.importorskip("mlx.core")
+    mlx_model = funasr_nano.load_model("demo", backend="mlx", device="cpu", dtype="float32")
+    events = feed(mlx_model.stream(), talk)
+    offline = mlx_model.transcribe(talk).segments
+    assert [e.text for e in events if isinstance(e, Final)] == [s.text.strip() for s in offline]
+    assert any(isinstance(e, Partial) for e in events)
 
 
 def test_a_token_budget_bounds_every_decode_as_offline(model, talk):
