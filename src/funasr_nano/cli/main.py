@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from .. import __version__
 from ..errors import FunASRNanoError, cli_spelling
 from . import convert, listen, ray, serve, transcribe
+from .memory import return_large_buffers
 from .options import DEFAULT_MODEL
 
 COMMANDS = {"transcribe": transcribe, "listen": listen, "serve": serve, "convert": convert}
@@ -51,6 +52,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.default_model = getattr(args, "model", "") is None
         if args.default_model:
             args.model = DEFAULT_MODEL
+        if args.command in ("transcribe", "serve", "listen"):
+            return_large_buffers()
         with cli_spelling():
             on_ray = args.command == "transcribe" and args.ray is not None  # the same command, on a cluster
             return (ray if on_ray else COMMANDS[args.command]).run(args)
