@@ -25,10 +25,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import datetime as dt
 import json
 import multiprocessing
-import re
 import sys
 import time
 from pathlib import Path
@@ -38,7 +36,7 @@ import numpy as np
 import soundfile
 
 from benchmarks.common import provenance
-from benchmarks.load_test import Client, Server, percentile
+from benchmarks.load_test import Client, Server, add_server_arguments, batching, percentile, write_result
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "tests" / "data" / "demo"
@@ -183,24 +181,16 @@ def run_level(url: str, streams: int, args: argparse.Namespace) -> dict[str, Any
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", required=True, help="model directory (hub layout) or demo")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--dtype", default="auto")
+    add_server_arguments(parser, batch_size=128)
     parser.add_argument("--streams", default="4,8", help="comma-separated levels of concurrent sessions")
     parser.add_argument("--seconds", type=float, default=20.0, help="seconds of audio each session sends")
     parser.add_argument("--chunk-ms", type=float, default=100.0, help="audio per append")
     parser.add_argument("--processes", type=int, default=4, help="client processes")
     parser.add_argument("--drain-s", type=float, default=30.0, help="how long a session waits for its last final")
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--batch-window-ms", type=float, default=10.0)
-    parser.add_argument("--max-new-tokens", type=int, default=None,
-                        help="fixed token budget per decode (random weights never stop on their own)")
-    parser.add_argument("--startup-timeout", type=float, default=600.0)
     parser.add_argument("--output", type=Path, default=None,
                         help="JSON path (default: benchmarks/results/<date>-<device>-S2-live.json)")
     args = parser.parse_args()
     levels = [int(x) for x in args.streams.split(",")]
-    args.clients, args.no_vad = max(levels), False  # for Server: the queue and the upload VAD
     server = Server(args, "--max-streams", str(max(levels)))
     url = f"ws://127.0.0.1:{server.port}/v1/realtime?intent=transcription"
     results = []
@@ -210,11 +200,7 @@ def main() -> int:
             before = client.get("/health")["batching"]
             level = run_level(url, streams, args)
             after = client.get("/health")["batching"]
-            level["batching"] = {"steps": after["steps"] - before["steps"],
-                                 "segments": after["segments"] - before["segments"],
-                                 "largest_batch": after["largest_batch"],
-                                 "decode_busy_fraction": round((after["busy_s"] - before["busy_s"]) / level["wall_s"],
-                                                               3)}
+            level["batching"] = batching(before, after, level["wall_s"])
             print(json.dumps(level), file=sys.stderr)
             results.append(level)
         device = client.get("/health")["device"]
@@ -225,12 +211,7 @@ def main() -> int:
               "chunk_ms": args.chunk_ms, "max_new_tokens": args.max_new_tokens, "turn_detection": "server_vad "
               "defaults (threshold 0.5, prefix 300 ms, silence 500 ms)", "levels": results,
               "server_shutdown_clean": clean}
-    print(json.dumps(result, indent=1))
-    slug = re.sub(r"[^a-z0-9]+", "-", result["device"].lower()).strip("-")[:40]
-    output = args.output or ROOT / "benchmarks" / "results" / f"{dt.date.today().isoformat()}-{slug}-S2-live.json"
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"wrote {output}", file=sys.stderr)
+    write_result(result, args.output, "S2-live")
     return 0
 
 

@@ -128,14 +128,12 @@ class Server:
     drained into ``log``."""
 
     def __init__(self, args: argparse.Namespace, *extra: str):
+        """args: those of :func:`add_server_arguments`."""
         self.command = [sys.executable, "-m", "funasr_nano.cli.main", "serve", "--model", args.model,
                         "--host", "127.0.0.1", "--port", "0", "--device", args.device, "--dtype", args.dtype,
-                        "--batch-size", str(args.batch_size), "--batch-window-ms", str(args.batch_window_ms),
-                        "--max-queue", str(max(64, 2 * args.clients)), *extra]
+                        "--batch-size", str(args.batch_size), "--batch-window-ms", str(args.batch_window_ms), *extra]
         if args.max_new_tokens:
             self.command += ["--max-new-tokens", str(args.max_new_tokens)]
-        if args.no_vad:
-            self.command.append("--no-vad")
         self.process = subprocess.Popen(self.command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                         text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         self.log: list[str] = []
@@ -168,6 +166,36 @@ class Server:
         self._drain.join(5)
         # uvicorn re-raises SIGTERM after shutting down, so the exit status alone says little
         return code in (0, -signal.SIGTERM) and any("Application shutdown complete" in x for x in self.log)
+
+
+def add_server_arguments(parser: argparse.ArgumentParser, batch_size: int) -> None:
+    """The options of the server a load test starts (:class:`Server`)."""
+    parser.add_argument("--model", required=True, help="model directory (hub layout) or demo")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--batch-size", type=int, default=batch_size)
+    parser.add_argument("--batch-window-ms", type=float, default=10.0)
+    parser.add_argument("--max-new-tokens", type=int, default=None,
+                        help="fixed token budget per decode (random weights never stop on their own)")
+    parser.add_argument("--startup-timeout", type=float, default=600.0)
+
+
+def batching(before: dict[str, Any], after: dict[str, Any], wall_s: float) -> dict[str, Any]:
+    """What the server's worker did between two /health readings."""
+    return {"steps": after["steps"] - before["steps"], "segments": after["segments"] - before["segments"],
+            "largest_batch": after["largest_batch"],
+            # share of the wall time the model spent decoding: near 1 means decode-bound
+            "decode_busy_fraction": round((after["busy_s"] - before["busy_s"]) / wall_s, 3)}
+
+
+def write_result(result: dict[str, Any], output: Path | None, workload: str) -> None:
+    """Print the result and write it (default: benchmarks/results/<date>-<device>-<workload>.json)."""
+    print(json.dumps(result, indent=1, ensure_ascii=False))
+    slug = re.sub(r"[^a-z0-9]+", "-", result["device"].lower()).strip("-")[:40]
+    output = output or ROOT / "benchmarks" / "results" / f"{dt.date.today().isoformat()}-{slug}-{workload}.json"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
+    print(f"wrote {output}", file=sys.stderr)
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -245,26 +273,19 @@ def run_load(port: int, clips: list[tuple[float, bytes]], references: list[tuple
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", required=True, help="model directory (hub layout)")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--dtype", default="auto")
+    add_server_arguments(parser, batch_size=32)
     parser.add_argument("--clients", type=int, default=8, help="concurrent clients")
     parser.add_argument("--duration", type=float, default=30.0, help="seconds of load")
     parser.add_argument("--max-requests", type=int, default=2000, help="stop after this many requests")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--batch-window-ms", type=float, default=10.0)
-    parser.add_argument("--max-new-tokens", type=int, default=None,
-                        help="fixed token budget per segment (random weights never stop on their own)")
     parser.add_argument("--no-vad", action="store_true", help="each clip as one segment: no VAD, no retries")
     parser.add_argument("--stream", action="store_true", help="stream=true: server-sent text deltas")
     parser.add_argument("--request-timeout", type=float, default=300.0)
-    parser.add_argument("--startup-timeout", type=float, default=600.0)
     parser.add_argument("--output", type=Path, default=None,
                         help="JSON path (default: benchmarks/results/<date>-<device>-S1.json)")
     args = parser.parse_args()
 
     clips = make_clips()
-    server = Server(args)
+    server = Server(args, "--max-queue", str(max(64, 2 * args.clients)), *(["--no-vad"] if args.no_vad else []))
     try:
         client = Client(server.port, args.request_timeout)
         references, single = [], []
@@ -295,19 +316,10 @@ def main() -> int:
         "clip_seconds": list(CLIP_SECONDS),
         "single_request_latency_s": [round(s, 4) for s in single],
         **load,
-        "batching": {"steps": after["steps"] - before["steps"], "segments": after["segments"] - before["segments"],
-                     "largest_batch": after["largest_batch"],
-                     # share of the load's wall time the model spent decoding: near 1 means decode-bound
-                     "decode_busy_fraction": round((after["busy_s"] - before["busy_s"]) / load["wall_s"], 3)},
+        "batching": batching(before, after, load["wall_s"]),
         "server_shutdown_clean": clean_shutdown,
     }
-    print(json.dumps(result, indent=1, ensure_ascii=False))
-    slug = re.sub(r"[^a-z0-9]+", "-", result["device"].lower()).strip("-")[:40]
-    name = f"{dt.date.today().isoformat()}-{slug}-S1{'-stream' if args.stream else ''}.json"
-    output = args.output or ROOT / "benchmarks" / "results" / name
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
-    print(f"wrote {output}", file=sys.stderr)
+    write_result(result, args.output, "S1-stream" if args.stream else "S1")
     return 0 if load["errors"] == 0 and load["mismatches"] == 0 and clean_shutdown else 1
 
 

@@ -8,7 +8,6 @@ returned to the system when freed. Elsewhere (musl, macOS, Windows) nothing is c
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
 MMAP_THRESHOLD_BYTES = 128 * 1024  # glibc's own starting value, held fixed
@@ -16,12 +15,8 @@ MMAP_THRESHOLD_BYTES = 128 * 1024  # glibc's own starting value, held fixed
 
 def return_large_buffers() -> bool:
     """Fix glibc's mmap threshold; True when it was set."""
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return False
     try:
-        libc = ctypes.CDLL(name)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
+        mallopt = ctypes.CDLL(None).mallopt  # the C library this process already runs on
+    except (OSError, TypeError, AttributeError):  # TypeError: Windows has no CDLL(None)
         return False
     return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))

@@ -157,19 +157,19 @@ async def realtime(websocket: WebSocket, service: Service) -> None:
         await websocket.close(code=1008, reason="missing or incorrect API key")
         return
     await websocket.accept(subprotocol=subprotocol)
-    if service.streams >= config.max_streams:  # accepted first, so that the client is told why
-        busy = f"the server is busy ({config.max_streams} live sessions): try again later"
-        await websocket.send_text(json.dumps({"event_id": "event_0", "type": "error", "error": {
-            "type": "server_error", "code": "server_busy", "message": busy}}))
-        await websocket.close(code=1013, reason=busy)
-        return
-    service.streams += 1
     session = _Session()
     loop = asyncio.get_running_loop()
 
     async def send(payload: dict[str, Any]) -> None:
         await websocket.send_text(json.dumps({"event_id": f"event_{next(session.events)}", **payload},
                                              ensure_ascii=False))
+
+    if service.streams >= config.max_streams:  # accepted first, so that the client is told why
+        busy = f"the server is busy ({config.max_streams} live sessions): try again later"
+        await send({"type": "error", "error": {"type": "server_error", "code": "server_busy", "message": busy}})
+        await websocket.close(code=1013, reason=busy)
+        return
+    service.streams += 1
 
     async def forward() -> None:
         while True:
