@@ -6,10 +6,17 @@ torchaudio works (the GPU machine: torchaudio 2.11 with torch 2.11).
     transcription of its kernel in oracle/forced_align_reference.py, on random log-probs of many shapes
     (quantised so that ties between paths are common) and on the demo model's log-probs;
 (b) char timestamps: a random official checkpoint with a CTC head (oracle/official_ctc.py), the
-    official ``FunASRNano.inference`` unchanged (real torchaudio) against ours on the same clips.
+    official ``FunASRNano.inference`` unchanged (real torchaudio) against ours on the same clips;
+(c) the bundled demo model through the official ``AutoModel`` with its CTC branch (oracle/official_demo.py
+    --ctc): text, ctc_text and char timestamps against ours on the demo samples.
 
     python -m benchmarks.compare_torchaudio --device cuda \
-        --out benchmarks/results/2026-12-03-h200-compare-torchaudio.json
+        --out benchmarks/results/2026-12-03-h200-compare-torchaudio.json \
+        --store tests/data/torchaudio_forced_align.json   # torchaudio's own labels, for CI
+
+``--store`` keeps torchaudio's labels for the small random cases (at most 16 frames) with their inputs,
+so that CI, which has no torchaudio, checks the aligner against torchaudio itself and not only against
+the transcription of its kernel.
 
 Needs funasr==1.4.16 and torchaudio (its forced_align op).
 """
@@ -99,6 +106,27 @@ def compare_frames(cases: list[tuple[np.ndarray, list[int]]], device: str, have_
     return counts
 
 
+def store_torchaudio(cases: list[tuple[np.ndarray, list[int]]], path: Path) -> int:
+    """torchaudio's labels for the small alignable cases, with their log-probs (JSON)."""
+    rows = []
+    for log_probs, targets in cases:
+        blank = log_probs.shape[1] - 1
+        if log_probs.shape[0] > 16 or not alignable(log_probs.shape[0], targets):
+            continue
+        rows.append(
+            {
+                "log_probs": log_probs.tolist(),
+                "targets": targets,
+                "blank": blank,
+                "labels": _torchaudio(log_probs, targets, blank),
+            }
+        )
+    import torchaudio
+
+    path.write_text(json.dumps({"torchaudio": torchaudio.__version__, "cases": rows}) + "\n")
+    return len(rows)
+
+
 def compare_official(device: str, work: Path) -> dict:
     import funasr_nano
     from funasr_nano.decoding.words import token_timestamps
@@ -130,11 +158,58 @@ def compare_official(device: str, work: Path) -> dict:
     return {"clips": rows, "all_equal": all(r["timestamps"]["equal"] and r["ctc_timestamps"]["equal"] for r in rows)}
 
 
+def compare_demo_official(device: str, work: Path) -> dict:
+    import subprocess
+    import sys
+
+    import funasr_nano
+    from funasr_nano import demo
+    from funasr_nano.decoding.words import token_timestamps
+    from funasr_nano.frontend.audio import load_audio
+
+    files = [str(demo.sample(lang)) for lang in ("en", "zh", "ja")]
+    out = work / "official-demo.json"
+    work.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        [sys.executable, "-m", "oracle.official_demo", str(demo.MODEL_DIR), str(out), *files, "--ctc"], check=True
+    )
+    official = json.loads(out.read_text())
+    model = funasr_nano.load_model("demo", device=device, dtype="float32")
+    backend, tokenizer = model.backend, model.ctc_tokenizer
+    rows = []
+    for k, path in enumerate(files):
+        mine = model.transcribe(path, vad=False, word_timestamps=True)
+        ids = tokenizer.encode(official["texts"][k])
+        wav = torch.from_numpy(load_audio(path))
+        with torch.inference_mode():
+            _, hidden = backend.model.encode_waveforms_with_ctc([wav], backend.ctc_head)
+            (result,) = backend.ctc_head.run(hidden, [ids])
+        got = (
+            [] if result.alignment is None else token_timestamps(lambda t: tokenizer.decode([t]), ids, result.alignment)
+        )
+        rows.append(
+            {
+                "file": Path(path).name,
+                "text_equal": mine.text == official["texts"][k],
+                "ctc_text_equal": mine.segments[0].ctc_text == official["ctc_texts"][k],
+                "timestamps": {
+                    "tokens": len(official["timestamps"][k] or []),
+                    "equal": got == official["timestamps"][k],
+                },
+            }
+        )
+    return {
+        "clips": rows,
+        "all_equal": all(r["text_equal"] and r["ctc_text_equal"] and r["timestamps"]["equal"] for r in rows),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--work", type=Path, default=Path("/tmp/funasr-nano-official-ctc"))
+    parser.add_argument("--store", type=Path, help="write torchaudio's labels of the small cases here (JSON)")
     args = parser.parse_args()
     from benchmarks.common import provenance
 
@@ -150,11 +225,19 @@ def main() -> None:
     document["demo"] = compare_frames(demo_cases(), args.device, have_torchaudio)
     if have_torchaudio:
         document["official_char_timestamps"] = compare_official(args.device, args.work)
+        document["demo_official_ctc"] = compare_demo_official(args.device, args.work)
+        if args.store:
+            document["stored_cases"] = store_torchaudio(random_cases(0), args.store)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(document, indent=1) + "\n")
     print(
         json.dumps(
-            {k: v for k, v in document.items() if k in ("random", "demo", "official_char_timestamps")}, indent=1
+            {
+                k: v
+                for k, v in document.items()
+                if k in ("random", "demo", "official_char_timestamps", "demo_official_ctc")
+            },
+            indent=1,
         )[:4000]
     )
 

@@ -1,5 +1,6 @@
 """A line-by-line transcription of torchaudio's CPU ``forced_align`` kernel
-(src/libtorchaudio/forced_align/cpu/compute.cpp), in plain Python over numpy float32, for comparing
+(src/libtorchaudio/forced_align/cpu/compute.cpp, as built into torchaudio 2.11: a move to state i-1 is
+taken only if it beats both staying and skipping), in plain Python over numpy float32, for comparing
 funasr_nano.backends.alignment with where torchaudio cannot run. Returns the per-frame labels, or raises
 ValueError where torchaudio raises (too few frames)."""
 
@@ -48,7 +49,7 @@ def torchaudio_forced_align(log_probs: np.ndarray, targets: list[int], blank: in
                 x2 = alphas[prev * S + i - 2]
             if x2 > x1 and x2 > x0:
                 result, back[t * S + i] = x2, 2
-            elif x1 > x0:
+            elif x1 > x0 and x1 > x2:
                 result, back[t * S + i] = x1, 1
             else:
                 result, back[t * S + i] = x0, 0

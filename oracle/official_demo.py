@@ -6,7 +6,8 @@ The directory's own config.yaml and model.pt are used; only the paths the hub re
 configuration.json (``Qwen3-0.6B``, ``multilingual.tiktoken``) are made absolute, and dither is 0
 (deterministic fbank). Without ``--ctc`` the CTC branch is left out: its timestamps need
 ``torchaudio.functional.forced_align``, which machines without torchaudio lack. Writes
-``{"texts": [...], "ctc_texts": [...], "versions": {...}}``.
+``{"texts": [...], "ctc_texts": [...], "timestamps": [...], "ctc_timestamps": [...], "versions": {...}}``
+(the last three None without ``--ctc``).
 """
 
 from __future__ import annotations
@@ -42,23 +43,42 @@ def main() -> None:
     kwargs = official_kwargs(config, model_dir, 0, model_dir / "model.pt")
     kwargs.pop("ctc_vocab_size", None)
     if args.ctc:
-        for key in ("ctc_decoder", "ctc_decoder_conf", "ctc_conf", "ctc_weight", "detach_ctc_decoder",
-                    "ctc_vocab_size"):
+        for key in (
+            "ctc_decoder",
+            "ctc_decoder_conf",
+            "ctc_conf",
+            "ctc_weight",
+            "detach_ctc_decoder",
+            "ctc_vocab_size",
+        ):
             kwargs[key] = config[key]
         kwargs["dataset_conf"] = dict(config["dataset_conf"])
         kwargs["dataset_conf"]["ctc_tokenizer_conf"] = {
-            **config["dataset_conf"]["ctc_tokenizer_conf"], "vocab_path": str(model_dir / "multilingual.tiktoken")
+            **config["dataset_conf"]["ctc_tokenizer_conf"],
+            "vocab_path": str(model_dir / "multilingual.tiktoken"),
         }
     model = AutoModel(**kwargs)
-    texts, ctc_texts = [], []
+    texts, ctc_texts, timestamps, ctc_timestamps = [], [], [], []
     for path in args.files:
-        (result,) = model.generate(input=[path], cache={}, batch_size=1, language=args.language,
-                                   itn=not args.no_itn, max_length=512)
+        (result,) = model.generate(
+            input=[path], cache={}, batch_size=1, language=args.language, itn=not args.no_itn, max_length=512
+        )
         texts.append(result["text"])
         ctc_texts.append(result.get("ctc_text"))
-    args.out.write_text(json.dumps({"texts": texts, "ctc_texts": ctc_texts,
-                                    "versions": {"funasr": funasr.__version__, "torch": torch.__version__}},
-                                   ensure_ascii=False))
+        timestamps.append(result.get("timestamps"))
+        ctc_timestamps.append(result.get("ctc_timestamps"))
+    args.out.write_text(
+        json.dumps(
+            {
+                "texts": texts,
+                "ctc_texts": ctc_texts,
+                "timestamps": timestamps,
+                "ctc_timestamps": ctc_timestamps,
+                "versions": {"funasr": funasr.__version__, "torch": torch.__version__},
+            },
+            ensure_ascii=False,
+        )
+    )
 
 
 if __name__ == "__main__":

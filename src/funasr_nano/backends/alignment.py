@@ -4,8 +4,10 @@ of ``torchaudio.functional.forced_align`` (its CPU kernel, which the official to
 * states 0..2L (blank, token 0, blank, token 1, ... blank); a state is computed only inside
   torchaudio's window (``start``/``end``: the states that can still start and finish in time);
 * each step takes the best of staying (x0), advancing one state (x1) and skipping a blank (x2, only
-  onto a token that differs from the one two states back); ties prefer x0 over x1 over x2
-  (``x2 > x1 && x2 > x0`` → 2, else ``x1 > x0`` → 1, else 0), the same float32 sums;
+  onto a token that differs from the one two states back); a move is taken only if it is strictly
+  better than both others, else the path stays (``x2 > x1 && x2 > x0`` → 2, else
+  ``x1 > x0 && x1 > x2`` → 1, else 0: torchaudio 2.11's kernel, checked against it on tie-heavy
+  inputs), the same float32 sums;
 * the path ends on the final blank only if that is strictly better (``alpha[S-1] > alpha[S-2]``),
   else on the last token;
 * a target needs ``T >= L + repeats`` frames, else there is no alignment (torchaudio raises; the
@@ -118,7 +120,7 @@ def forced_align(emissions: Sequence[torch.Tensor], targets: Sequence[Sequence[i
         x0, x1 = alpha[:, 2:], alpha[:, 1:-1]
         x2 = torch.where(skip, alpha[:, :-2], neg_inf)
         take2 = (x2 > x1) & (x2 > x0)
-        take1 = ~take2 & (x1 > x0)
+        take1 = ~take2 & (x1 > x0) & (x1 > x2)
         best = torch.where(take2, x2, torch.where(take1, x1, x0))
         back[:, t] = take2.to(torch.int8) * 2 + take1.to(torch.int8)
         step = torch.where(window[:, t], best + em[:, t], neg_inf)
