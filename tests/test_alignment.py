@@ -3,6 +3,9 @@ outputs of torchaudio itself where available), ties included."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -95,3 +98,20 @@ def test_spans_and_scores() -> None:
     assert [(s.start, s.end) for s in result.spans] == [(1, 3), (4, 5)]
     assert result.spans[0].score == pytest.approx(0.7, abs=1e-6)
     assert result.spans[1].score == pytest.approx(0.8, abs=1e-6)
+
+
+STORED = Path(__file__).parent / "data" / "torchaudio_forced_align.json"
+
+
+@pytest.mark.skipif(not STORED.is_file(), reason="no stored torchaudio outputs")
+def test_frames_equal_stored_torchaudio_outputs() -> None:
+    """torchaudio's own labels (benchmarks/compare_torchaudio.py --store, on the GPU machine), ties
+    included: one batch, every case."""
+    stored = json.loads(STORED.read_text())
+    cases = stored["cases"]
+    emissions = [_ours(np.asarray(c["log_probs"], dtype=np.float32), c["targets"], c["blank"]) for c in cases]
+    results = forced_align(emissions, [c["targets"] for c in cases])
+    assert len(cases) > 100
+    for case, result in zip(cases, results, strict=True):
+        assert result is not None
+        assert token_labels(result, case["targets"], case["blank"]) == case["labels"]
