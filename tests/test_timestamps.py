@@ -119,23 +119,30 @@ def test_aligned_words_times_and_shared_tokens():
     assert got[1].probability == pytest.approx(0.9)
 
 
+# Median |start error| bounds (s) per protocol, about 1.7x what the time-trained demo head measures on
+# these clips; the plain-CTC head it replaced measured 0.37 and 0.78, and fails them.
+WORD_TIME_BOUNDS = {"whole_sentences": 0.25, "word_by_word": 0.55}
+
+
 @pytest.mark.skipif(not (DATA / "words.json").is_file(), reason="no word-timed clips")
-def test_demo_word_timed_clips_within_a_loose_bound():
-    """The demo head's alignment of the spoken transcript: a loose bound that a broken time scale or
-    offset (frames taken as 10 ms, the context padding forgotten) fails."""
+def test_demo_word_timed_clips_are_timed_close_to_the_truth():
+    """The demo head's alignment of the spoken transcript against the true word times of espeak-ng
+    speech (benchmarks/timestamps.py --make-clips): a time scale or offset bug (frames taken as 10 ms,
+    the context padding forgotten) or a head that places its tokens anywhere fails."""
     import soundfile as sf
 
     from benchmarks.timestamps import reference_words, score
 
     model = load_model("demo", device="cpu")
-    errors = []
+    errors: dict[str, list[float]] = {protocol: [] for protocol in WORD_TIME_BOUNDS}
     for item in json.loads((DATA / "words.json").read_text()):
         audio, _ = sf.read(DATA / item["file"], dtype="float32")
         words = reference_words(model, audio, item["sentence"])
         assert [w.start for w in words] == sorted(w.start for w in words)
-        errors += [abs(e["start_error"]) for e in score(item, words)]
-    assert len(errors) >= 10
-    assert float(np.median(errors)) <= 1.5
+        errors[item["protocol"]] += [abs(e["start_error"]) for e in score(item, words)]
+    for protocol, bound in WORD_TIME_BOUNDS.items():
+        assert len(errors[protocol]) >= 10, protocol
+        assert float(np.median(errors[protocol])) <= bound, (protocol, float(np.median(errors[protocol])))
 
 
 @pytest.fixture(scope="module")
