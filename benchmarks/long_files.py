@@ -7,11 +7,16 @@ pauses of light noise (written block by block, so this script stays small too), 
 is measured the same way (a process that loads it and transcribes one clip). Large files go under
 --tmp and are deleted afterwards.
 
+With ``--server``: the same lengths as FLAC (compressed) uploads to ``funasr-nano serve`` with a raised
+``--max-audio-s`` (and ``--max-upload-mb``), one fresh server per length on 127.0.0.1; the server's peak
+RSS is its ``VmHWM`` (/proc) after the response, the baseline a server that answered one clip.
+
     python -m benchmarks.long_files --minutes 5 60 180 \\
         --out benchmarks/results/2026-12-03-cpu-long-files-demo.json
     # GPU, full-size random checkpoint (python -m benchmarks.build_checkpoint DIR first):
     python -m benchmarks.long_files --model DIR --device cuda --minutes 5 60 180 600 \\
         --out benchmarks/results/2026-12-XX-h200-long-files-random.json
+    python -m benchmarks.long_files --server --minutes 5 60 --out ...   # uploads to the server
 """
 
 from __future__ import annotations
@@ -62,6 +67,78 @@ def measure(command: list[str]) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def _upload(port: int, path: Path) -> dict:
+    """POST ``path`` as multipart to /v1/audio/transcriptions (streamed from disk); verbose_json back."""
+    import http.client
+    import uuid
+
+    boundary = uuid.uuid4().hex
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="response_format"\r\n\r\nverbose_json\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{path.name}"\r\n'
+        "Content-Type: audio/flac\r\n\r\n"
+    ).encode()
+    tail = f"\r\n--{boundary}--\r\n".encode()
+
+    def body():  # type: ignore[no-untyped-def]
+        yield head
+        with path.open("rb") as f:
+            while block := f.read(1 << 20):
+                yield block
+        yield tail
+
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=7200)
+    connection.request(
+        "POST",
+        "/v1/audio/transcriptions",
+        body=body(),
+        headers={
+            "Content-Type": f"multipart/form-data; boundary={boundary}",
+            "Content-Length": str(len(head) + path.stat().st_size + len(tail)),
+        },
+    )
+    response = connection.getresponse()
+    data = response.read()
+    if response.status != 200:
+        raise SystemExit(f"upload of {path.name}: HTTP {response.status}: {data[:300]!r}")
+    return json.loads(data)
+
+
+def _peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc (Linux only)")
+
+
+def server_run(args: argparse.Namespace, path: Path) -> dict:
+    """A fresh server answers one upload of ``path``: its peak RSS and the request's wall time."""
+    import time
+
+    from benchmarks.load_test import Server
+
+    options = argparse.Namespace(
+        model=args.model,
+        device=args.device,
+        dtype="auto",
+        batch_size=args.batch_size or 32,
+        batch_window_ms=10.0,
+        max_new_tokens=None,
+        startup_timeout=600.0,
+    )
+    server = Server(
+        options, "--max-audio-s", str(args.max_audio_s), "--max-upload-mb", "16384", "--read-timeout-s", "600"
+    )
+    try:
+        started = time.perf_counter()
+        answer = _upload(server.port, path)
+        wall = time.perf_counter() - started
+        peak = _peak_rss_mb(server.process.pid)
+    finally:
+        server.stop()
+    return {"wall_s": wall, "peak_rss_mb": peak, "segments": len(answer.get("segments", []))}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, nargs="+", default=[5, 60, 180])
@@ -70,6 +147,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--tmp", default=tempfile.gettempdir())
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--server", action="store_true", help="FLAC uploads to funasr-nano serve instead of the CLI")
+    parser.add_argument("--max-audio-s", type=float, default=40000.0, help="the server's --max-audio-s")
     args = parser.parse_args()
     python = sys.executable
     cli = [python, "-m", "funasr_nano", "transcribe", "-m", args.model, "--device", args.device, "-q"]
@@ -79,14 +158,20 @@ def main() -> None:
     rows = []
     try:
         clip = sorted((ROOT / "tests" / "data" / "demo").glob("*.flac"))[0]
-        baseline = measure([*cli, str(clip)])
+        baseline = server_run(args, clip) if args.server else measure([*cli, str(clip)])
         print(f"model + one clip: {baseline['peak_rss_mb']:.0f} MB, {baseline['wall_s']:.1f} s", flush=True)
         for minutes in args.minutes:
-            wav = work / f"{minutes:g}min.wav"
+            wav = work / f"{minutes:g}min.{'flac' if args.server else 'wav'}"
             seconds = synthesize(wav, minutes * 60)
             out = work / f"out-{minutes:g}"
-            result = measure([*cli, str(wav), "-o", str(out)])
-            segments = len(json.loads((out / f"{wav.stem}.json").read_text())["segments"]) if result["rc"] == 0 else 0
+            if args.server:
+                result = {"rc": 0, **server_run(args, wav)}
+                segments = result["segments"]
+            else:
+                result = measure([*cli, str(wav), "-o", str(out)])
+                segments = (
+                    len(json.loads((out / f"{wav.stem}.json").read_text())["segments"]) if result["rc"] == 0 else 0
+                )
             row = {
                 "minutes": minutes,
                 "audio_s": round(seconds, 1),
@@ -105,14 +190,26 @@ def main() -> None:
             shutil.rmtree(out, ignore_errors=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    what = "server" if args.server else "CLI"
     report = {
-        **provenance("long files: CLI peak RSS and wall time against duration", args.device),
+        **provenance(f"long files: {what} peak RSS and wall time against duration", args.device),
         "model": args.model,
-        "cli": " ".join(cli[1:]) + " FILE -o DIR",
-        "input": "16 kHz PCM_16 WAV: demo clips tiled with 0.3-2.5 s pauses of light noise",
-        "rss": "ru_maxrss of the CLI process (getrusage RUSAGE_CHILDREN of a process running only it)",
+        "input": f"16 kHz PCM_16 {'FLAC' if args.server else 'WAV'}: demo clips tiled with 0.3-2.5 s pauses of "
+        "light noise",
+        **(
+            {
+                "server": f"funasr-nano serve --max-audio-s {args.max_audio_s:g} --max-upload-mb 16384, one per "
+                "length; POST /v1/audio/transcriptions response_format=verbose_json",
+                "rss": "VmHWM of the server process after the response",
+            }
+            if args.server
+            else {
+                "cli": " ".join(cli[1:]) + " FILE -o DIR",
+                "rss": "ru_maxrss of the CLI process (getrusage RUSAGE_CHILDREN of a process running only it)",
+            }
+        ),
         "baseline": {
-            "what": "the same CLI on one demo clip (model loaded, VAD, one decode)",
+            "what": f"the same {what} on one demo clip (model loaded, VAD, one decode)",
             "peak_rss_mb": round(baseline["peak_rss_mb"], 1),
             "wall_s": round(baseline["wall_s"], 1),
         },
