@@ -187,11 +187,16 @@ def main() -> int:
     parser.add_argument("--chunk-ms", type=float, default=100.0, help="audio per append")
     parser.add_argument("--processes", type=int, default=4, help="client processes")
     parser.add_argument("--drain-s", type=float, default=30.0, help="how long a session waits for its last final")
+    parser.add_argument("--encode-interval-s", type=float, default=None,
+                        help="the server's --encode-interval-s (default: the server's own)")
     parser.add_argument("--output", type=Path, default=None,
                         help="JSON path (default: benchmarks/results/<date>-<device>-S2-live.json)")
     args = parser.parse_args()
     levels = [int(x) for x in args.streams.split(",")]
-    server = Server(args, "--max-streams", str(max(levels)))
+    extra = ["--max-streams", str(max(levels))]
+    if args.encode_interval_s is not None:
+        extra += ["--encode-interval-s", str(args.encode_interval_s)]
+    server = Server(args, *extra)
     url = f"ws://127.0.0.1:{server.port}/v1/realtime?intent=transcription"
     results = []
     try:

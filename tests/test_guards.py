@@ -164,3 +164,18 @@ def test_without_vad_nothing_is_repaired_as_in_the_official_model():
     assert segment.tokens == ([5, 6] * 600)[: token_budget(decoded.duration)]  # the loop stays
     assert segment.start == 0 and segment.end == decoded.duration
     assert segment.flags == [TRUNCATED]
+
+
+def test_urgent_recordings_are_cut_and_added_before_earlier_work():
+    """When the engine is full, a live utterance's final (urgent) gets the next room, ahead of work
+    submitted before it."""
+    engine = FakeEngine(lambda seconds, budget: SENTENCE, slots=1)  # room for two requests
+    scheduler = Scheduler(engine, IdTokenizer())
+    plain = DecodeSettings(PromptIds([1], [2]), None, None)
+    urgent = DecodeSettings(PromptIds([1], [2]), None, None, urgent=True)
+    for key, seconds, settings in ((0, 6.0, plain), (1, 9.0, plain), (2, 4.0, plain), (3, 2.0, urgent)):
+        scheduler.submit(open_recording(key, np.zeros(round(seconds * 16000), np.float32), settings, "cpu"))
+    assert [round(seconds) for _, seconds, _ in engine.added] == [6, 9]  # full: the others wait
+    while len(engine.added) < 4:
+        scheduler.step()
+    assert [round(seconds) for _, seconds, _ in engine.added] == [6, 9, 2, 4]

@@ -152,3 +152,60 @@ def test_split_point_lands_on_the_quietest_frame_of_the_middle_third():
 def test_bad_options_are_one_clear_error(options):
     with pytest.raises(UsageError):
         VadOptions(**options)
+
+
+@torch.inference_mode()
+def test_passes_of_several_streams_in_one_batch_equal_their_own_passes():
+    vad = load_vad("cpu")
+    rng = np.random.default_rng(3)
+    samples, _ = speech()
+    audio = [samples[k * SAMPLE_RATE :] for k in range(3)]  # three streams, each at another point
+    states: list = [None, None, None]
+    alone: list = [None, None, None]
+    for round_ in range(3):  # states carried over, windows of different counts per stream
+        passes = []
+        for k in range(3):
+            count = int(rng.integers(1, 6))
+            start = round_ * 6 * FRAME_SAMPLES
+            windows = torch.from_numpy(audio[k][start : start + 64 + count * FRAME_SAMPLES]).unfold(0, 576, 512)
+            passes.append((windows, states[k]))
+        together = vad.pass_many(passes)
+        for k, ((windows, _), (found, state)) in enumerate(zip(passes, together, strict=True)):
+            expected, alone[k] = vad.pass_probabilities(windows, alone[k] if round_ else None)
+            np.testing.assert_allclose(found.numpy(), expected.numpy(), atol=1e-5)
+            np.testing.assert_allclose(state[0].numpy(), alone[k][0].numpy(), atol=1e-5)
+            states[k] = state
+
+
+def test_live_detectors_on_many_threads_share_passes_and_find_their_own_speech():
+    import threading
+
+    from funasr_nano.frontend.endpoint import SpeechDetector
+
+    samples, _ = speech()
+    talks = [samples[k * SAMPLE_RATE // 2 : k * SAMPLE_RATE // 2 + 8 * SAMPLE_RATE] for k in range(6)]
+    detectors = [SpeechDetector() for _ in talks]
+    vad = detectors[0].vad
+    batches: list[int] = []
+    pass_many = vad.pass_many
+    vad.pass_many = lambda passes: batches.append(len(passes)) or pass_many(passes)  # type: ignore[method-assign]
+    start = threading.Barrier(len(talks))
+
+    def run(k: int) -> None:
+        start.wait()
+        for first in range(0, talks[k].size, 1600):
+            detectors[k].add(talks[k][first : first + 1600])
+
+    try:
+        threads = [threading.Thread(target=run, args=(k,)) for k in range(len(talks))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+    finally:
+        del vad.pass_many
+    assert max(batches) > 1  # some passes ran together
+    for k, detector in enumerate(detectors):
+        offline = vad.speech_probabilities(talks[k])
+        kept = np.asarray(detector.probabilities)
+        np.testing.assert_allclose(kept, offline[: kept.size], atol=1e-5)

@@ -52,6 +52,7 @@ def test_serving_on_127_0_0_2_without_a_key_gives_no_public_warning(model, monke
         ("--read-timeout-s", "0"),
         ("--min-upload-kbps", "-1"),
         ("--batch-window-ms", "-1"),
+        ("--encode-interval-s", "nan"),
     ],
 )
 def test_serve_options_that_are_not_finite_and_positive_are_one_line(option, value, capsys):

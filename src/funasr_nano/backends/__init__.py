@@ -39,6 +39,7 @@ class Request:
     prompt: PromptIds
     max_new_tokens: int
     align: bool = False
+    urgent: bool = False  # encoded and admitted before the others (a live utterance's final decode)
 
     @property
     def positions(self) -> int:

@@ -39,6 +39,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="uploads arriving at once, more get 429 (default: %(default)s)")
     add("--max-streams", type=int, default=default.max_streams,
         help="live sessions (the Realtime WebSocket) at once, more are refused (default: %(default)s)")
+    add("--encode-interval-s", type=float, default=default.encode_interval_s,
+        help="torch: while segments decode, encode new audio at most this often, so that running "
+             "streams keep getting tokens (default: %(default)s; 0: whenever slots free)")
     add("--read-timeout-s", type=float, default=default.read_timeout_s,
         help="an upload that sends nothing for this long gets 408; a connection whose headers take this "
              "long is closed (default: %(default)s)")
@@ -64,6 +67,8 @@ def _check_options(args: argparse.Namespace) -> None:
                  "min_upload_kbps"):
         if not 0 < getattr(args, name) < float("inf"):
             raise UsageError(f"--{name.replace('_', '-')} must be a positive number")
+    if not 0 <= args.encode_interval_s < float("inf"):
+        raise UsageError("--encode-interval-s must be zero or a positive number")
     if not 0 <= args.batch_window_ms < float("inf"):
         raise UsageError("--batch-window-ms must be zero or a positive number")
     if not 0 <= args.port <= 65535:
@@ -93,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
         min_upload_bytes_per_s=args.min_upload_kbps * BYTES_PER_S_PER_KBPS,
         max_new_tokens=args.max_new_tokens,
         batch_window_s=args.batch_window_ms / 1000,
+        encode_interval_s=args.encode_interval_s or None,
         vad=not args.no_vad,
         resampler=args.resampler,
     )

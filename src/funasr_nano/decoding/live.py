@@ -357,7 +357,7 @@ class LiveStream:
         key = (id(self), "final", next(self._keys))  # unique among the streams of a shared worker
         self._finals[key] = (utterance.item, utterance.begin)
         prepared = PreparedAudio(samples, SpeechMap([speech], score) if self.settings.vad is not None else None)
-        self._submit(key, prepared, self.settings)
+        self._submit(key, prepared, replace(self.settings, urgent=True))
 
     def _ask_partial(self, utterance: _Utterance) -> None:
         if utterance.pending is not None:

@@ -46,6 +46,7 @@ class DecodeSettings:
     stream_text: bool = False  # report the text as it is decoded (TextDelta)
     word_timestamps: bool = False  # each segment's words (CTC-aligned where the model has a CTC head)
     max_seconds: float | None = None  # longer file inputs are refused (AudioTooLongError)
+    urgent: bool = False  # cut, encoded and admitted before other work (someone waits on it: a live final)
 
     @property
     def repair(self) -> bool:

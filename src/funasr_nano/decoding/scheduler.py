@@ -121,7 +121,8 @@ class Scheduler:
     def _feed(self, out: list[Output]) -> None:
         room = self.engine.capacity()
         cut: list[Piece] = []
-        for recording in list(self._cutting):
+        # urgent recordings first (a stable sort: submission order otherwise)
+        for recording in sorted(self._cutting, key=lambda r: not r.settings.urgent):
             while len(cut) < room:
                 try:
                     item = next(recording.spans, ...)
@@ -144,7 +145,7 @@ class Scheduler:
                     recording.text.start([piece])
                 cut.append(piece)
         # Longest first: the engine's batches then hold similar lengths and drain little at the end.
-        self._add(sorted(cut, key=lambda p: -p.audio_seconds))
+        self._add(sorted(cut, key=lambda p: (not p.recording.settings.urgent, -p.audio_seconds)))
 
     def _add(self, pieces: Iterable[Piece]) -> None:
         for piece in pieces:
@@ -154,7 +155,8 @@ class Scheduler:
             settings = recording.settings
             piece.budget = settings.max_new_tokens or token_budget(piece.audio_seconds)
             request = Request(piece.audio, settings.prompt, piece.budget,
-                              align=settings.word_timestamps and self.ctc_tokenizer is not None)
+                              align=settings.word_timestamps and self.ctc_tokenizer is not None,
+                              urgent=settings.urgent)
             try:
                 self.engine.add(piece, request)
             except FunASRNanoError as exc:  # it does not fit the model's positions: a UsageError

@@ -71,7 +71,7 @@ class SpeechDetector:
         used = CONTEXT_SAMPLES + count * FRAME_SAMPLES
         windows = torch.from_numpy(pending[:used]).to(self.vad.device).unfold(0, CONTEXT_SAMPLES + FRAME_SAMPLES,
                                                                               FRAME_SAMPLES)
-        found, self._state = self.vad.pass_probabilities(windows, self._state)
+        found, self._state = self.vad.pass_together(windows, self._state)
         self._pending = pending[used - CONTEXT_SAMPLES :].copy()
         boundaries = []
         for probability in found.cpu().numpy().tolist():

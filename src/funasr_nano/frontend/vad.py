@@ -11,6 +11,7 @@ in a recording that arrives in chunks, keeping two numbers per 32 ms frame and l
 from __future__ import annotations
 
 import importlib.util
+import threading
 import warnings
 from dataclasses import dataclass
 from functools import lru_cache
@@ -19,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from ..errors import ModelLoadError, UsageError
 from .features import SAMPLE_RATE
@@ -84,6 +86,7 @@ class SileroVAD:
         self.lstm.load_state_dict({f"{name}_l0": state[rnn + name]
                                    for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")})
         self.head = (state[prefix + "decoder.decoder.2.weight"], state[prefix + "decoder.decoder.2.bias"])
+        self._together = _PassesTogether(self)
 
     def _frame_features(self, windows: torch.Tensor) -> torch.Tensor:
         """[N, 576] windows (context + frame) -> [N, 128] encoder features."""
@@ -118,6 +121,77 @@ class SileroVAD:
         hidden, state = self.lstm(features[None], state)  # the state carries over to the next pass
         weight, bias = self.head
         return torch.sigmoid(F.relu(hidden[0]) @ weight[0, :, 0] + bias), state
+
+    def pass_many(self, passes: list[tuple[torch.Tensor, LSTMState | None]]) -> list[tuple[torch.Tensor, LSTMState]]:
+        """:meth:`pass_probabilities` for independent streams in one batched pass: the frames of all in one
+        front end, and one LSTM batch of the streams, each as long as its own windows."""
+        if len(passes) == 1:
+            return [self.pass_probabilities(*passes[0])]
+        counts = [windows.shape[0] for windows, _ in passes]
+        features = self._frame_features(torch.cat([windows for windows, _ in passes])).split(counts)
+        size = self.lstm.hidden_size
+        zero = torch.zeros(1, 1, size, device=self.device)
+        h0 = torch.cat([zero if state is None else state[0] for _, state in passes], dim=1)
+        c0 = torch.cat([zero if state is None else state[1] for _, state in passes], dim=1)
+        packed = nn.utils.rnn.pack_padded_sequence(nn.utils.rnn.pad_sequence(list(features), batch_first=True),
+                                                   torch.tensor(counts), batch_first=True, enforce_sorted=False)
+        out, (h, c) = self.lstm(packed, (h0, c0))  # h, c: each stream's state after its own last frame
+        hidden = nn.utils.rnn.pad_packed_sequence(out, batch_first=True)[0]
+        weight, bias = self.head
+        found = torch.sigmoid(F.relu(hidden) @ weight[0, :, 0] + bias)
+        return [(found[i, :n], (h[:, i : i + 1].contiguous(), c[:, i : i + 1].contiguous()))
+                for i, n in enumerate(counts)]
+
+    def pass_together(self, windows: torch.Tensor, state: LSTMState | None) -> tuple[torch.Tensor, LSTMState]:
+        """:meth:`pass_probabilities`, batched with the passes other threads ask for meanwhile (live
+        streams fed on many threads: a server's)."""
+        return self._together.run(windows, state)
+
+
+class _PassesTogether:
+    """A caller whose pass finds another batch running waits; the next caller to run takes every pass
+    queued meanwhile, in one :meth:`SileroVAD.pass_many`. Many live streams then cost one small pass per
+    round instead of one per stream: the VAD's small ops hold the GIL, which a server's model worker
+    thread needs to keep the GPU fed."""
+
+    def __init__(self, vad: SileroVAD):
+        self.vad = vad
+        self._cond = threading.Condition()
+        self._queue: list[_Pass] = []
+        self._running = False
+
+    def run(self, windows: torch.Tensor, state: LSTMState | None) -> tuple[torch.Tensor, LSTMState]:
+        job = _Pass(windows, state)
+        with self._cond:
+            self._queue.append(job)
+            while not job.finished:
+                if self._running:
+                    self._cond.wait()
+                    continue
+                batch, self._queue, self._running = self._queue, [], True
+                self._cond.release()
+                try:
+                    results: list | BaseException = self.vad.pass_many([(j.windows, j.state) for j in batch])
+                except BaseException as exc:  # every caller of the batch hears of it
+                    results = exc
+                finally:
+                    self._cond.acquire()
+                    self._running = False
+                for index, queued in enumerate(batch):
+                    queued.result = results if isinstance(results, BaseException) else results[index]
+                    queued.finished = True
+                self._cond.notify_all()
+        if isinstance(job.result, BaseException):
+            raise job.result
+        return job.result
+
+
+@dataclass
+class _Pass:
+    windows: torch.Tensor
+    state: LSTMState | None
+    finished: bool = False
+    result: tuple[torch.Tensor, LSTMState] | BaseException | None = None
 
 
 @lru_cache(maxsize=4)

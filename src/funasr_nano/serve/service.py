@@ -40,6 +40,7 @@ class Service:
         self.stopping = asyncio.Event()  # set when the server begins to shut down
 
     def start(self) -> None:
+        _tune_for_serving(self.base_model, self.config.encode_interval_s)
         self.worker = Worker(self.base_model, self.config.batch_window_s)
         self.pool = ThreadPoolExecutor(self.config.max_queue, thread_name_prefix="funasr-nano-request")
 
@@ -95,3 +96,17 @@ class Service:
 
     def release(self) -> None:
         self.active -= 1
+
+
+def _tune_for_serving(model: FunASRNano, encode_interval_s: float | None) -> None:
+    from ..backends.torch import TorchBackend
+
+    if not isinstance(model.backend, TorchBackend):
+        return
+    model.backend.encode_interval_s = encode_interval_s
+    if model.backend.torch_device.type == "cuda":
+        import torch
+
+        # The GPU does the model's work; what torch runs on the CPU is small (each live stream's VAD, on
+        # request threads at once), and intra-op threads for every such call oversubscribe the cores.
+        torch.set_num_threads(1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Hashable, Iterable, Sequence
 
@@ -78,6 +79,12 @@ class TorchBackend:
             self.ctc_head = CTCHead.from_tensors(config.ctc, ctc_tensors, self.torch_device, ctc_source or source)
         self.engine = GreedyEngine(self.model.llm, stop_ids, max_batch=batch_size)
         self.batch_size = batch_size
+        # While rows decode, leave this many seconds between encoder calls (None: encode whenever slots
+        # are about to free). An encoder call costs about as much as tens of decode steps (its kernels are launch-bound
+        # at any batch), and every step waits for the call before it: a server spaces the calls out so
+        # that the tokens of running rows keep coming.
+        self.encode_interval_s: float | None = None
+        self._encoded_at = 0.0
         self._unencoded: deque[tuple[Hashable, Request]] = deque()
         self._ctc_hidden: dict[Hashable, torch.Tensor] = {}  # kept for align()
 
@@ -99,9 +106,24 @@ class TorchBackend:
 
     @torch.inference_mode()
     def step(self) -> list[Event]:
-        if self._unencoded and self.engine.waiting < self.engine.free_slots:
-            self._encode([self._unencoded.popleft() for _ in range(min(self.batch_size, len(self._unencoded)))])
+        if self._unencoded and self.engine.waiting < self.engine.free_slots and self._may_encode():
+            self._encode(self._next_batch())
+            self._encoded_at = time.monotonic()  # from the call's end: decode steps get the interval
         return self.engine.step()
+
+    def _may_encode(self) -> bool:
+        if self.encode_interval_s is None or self.engine.idle:
+            return True
+        return time.monotonic() - self._encoded_at >= self.encode_interval_s
+
+    def _next_batch(self) -> list[tuple[Hashable, Request]]:
+        """Urgent requests first (a stable sort: in order otherwise), at most ``batch_size``."""
+        order = sorted(range(len(self._unencoded)), key=lambda i: not self._unencoded[i][1].urgent)
+        chosen = order[: self.batch_size]
+        taken = set(chosen)
+        batch = [self._unencoded[i] for i in chosen]
+        self._unencoded = deque(item for i, item in enumerate(self._unencoded) if i not in taken)
+        return batch
 
     def cancel(self, keys: Iterable[Hashable]) -> None:
         gone = set(keys)
@@ -126,7 +148,8 @@ class TorchBackend:
         """Encode a batch of segments and queue their prompts in the LLM engine, in the order added."""
         head = self.ctc_head if any(request.align for _, request in work) else None
         encoded, ctc_hidden = self.model.encode_waveforms_with_ctc(
-            [torch.from_numpy(request.audio) for _, request in work], head)
+            [torch.from_numpy(request.audio) for _, request in work], head
+        )
         for index, ((key, request), audio) in enumerate(zip(work, encoded, strict=True)):
             embeddings = self.model.prompt_embeddings(request.prompt, audio)
             self.engine.add(key, GenerationRequest(embeddings, request.max_new_tokens))

@@ -1,0 +1,90 @@
+"""The torch backend's encoder calls: urgent requests (a live utterance's final) are encoded first, and
+with an encode interval set, new audio waits while rows decode, then goes in once the interval has passed
+(so that the running rows' tokens keep coming)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from funasr_nano import load_model
+from funasr_nano.backends import Request
+from funasr_nano.demo import sample
+from funasr_nano.frontend.audio import load_audio
+from funasr_nano.text.prompt import PromptIds
+
+PROMPT = PromptIds([1, 2, 3], [4, 5])
+
+
+@pytest.fixture
+def backend():
+    backend = load_model("demo", device="cpu").backend
+    backend.engine.reserve(4, 512)  # room for new rows beside a running one (the cache grows by draining)
+    yield backend
+    backend.encode_interval_s = None
+
+
+def _request(seconds: float, urgent: bool = False, budget: int = 8) -> Request:
+    return Request(np.zeros(round(seconds * 16000), np.float32), PROMPT, budget, urgent=urgent)
+
+
+def test_urgent_requests_are_encoded_first(backend):
+    for key, seconds, urgent in (("a", 3, False), ("b", 2, False), ("final", 1, True), ("c", 1, False)):
+        backend.add(key, _request(seconds, urgent))
+    assert [key for key, _ in backend._next_batch()] == ["final", "a", "b", "c"]
+    assert not backend._unencoded
+
+
+def _speech(budget: int = 50) -> Request:
+    """A demo clip: the demo model decodes it for a dozen steps or more before it stops."""
+    return Request(load_audio(sample("en")), PROMPT, budget)
+
+
+def test_the_interval_holds_new_audio_back_while_rows_decode(backend):
+    backend.encode_interval_s = 3600.0
+    backend.add("running", _speech())
+    backend.step()  # the engine is idle: encoded at once
+    assert not backend.engine.idle and not backend._unencoded
+    backend.add("new", _request(1))
+    steps = 0
+    while not backend.engine.idle:
+        backend.step()
+        steps += 1
+        assert [key for key, _ in backend._unencoded] == ["new"]  # held back: "running" decodes on
+    assert steps > 3
+    backend.step()  # nothing decodes any more: encoded at once
+    assert not backend._unencoded
+
+
+def test_new_audio_goes_in_once_the_interval_has_passed(backend):
+    backend.encode_interval_s = 3600.0
+    backend.add("running", _speech())
+    backend.step()
+    backend.add("new", _request(1))
+    backend.step()
+    assert backend._unencoded and not backend.engine.idle
+    backend._encoded_at -= 3600.0  # as if an hour had passed
+    backend.step()
+    assert not backend._unencoded
+
+
+def test_without_an_interval_new_audio_joins_at_the_next_step(backend):
+    backend.add("running", _speech())
+    backend.step()
+    backend.add("new", _request(1))
+    backend.step()
+    assert not backend._unencoded and not backend.engine.idle
+
+
+def test_the_server_spaces_its_encoder_calls():
+    from funasr_nano.serve.config import ServerConfig
+    from funasr_nano.serve.service import Service
+
+    model = load_model("demo", device="cpu")
+    assert model.backend.encode_interval_s is None  # the library encodes whenever slots free
+    service = Service(model, ServerConfig(encode_interval_s=0.25))
+    service.start()
+    try:
+        assert model.backend.encode_interval_s == 0.25
+    finally:
+        service.stop()
