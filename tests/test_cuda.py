@@ -72,3 +72,27 @@ def test_a_live_stream_on_cuda_gives_the_cuda_offline_segments():
     offline = model.transcribe(audio).segments
     assert [e.text for e in events if isinstance(e, Final)] == [s.text.strip() for s in offline]
     assert any(isinstance(e, Partial) for e in events)
+
+
+def test_encoder_graphs_replay_the_eager_encoder_in_fp32():
+    """The server's encoder CUDA graphs: captured on a shape's first call, replayed after; each row equal
+    to the eager batch's, also for a batch of other lengths in the same bucket."""
+    import numpy as np
+
+    from funasr_nano import load_model
+
+    model = load_model("demo", device="cuda", dtype="float32").backend.model
+    rng = np.random.default_rng(0)
+    eager = model.encode  # before the graphs are switched on
+    batches = [[torch.from_numpy(rng.normal(size=(n, 560)).astype(np.float32)).cuda() for n in sizes]
+               for sizes in ((50, 17, 33), (60, 40, 12), (5,))]
+    expected = [eager(batch) for batch in batches]
+    model.use_encoder_graphs()
+    try:
+        for _ in range(2):  # first: run and capture; then: replay
+            for batch, wanted in zip(batches, expected, strict=True):
+                for got, want in zip(model.encode(batch), wanted, strict=True):
+                    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+        assert len(model.encoder_graphs._graphs) == 2  # (4 rows, 64 frames) and (1 row, 32 frames)
+    finally:
+        model.encoder_graphs = None

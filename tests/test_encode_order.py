@@ -88,3 +88,20 @@ def test_the_server_spaces_its_encoder_calls():
         assert model.backend.encode_interval_s == 0.25
     finally:
         service.stop()
+
+
+def test_the_encoder_graphs_padding_gives_each_row_its_own_output():
+    """The CUDA-graph path pads a batch to a power of two rows and whole frame buckets and always masks;
+    on the CPU (no graph) the same padded computation must give every row what the plain batch gives."""
+    import torch
+
+    model = load_model("demo", device="cpu").backend.model
+    rng = np.random.default_rng(0)
+    features = [torch.from_numpy(rng.normal(size=(n, 560)).astype(np.float32)) for n in (50, 17, 33)]
+    padded, lengths, positions = model.graph_inputs(features)
+    assert padded.shape[:2] == (4, 64) and lengths.tolist() == [50, 17, 33, 0]
+    with torch.inference_mode():
+        graphed = model._encode_padded(padded, lengths, positions)
+        plain = model.encode(features)
+    for i, audio in enumerate(plain):
+        torch.testing.assert_close(graphed[i, : audio.shape[0]], audio, atol=1e-4, rtol=1e-4)

@@ -107,6 +107,7 @@ def _tune_for_serving(model: FunASRNano, encode_interval_s: float | None) -> Non
     if model.backend.torch_device.type == "cuda":
         import torch
 
+        model.backend.model.use_encoder_graphs()  # many small encoder calls: one launch each
         # The GPU does the model's work; what torch runs on the CPU is small (each live stream's VAD, on
         # request threads at once), and intra-op threads for every such call oversubscribe the cores.
         torch.set_num_threads(1)

@@ -86,11 +86,12 @@ class SANMEncoderLayer(nn.Module):
 
 
 def padding_masks(
-    lengths: torch.Tensor, frames: int, dtype: torch.dtype
+    lengths: torch.Tensor, frames: int, dtype: torch.dtype, always: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(frame mask [B, T, 1] in dtype, boolean key mask [B, 1, 1, T] or None when nothing is padded)."""
+    """(frame mask [B, T, 1] in dtype, boolean key mask [B, 1, 1, T] or None when nothing is padded).
+    ``always``: a key mask even then, without looking at the lengths on the host (a CUDA graph capture)."""
     valid = torch.arange(frames, device=lengths.device)[None, :] < lengths[:, None]
-    key_mask = None if bool(valid.all()) else valid[:, None, None, :]
+    key_mask = None if not always and bool(valid.all()) else valid[:, None, None, :]
     return valid[:, :, None].to(dtype), key_mask
 
 
@@ -109,12 +110,19 @@ class SenseVoiceEncoder(nn.Module):
         )
         self.tp_norm = FP32LayerNorm(size, eps=config.layer_norm_eps)
 
-    def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """features [B, T, 560] (padded), lengths [B] -> [B, T, output_size]."""
+    def forward(
+        self, features: torch.Tensor, lengths: torch.Tensor, positions: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """features [B, T, 560] (padded), lengths [B] -> [B, T, output_size]. ``positions``: the
+        :func:`sinusoidal_positions` table given (a CUDA graph, which cannot copy from the host), and
+        then a key mask whatever the lengths."""
         _, frames, depth = features.shape
+        graphed = positions is not None
+        if positions is None:
+            positions = sinusoidal_positions(frames, depth, features.device)
         x = features * math.sqrt(self.config.output_size)
-        x = (x.float() + sinusoidal_positions(frames, depth, features.device)).to(features.dtype)
-        frame_mask, key_mask = padding_masks(lengths, frames, x.dtype)
+        x = (x.float() + positions).to(features.dtype)
+        frame_mask, key_mask = padding_masks(lengths, frames, x.dtype, always=graphed)
         for layer in self.encoders0:
             x = layer(x, frame_mask, key_mask)
         for layer in self.encoders:

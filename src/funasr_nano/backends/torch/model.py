@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 
@@ -9,11 +11,20 @@ from ...checkpoint import check_shapes, tie_lm_head
 from ...config import ModelConfig
 from ...frontend.features import extract_features
 from ...text.prompt import PromptIds, num_audio_tokens
+from ..positions import sinusoidal_positions
 from .adaptor import AudioAdaptor
 from .ctc_head import CTCHead
 from .encoder import SenseVoiceEncoder, padding_masks
 from .fused import supports_fused_decode
 from .qwen3 import Qwen3ForCausalLM, RotaryTable
+
+if TYPE_CHECKING:
+    from .cuda_graphs import ShapeGraphs
+
+# Encoder CUDA graphs: a batch is padded to a power of two rows and a multiple of this many LFR frames
+# (1.92 s), so that a few dozen graphs cover every call.
+GRAPH_FRAMES = 32
+GRAPH_CAPACITY = 160  # every bucket of rows (1-256) and of frames (up to 30 s)
 
 
 class FunASRNanoTorch(nn.Module):
@@ -25,6 +36,7 @@ class FunASRNanoTorch(nn.Module):
         self.audio_encoder = SenseVoiceEncoder(config.encoder)
         self.audio_adaptor = AudioAdaptor(config.adaptor)
         self.llm = Qwen3ForCausalLM(config.llm)
+        self.encoder_graphs: ShapeGraphs | None = None  # see use_encoder_graphs
 
     @classmethod
     def from_state_dict(
@@ -68,17 +80,50 @@ class FunASRNanoTorch(nn.Module):
         """LFR features [T_i, 560] -> audio embeddings [ceil(T_i/8), llm_dim] (one batched pass), and with
         ``ctc_head`` its ctc_decoder output [T_i, W] on the same encoder output (for alignment)."""
         param = self.llm.model.embed_tokens.weight
-        lengths = torch.tensor([f.shape[0] for f in features], device=param.device)
+        counts = [f.shape[0] for f in features]
+        if self.encoder_graphs is not None and ctc_head is None:
+            adapted = self._encode_graphed(features)
+            return [adapted[i, : num_audio_tokens(n)] for i, n in enumerate(counts)], None
+        lengths = torch.tensor(counts, device=param.device)
         padded = nn.utils.rnn.pad_sequence(list(features), batch_first=True).to(device=param.device, dtype=param.dtype)
         encoded = self.audio_encoder(padded, lengths)
         _, key_mask = padding_masks(lengths, padded.shape[1], padded.dtype)
         adapted = self.audio_adaptor(encoded, key_mask)
-        counts = lengths.tolist()
-        audio = [adapted[i, : num_audio_tokens(int(n))] for i, n in enumerate(counts)]
+        audio = [adapted[i, : num_audio_tokens(n)] for i, n in enumerate(counts)]
         if ctc_head is None:
             return audio, None
         hidden = ctc_head.hidden(encoded, lengths)
         return audio, [hidden[i, :n] for i, n in enumerate(counts)]
+
+    def use_encoder_graphs(self) -> None:
+        """Encode through CUDA graphs (a server's many small calls: one launch each instead of hundreds,
+        and no GIL held meanwhile). Each row's output is the same as the eager batch's up to the float
+        rounding a different batch shape gives (more padding, always a key mask)."""
+        from .cuda_graphs import ShapeGraphs
+
+        self.encoder_graphs = ShapeGraphs(self._encode_padded, capacity=GRAPH_CAPACITY)
+
+    def _encode_graphed(self, features: list[torch.Tensor]) -> torch.Tensor:
+        assert self.encoder_graphs is not None
+        return self.encoder_graphs(*self.graph_inputs(features))
+
+    def graph_inputs(self, features: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The encoder graph's inputs for a batch: features padded to a power of two rows and a multiple of
+        ``GRAPH_FRAMES`` frames, the lengths (0 for the extra rows) and the position table."""
+        param = self.llm.model.embed_tokens.weight
+        rows = 1 << (len(features) - 1).bit_length()
+        frames = -(-max(f.shape[0] for f in features) // GRAPH_FRAMES) * GRAPH_FRAMES
+        padded = torch.zeros(rows, frames, features[0].shape[1], device=param.device, dtype=param.dtype)
+        lengths = torch.zeros(rows, dtype=torch.long)
+        for i, f in enumerate(features):
+            padded[i, : f.shape[0]] = f
+            lengths[i] = f.shape[0]
+        return padded, lengths.to(param.device), sinusoidal_positions(frames, padded.shape[2], padded.device)
+
+    def _encode_padded(self, padded: torch.Tensor, lengths: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        encoded = self.audio_encoder(padded, lengths, positions)
+        _, key_mask = padding_masks(lengths, padded.shape[1], padded.dtype, always=True)
+        return self.audio_adaptor(encoded, key_mask)
 
     def encode_waveforms_with_ctc(
         self, waveforms: list[torch.Tensor], ctc_head: CTCHead | None
