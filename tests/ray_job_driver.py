@@ -1,6 +1,9 @@
 """Runs a Ray job for tests/test_ray.py inside a network namespace (Ray probes public addresses when
 it starts). Usage: python ray_job_driver.py INPUT_DIR OUTPUT_DIR REPLICAS KILL_AFTER
 
+INPUT_DIR as ``bytes:DIR`` or ``paths:DIR``: the job's input is a ray.data.Dataset of the bytes of DIR's
+files (named by their stems) or of their paths.
+
 KILL_AFTER > 0: once that many files are in the manifest, kill one replica's process (SIGKILL) and
 record its pid in OUTPUT_DIR/killed.txt; Ray must replace it and retry its batch.
 """
@@ -39,8 +42,18 @@ def main() -> None:
         threading.Thread(
             target=kill_one_replica, args=(output / "manifest.jsonl", kill_after, output / "killed.txt"), daemon=True
         ).start()
+    inputs: object = [source]
+    kind, _, folder = source.partition(":")
+    if kind in ("bytes", "paths"):
+        import ray
+        import ray.data
+
+        ray.init(include_dashboard=False, log_to_driver=False)
+        files = sorted(Path(folder).glob("*.flac"))
+        rows = [{"name": f.stem, "bytes": f.read_bytes()} if kind == "bytes" else {"path": str(f)} for f in files]
+        inputs = ray.data.from_items(rows)
     summary = transcribe_collection(
-        [source],
+        inputs,
         output,
         model=ModelOptions(model="demo", device="cpu"),
         decode=TranscribeOptions(),

@@ -117,6 +117,21 @@ def test_a_second_run_skips_finished_files_and_retries_failed_ones(collection, t
     assert [e["name"] for e in manifest(out)[21:]] == ["second/corrupt"]
 
 
+@needs_ray
+@pytest.mark.parametrize("kind", ["bytes", "paths"])
+def test_a_dataset_input_is_transcribed_under_its_names_and_resumed(kind, collection, plain_texts, tmp_path):
+    """A ray.data.Dataset of file bytes (named by a column) or of paths (named as the CLI names them)."""
+    out = tmp_path / "out"
+    driver = (sys.executable, str(HERE / "ray_job_driver.py"), f"{kind}:{collection / 'first'}", str(out), "1", "0")
+    run = isolated(*driver)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert summary(run) == {"done": 10, "failed": 0, "skipped": 0}
+    texts = {e["name"]: e["text"] for e in manifest(out)}
+    wanted = {name.removeprefix("first/"): text for name, text in plain_texts.items() if name.startswith("first/")}
+    assert texts == wanted
+    assert summary(isolated(*driver)) == {"done": 0, "failed": 0, "skipped": 10}
+
+
 def test_ray_options_are_checked_before_ray_is_imported(tmp_path):
     from funasr_nano.cli.main import main
 

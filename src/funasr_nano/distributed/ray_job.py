@@ -10,6 +10,7 @@ its error and the job goes on; a second run skips the files already done.
 
 from __future__ import annotations
 
+import io
 import json
 import sys
 import time
@@ -60,10 +61,13 @@ class JobSummary:
 
 
 def _prepare(row: dict[str, Any], vad: VadOptions | None, resampler: str) -> dict[str, Any]:
-    """CPU stage: the file's 16 kHz samples and speech map, or the reason it cannot be read."""
+    """CPU stage: the file's 16 kHz samples and speech map, or the reason it cannot be read. A row of
+    bytes (a Dataset input) is read from them, and the bytes go no further."""
+    data = row.pop("bytes", None)
     empty = {"samples": np.zeros(0, np.float32), "spans": np.zeros((0, 2), np.int64), "score": np.zeros(0)}
     try:
-        prepared = prepare_audio(read_source(row["source"]), vad, resampler=resampler)
+        source = read_source(row["source"]) if data is None else io.BytesIO(bytes(data))
+        prepared = prepare_audio(source, vad, resampler=resampler)
     except (FunASRNanoError, OSError) as exc:
         return {**row, **empty, "error": str(exc) or type(exc).__name__}
     speech = prepared.speech
@@ -152,8 +156,25 @@ def _connect(address: str | None) -> None:
     ray.init(address=address, include_dashboard=False, log_to_driver=False, runtime_env=None, ignore_reinit_error=True)
 
 
+def _dataset_rows(dataset: Any, done: set[str]) -> tuple[Any, int, int]:
+    """A ``ray.data.Dataset`` of recordings as the job's rows (source, name[, bytes]) without those in
+    ``done``; with how many rows it had and how many are left. Its rows carry ``bytes`` and a ``name`` (the
+    output name; unique)."""
+    columns = set(dataset.columns())
+    if not {"bytes", "name"} <= columns:
+        raise UsageError("a Dataset input needs a 'bytes' and a 'name' column (or give its paths as a list)")
+    names = [str(row["name"]) for row in dataset.select_columns(["name"]).take_all()]
+    if len(set(names)) < len(names):
+        raise UsageError("the Dataset's 'name' column must be unique: it names each output file")
+    left = [name for name in names if name not in done]
+    rows = dataset.filter(lambda row: str(row["name"]) not in done).map(
+        lambda row: {"source": str(row["name"]), "name": str(row["name"]), "bytes": row["bytes"]}
+    )
+    return rows, len(names), len(left)
+
+
 def transcribe_collection(
-    inputs: Sequence[str],
+    inputs: Sequence[str] | Any,
     output: str | Path,
     *,
     model: ModelOptions | None = None,
@@ -169,6 +190,8 @@ def transcribe_collection(
     progress: bool = True,
 ) -> JobSummary:
     """Transcribe files, folders, globs, list files or fsspec URLs on a Ray cluster into ``output``.
+    ``inputs`` may also be a ``ray.data.Dataset``: of paths or URLs (a ``path`` column: named as a list of
+    them is), or of audio file bytes (``bytes`` and ``name`` columns).
 
     ``address``: a running cluster (``auto``, ``ray://host:10001``); None starts a local one unless Ray
     is already initialised. ``gpus_per_replica``: None takes 1 when the cluster has GPUs and the model
@@ -186,25 +209,34 @@ def transcribe_collection(
     if replicas < 1 or files_per_batch < 1:
         raise UsageError("--replicas and the files per batch must be at least 1")
     output = str(output)
-    jobs, summary_errors = collect_jobs(list(inputs))
-    for line in summary_errors:
-        print(f"error: {line}", file=sys.stderr)
-    summary = JobSummary(errors=summary_errors, failed=len(summary_errors))
     done = set() if overwrite else _done_names(output, formats)
-    todo = [job for job in jobs if job.name not in done]
-    summary.skipped = len(jobs) - len(todo)
+    rows, todo = None, []  # a Dataset of bytes is the job's rows as given (its Ray is the caller's)
+    if isinstance(inputs, ray.data.Dataset) and "path" in inputs.columns():
+        inputs = [str(row["path"]) for row in inputs.select_columns(["path"]).take_all()]
+    if isinstance(inputs, ray.data.Dataset):
+        rows, total, left = _dataset_rows(inputs, done)
+        summary = JobSummary(skipped=total - left)
+    else:
+        jobs, summary_errors = collect_jobs(list(inputs))
+        for line in summary_errors:
+            print(f"error: {line}", file=sys.stderr)
+        summary = JobSummary(errors=summary_errors, failed=len(summary_errors))
+        todo = [job for job in jobs if job.name not in done]
+        summary.skipped, left = len(jobs) - len(todo), len(todo)
     if not is_url(output):
         Path(output).mkdir(parents=True, exist_ok=True)
     summary.manifest = f"{output.rstrip('/')}/{MANIFEST}"
     started = time.perf_counter()
-    if todo:
+    if left:
         _connect(address)
         if gpus_per_replica is None:
             has_gpus = ray.cluster_resources().get("GPU", 0) >= 1
             gpus_per_replica = 1.0 if has_gpus and model.device != "cpu" else 0.0
+        if rows is None:
+            rows = ray.data.from_items([asdict(job) for job in todo], override_num_blocks=len(todo))
         vad = decode.vad if isinstance(decode.vad, VadOptions) else VadOptions() if decode.vad else None
         dataset = (
-            ray.data.from_items([asdict(job) for job in todo], override_num_blocks=len(todo))
+            rows
             # With CPU replicas the reading asks for the replica's cores, so Ray fuses it into the replicas'
             # tasks: reading tasks of their own could find every core held by a replica and wait forever.
             .map(
@@ -226,7 +258,7 @@ def transcribe_collection(
                 batch_format="numpy",
             )
         )
-        _collect(dataset, output, formats, limits, summary, len(todo), progress)
+        _collect(dataset, output, formats, limits, summary, left, progress)
     summary.wall_seconds = time.perf_counter() - started
     return summary
 

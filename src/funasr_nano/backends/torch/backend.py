@@ -80,9 +80,8 @@ class TorchBackend:
         self.engine = GreedyEngine(self.model.llm, stop_ids, max_batch=batch_size)
         self.batch_size = batch_size
         # While rows decode, leave this many seconds between encoder calls (None: encode whenever slots
-        # are about to free). An encoder call costs about as much as tens of decode steps (its kernels are launch-bound
-        # at any batch), and every step waits for the call before it: a server spaces the calls out so
-        # that the tokens of running rows keep coming.
+        # are about to free). An encoder call costs many decode steps and every running row waits for it:
+        # a server with many live streams spaces the calls out so that the running rows' tokens keep coming.
         self.encode_interval_s: float | None = None
         self._encoded_at = 0.0
         self._unencoded: deque[tuple[Hashable, Request]] = deque()
@@ -148,8 +147,7 @@ class TorchBackend:
         """Encode a batch of segments and queue their prompts in the LLM engine, in the order added."""
         head = self.ctc_head if any(request.align for _, request in work) else None
         encoded, ctc_hidden = self.model.encode_waveforms_with_ctc(
-            [torch.from_numpy(request.audio) for _, request in work], head
-        )
+            [torch.from_numpy(request.audio) for _, request in work], head)
         for index, ((key, request), audio) in enumerate(zip(work, encoded, strict=True)):
             embeddings = self.model.prompt_embeddings(request.prompt, audio)
             self.engine.add(key, GenerationRequest(embeddings, request.max_new_tokens))
