@@ -187,9 +187,9 @@ def test_a_stream_keeps_its_rate_and_ends_once(model):
     ("こまかいがくせ", "", 2, "こまかいが"),
 ])
 def test_a_partial_holds_back_the_newest_words_of_its_unstable_tail(text, stable, words, expected):
-    from funasr_nano.decoding.live import _held_back
+    from funasr_nano.text.partial import held_back
 
-    assert _held_back(text, stable, words) == expected
+    assert held_back(text, stable, words) == expected
 
 
 @pytest.mark.parametrize(("stable", "text", "expected"), [
@@ -202,9 +202,9 @@ def test_a_partial_holds_back_the_newest_words_of_its_unstable_tail(text, stable
     ("other", "Send it.", ""),
 ])
 def test_stable_text_ends_at_a_whole_word(stable, text, expected):
-    from funasr_nano.decoding.live import _whole_words
+    from funasr_nano.text.partial import whole_words
 
-    assert _whole_words(stable, text) == expected
+    assert whole_words(stable, text) == expected
 
 
 def test_streams_share_the_server_worker_with_the_texts_they_have_alone(model, talk):
@@ -212,7 +212,8 @@ def test_streams_share_the_server_worker_with_the_texts_they_have_alone(model, t
     gets the finals it gets alone."""
     import threading
 
-    from funasr_nano.decoding.live import LiveOptions, LiveStream
+    from funasr_nano.decoding.live import LiveStream
+    from funasr_nano.decoding.live_events import LiveOptions
     from funasr_nano.frontend.endpoint import EndpointOptions
     from funasr_nano.options import TranscribeOptions
     from funasr_nano.serve.worker import Worker, WorkerDecodes

@@ -23,15 +23,16 @@ _LAZY = {
     "TranscribeOptions": "options",
     "EndpointOptions": "frontend.endpoint",
     "LiveStream": "decoding.live",
-    "SpeechStarted": "decoding.live",
-    "SpeechStopped": "decoding.live",
-    "Partial": "decoding.live",
-    "Final": "decoding.live",
+    "SpeechStarted": "decoding.live_events",
+    "SpeechStopped": "decoding.live_events",
+    "Partial": "decoding.live_events",
+    "Final": "decoding.live_events",
 }
 
 if TYPE_CHECKING:
     from .api import FunASRNano, load_model
-    from .decoding.live import Final, LiveStream, Partial, SpeechStarted, SpeechStopped
+    from .decoding.live import LiveStream
+    from .decoding.live_events import Final, Partial, SpeechStarted, SpeechStopped
     from .frontend.audio import load_audio
     from .frontend.endpoint import EndpointOptions
     from .frontend.vad import VadOptions

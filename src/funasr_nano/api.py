@@ -13,7 +13,8 @@ from .backends import Engine
 from .backends.selection import choose_backend
 from .checkpoint import LLM_SUBDIR, load_checkpoint, load_ctc_head, model_name, resolve_model_dir
 from .config import ModelConfig, ctc_config_for_borrowed, read_config
-from .decoding.live import Decodes, InlineDecodes, LiveOptions, LiveStream
+from .decoding.live import Decodes, InlineDecodes, LiveStream
+from .decoding.live_events import LiveOptions
 from .decoding.pieces import DecodedRecording, DecodeSettings, Recording, open_recording
 from .decoding.scheduler import RecordingDone, Scheduler, SegmentDone, TextDelta, decode_recordings
 from .dtypes import dtype_name

@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--fast plays a --file faster than real time: give --file")
     if args.output is not None and Path(args.output).is_dir():
         raise UsageError(f"{option('output', args.output)} is a directory: name a file")
-    from ..decoding.live import Final, Partial
+    from ..decoding.live_events import Final, Partial
     from ..result import Segment, Transcription, join_texts
 
     model = load(args)

@@ -21,78 +21,19 @@ from typing import Protocol
 import numpy as np
 
 from ..errors import FunASRNanoError, UsageError
-from ..frontend.endpoint import START, EndpointOptions, SpeechDetector
+from ..frontend.endpoint import START, SpeechDetector
 from ..frontend.features import SAMPLE_RATE
 from ..frontend.prepared import PreparedAudio
 from ..frontend.resample import ChunkedResampler
 from ..frontend.vad import FRAME_SAMPLES, SpeechMap, quietness
-from ..result import Word, join_texts
+from ..result import join_texts
 from ..text.detokenize import sendable
+from ..text.partial import held_back, whole_words
 from ..text.prompt import PromptIds, clean_text
 from .guards import token_budget
+from .live_events import Failed, Final, LiveEvent, LiveOptions, Partial, SpeechStarted, SpeechStopped
 from .pieces import DecodedRecording, DecodeSettings, Recording, open_recording
 from .scheduler import Output, RecordingDone, Scheduler
-
-
-@dataclass(frozen=True)
-class SpeechStarted:
-    time: float  # seconds from the start of the stream
-    item: int  # the utterance it begins
-
-
-@dataclass(frozen=True)
-class SpeechStopped:
-    time: float
-    item: int
-
-
-@dataclass(frozen=True)
-class Partial:
-    """The open utterance's text so far; ``stable_text`` is the part two decodes in a row agreed on."""
-
-    item: int
-    text: str
-    stable_text: str
-
-
-@dataclass(frozen=True)
-class Final:
-    item: int
-    text: str
-    start: float
-    end: float
-    words: list[Word] = field(default_factory=list)  # with word_timestamps
-    flags: list[str] = field(default_factory=list)  # as Segment.flags
-
-
-@dataclass(frozen=True)
-class Failed:
-    """An utterance whose final decode failed (it is not retried); the stream goes on."""
-
-    item: int
-    message: str
-
-
-LiveEvent = SpeechStarted | SpeechStopped | Partial | Final | Failed
-
-
-@dataclass(frozen=True)
-class LiveOptions:
-    interval: float = 0.5  # seconds of new audio between partial decodes of an open utterance
-    rollback: int = 3  # agreed tokens left unforced, so the newest of them can still change
-    hold_back: int = 1  # words at the end of a partial's unstable tail not shown: the audio cuts them off
-    max_utterance: float = 20.0  # longer speech is ended at its quietest recent frame
-    endpoint: EndpointOptions | None = field(default_factory=EndpointOptions)  # None: the caller commits
-
-    def __post_init__(self) -> None:
-        if not 0 < self.interval < float("inf"):
-            raise UsageError("the partial interval must be a positive number of seconds")
-        if self.rollback < 0:
-            raise UsageError("the rollback must be zero or more tokens")
-        if self.hold_back < 0:
-            raise UsageError("hold_back must be zero or more words")
-        if not 2 <= self.max_utterance <= 30:
-            raise UsageError("max_utterance must be between 2 and 30 seconds")
 
 
 @dataclass
@@ -415,8 +356,8 @@ class LiveStream:
         utterance.hypothesis, utterance.agreed = hypothesis, agreed
         if self._open is utterance:
             text = sendable(clean_text(self._decode(hypothesis)))
-            stable = _whole_words(sendable(clean_text(self._decode(agreed))), text)
-            shown = _held_back(text, stable, self.options.hold_back)
+            stable = whole_words(sendable(clean_text(self._decode(agreed))), text)
+            shown = held_back(text, stable, self.options.hold_back)
             if shown and shown != utterance.shown:
                 utterance.shown = shown
                 self._events.append(Partial(utterance.item, shown, stable))
@@ -442,43 +383,6 @@ class LiveStream:
 
     def _report_skipped(self, item: int) -> None:
         self._report(None, item)
-
-
-def _whole_words(stable: str, text: str) -> str:
-    """``stable`` (a prefix of ``text``) cut back to its last whole word: agreed tokens can end inside a
-    word ("Barbara C") whose rest is still to be decoded. Characters of unspaced scripts are words."""
-    if not text.startswith(stable):
-        return ""
-    if len(stable) == len(text) or not stable:
-        return stable
-    before, after = stable[-1], text[len(stable)]
-    if _in_word(before) and _in_word(after):
-        cut = max(stable.rfind(" "), 0)
-        return stable[:cut].rstrip()
-    return stable
-
-
-def _held_back(text: str, stable: str, words: int) -> str:
-    """``text`` without the last ``words`` words of its part past ``stable`` (and the punctuation after
-    them): the newest words are decoded from audio that ends inside them. A character of an unspaced
-    script is a word."""
-    end = len(text)
-    for _ in range(words):
-        while end > len(stable) and not text[end - 1].isalnum():
-            end -= 1
-        if end <= len(stable):
-            break
-        if _in_word(text[end - 1]):
-            while end > len(stable) and _in_word(text[end - 1]):
-                end -= 1
-        else:
-            end -= 1
-    return text[: max(end, len(stable))].rstrip()
-
-
-def _in_word(char: str) -> bool:
-    """Part of a spaced word: a letter or digit outside the scripts written without spaces."""
-    return char.isalnum() and not ("\u3040" <= char <= "\u30ff" or "\u3400" <= char <= "\u9fff")
 
 
 def _common_prefix(a: list[int], b: list[int]) -> list[int]:

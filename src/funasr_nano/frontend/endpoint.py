@@ -8,6 +8,7 @@ the past is known, so a stop is said once ``silence`` seconds of non-speech have
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -71,7 +72,7 @@ class SpeechDetector:
         used = CONTEXT_SAMPLES + count * FRAME_SAMPLES
         windows = torch.from_numpy(pending[:used]).to(self.vad.device).unfold(0, CONTEXT_SAMPLES + FRAME_SAMPLES,
                                                                               FRAME_SAMPLES)
-        found, self._state = self.vad.pass_together(windows, self._state)
+        found, self._state = _passes_together(self.vad).run(windows, self._state)
         self._pending = pending[used - CONTEXT_SAMPLES :].copy()
         boundaries = []
         for probability in found.cpu().numpy().tolist():
@@ -111,3 +112,63 @@ class SpeechDetector:
         if hi > lo:
             out[lo - first : hi - first] = kept[lo:hi]
         return out
+
+
+class _PassesTogether:
+    """Live streams' VAD passes on one network, run together. A caller whose pass finds another batch
+    running waits; the next caller to run takes every pass queued meanwhile, in one
+    :meth:`SileroVAD.pass_many`. Many live streams fed on many threads (a server's) then cost one small
+    pass per round instead of one per stream: the VAD's small ops hold the GIL, which a server's model
+    worker thread needs to keep the GPU fed."""
+
+    def __init__(self, vad: SileroVAD):
+        self.vad = vad
+        self._cond = threading.Condition()
+        self._queue: list[_Pass] = []
+        self._running = False
+
+    def run(self, windows: torch.Tensor, state: LSTMState | None) -> tuple[torch.Tensor, LSTMState]:
+        job = _Pass(windows, state)
+        with self._cond:
+            self._queue.append(job)
+            while not job.finished:
+                if self._running:
+                    self._cond.wait()
+                    continue
+                batch, self._queue, self._running = self._queue, [], True
+                self._cond.release()
+                try:
+                    results: list | BaseException = self.vad.pass_many([(j.windows, j.state) for j in batch])
+                except BaseException as exc:  # every caller of the batch hears of it
+                    results = exc
+                finally:
+                    self._cond.acquire()
+                    self._running = False
+                for index, queued in enumerate(batch):
+                    queued.result = results if isinstance(results, BaseException) else results[index]
+                    queued.finished = True
+                self._cond.notify_all()
+        if isinstance(job.result, BaseException):
+            raise job.result
+        return job.result
+
+
+@dataclass
+class _Pass:
+    windows: torch.Tensor
+    state: LSTMState | None
+    finished: bool = False
+    result: tuple[torch.Tensor, LSTMState] | BaseException | None = None
+
+
+_TOGETHER: dict[int, _PassesTogether] = {}
+_TOGETHER_LOCK = threading.Lock()
+
+
+def _passes_together(vad: SileroVAD) -> _PassesTogether:
+    """The one combiner of ``vad``'s passes (load_vad shares one network per device, so there are few)."""
+    with _TOGETHER_LOCK:
+        together = _TOGETHER.get(id(vad))
+        if together is None or together.vad is not vad:
+            together = _TOGETHER[id(vad)] = _PassesTogether(vad)
+        return together

@@ -11,7 +11,6 @@ in a recording that arrives in chunks, keeping two numbers per 32 ms frame and l
 from __future__ import annotations
 
 import importlib.util
-import threading
 import warnings
 from dataclasses import dataclass
 from functools import lru_cache
@@ -86,7 +85,6 @@ class SileroVAD:
         self.lstm.load_state_dict({f"{name}_l0": state[rnn + name]
                                    for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")})
         self.head = (state[prefix + "decoder.decoder.2.weight"], state[prefix + "decoder.decoder.2.bias"])
-        self._together = _PassesTogether(self)
 
     def _frame_features(self, windows: torch.Tensor) -> torch.Tensor:
         """[N, 576] windows (context + frame) -> [N, 128] encoder features."""
@@ -141,57 +139,6 @@ class SileroVAD:
         found = torch.sigmoid(F.relu(hidden) @ weight[0, :, 0] + bias)
         return [(found[i, :n], (h[:, i : i + 1].contiguous(), c[:, i : i + 1].contiguous()))
                 for i, n in enumerate(counts)]
-
-    def pass_together(self, windows: torch.Tensor, state: LSTMState | None) -> tuple[torch.Tensor, LSTMState]:
-        """:meth:`pass_probabilities`, batched with the passes other threads ask for meanwhile (live
-        streams fed on many threads: a server's)."""
-        return self._together.run(windows, state)
-
-
-class _PassesTogether:
-    """A caller whose pass finds another batch running waits; the next caller to run takes every pass
-    queued meanwhile, in one :meth:`SileroVAD.pass_many`. Many live streams then cost one small pass per
-    round instead of one per stream: the VAD's small ops hold the GIL, which a server's model worker
-    thread needs to keep the GPU fed."""
-
-    def __init__(self, vad: SileroVAD):
-        self.vad = vad
-        self._cond = threading.Condition()
-        self._queue: list[_Pass] = []
-        self._running = False
-
-    def run(self, windows: torch.Tensor, state: LSTMState | None) -> tuple[torch.Tensor, LSTMState]:
-        job = _Pass(windows, state)
-        with self._cond:
-            self._queue.append(job)
-            while not job.finished:
-                if self._running:
-                    self._cond.wait()
-                    continue
-                batch, self._queue, self._running = self._queue, [], True
-                self._cond.release()
-                try:
-                    results: list | BaseException = self.vad.pass_many([(j.windows, j.state) for j in batch])
-                except BaseException as exc:  # every caller of the batch hears of it
-                    results = exc
-                finally:
-                    self._cond.acquire()
-                    self._running = False
-                for index, queued in enumerate(batch):
-                    queued.result = results if isinstance(results, BaseException) else results[index]
-                    queued.finished = True
-                self._cond.notify_all()
-        if isinstance(job.result, BaseException):
-            raise job.result
-        return job.result
-
-
-@dataclass
-class _Pass:
-    windows: torch.Tensor
-    state: LSTMState | None
-    finished: bool = False
-    result: tuple[torch.Tensor, LSTMState] | BaseException | None = None
 
 
 @lru_cache(maxsize=4)

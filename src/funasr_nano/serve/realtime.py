@@ -27,7 +27,8 @@ from typing import Any
 import numpy as np
 from fastapi import WebSocket, WebSocketDisconnect
 
-from ..decoding.live import Failed, Final, LiveStream, Partial, SpeechStarted, SpeechStopped
+from ..decoding.live import LiveStream
+from ..decoding.live_events import Failed, Final, Partial, SpeechStarted, SpeechStopped
 from ..errors import UsageError
 from ..frontend.endpoint import EndpointOptions
 from .service import Service
