@@ -14,7 +14,9 @@ client's clock:
   server waits to decide that speech ended;
 - items started and completed, error and failed events, refused or broken sessions, and how far the
   senders fell behind real time (a level whose senders lag is not a fair measurement);
-- the server's batching counters (``/health``) over the level.
+- the server's batching counters (``/health``) over the level, and the CPU time the server process used
+  per second of it (``--silence`` sends silence, so that this is the cost of ingest alone: messages,
+  VAD, the sessions' logic, with no decode).
 
     python -m benchmarks.live_load --model demo --device cpu --streams 2,4,8 --seconds 20
     python -m benchmarks.live_load --model FULL --device cuda --streams 64,256,512 --max-new-tokens 20
@@ -27,6 +29,7 @@ import asyncio
 import base64
 import json
 import multiprocessing
+import os
 import sys
 import time
 from pathlib import Path
@@ -66,6 +69,8 @@ async def session(url: str, index: int, args: argparse.Namespace, begin: float) 
 
     chunk = round(args.chunk_ms * RATE / 1000)
     pcm = talk(index, args.seconds)
+    if args.silence:
+        pcm = np.zeros_like(pcm)
     messages = [json.dumps({"type": "input_audio_buffer.append",
                             "audio": base64.b64encode(pcm[i : i + chunk].tobytes()).decode()})
                 for i in range(0, pcm.size, chunk)]
@@ -179,6 +184,12 @@ def run_level(url: str, streams: int, args: argparse.Namespace) -> dict[str, Any
     }
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) a process has used so far, all its threads (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_server_arguments(parser, batch_size=128)
@@ -187,6 +198,8 @@ def main() -> int:
     parser.add_argument("--chunk-ms", type=float, default=100.0, help="audio per append")
     parser.add_argument("--processes", type=int, default=4, help="client processes")
     parser.add_argument("--drain-s", type=float, default=30.0, help="how long a session waits for its last final")
+    parser.add_argument("--silence", action="store_true",
+                        help="send silence: no speech, no decode; the level measures the server's ingest alone")
     parser.add_argument("--encode-interval-s", type=float, default=None,
                         help="the server's --encode-interval-s (default: the server's own)")
     parser.add_argument("--output", type=Path, default=None,
@@ -202,10 +215,12 @@ def main() -> int:
     try:
         client = Client(server.port, 60)
         for streams in levels:
-            before = client.get("/health")["batching"]
+            before, cpu_before = client.get("/health")["batching"], cpu_seconds(server.process.pid)
             level = run_level(url, streams, args)
-            after = client.get("/health")["batching"]
+            after, cpu_after = client.get("/health")["batching"], cpu_seconds(server.process.pid)
             level["batching"] = batching(before, after, level["wall_s"])
+            # includes the level's 2 s start, when the sessions connect
+            level["server_cpu_s_per_wall_s"] = round((cpu_after - cpu_before) / (level["wall_s"] + 2.0), 3)
             print(json.dumps(level), file=sys.stderr)
             results.append(level)
         device = client.get("/health")["device"]
@@ -213,8 +228,8 @@ def main() -> int:
         clean = server.stop()
     result = {**provenance("S2-live", args.device), "server_command": " ".join(server.command[1:]),
               "server_device": device, "model": args.model, "seconds_per_session": args.seconds,
-              "chunk_ms": args.chunk_ms, "max_new_tokens": args.max_new_tokens, "turn_detection": "server_vad "
-              "defaults (threshold 0.5, prefix 300 ms, silence 500 ms)", "levels": results,
+              "chunk_ms": args.chunk_ms, "silence": args.silence, "max_new_tokens": args.max_new_tokens,
+              "turn_detection": "server_vad defaults (threshold 0.5, prefix 300 ms, silence 500 ms)", "levels": results,
               "server_shutdown_clean": clean}
     write_result(result, args.output, "S2-live")
     return 0

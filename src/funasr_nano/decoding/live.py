@@ -116,6 +116,9 @@ class LiveStream:
         self._partials: dict[Hashable, _Utterance] = {}
         self._finals: dict[Hashable, tuple[int, int]] = {}  # key -> (item, stream sample of its audio[0])
         self._events: list[LiveEvent] = []
+        # Called, on whichever thread made them, when new events wait for poll(): a server's session wakes
+        # its sender then instead of polling every stream many times a second.
+        self.wake: Callable[[], None] | None = None
         self._finished: dict[int, Final | Failed | None] = {}  # finals decoded before an earlier item's
         self._next_final = 0
         self.closed = False
@@ -150,7 +153,7 @@ class LiveStream:
             if self._open is not None:
                 item = self._open.item
                 self._end(self._heard)
-                self._events.append(SpeechStopped(self._heard / SAMPLE_RATE, item))
+                self._emit(SpeechStopped(self._heard / SAMPLE_RATE, item))
             self.closed = True
         self.decodes.run()
         with self._idle:
@@ -229,9 +232,9 @@ class LiveStream:
             for boundary in self.detector.add(samples):
                 if boundary.kind == START:
                     self._begin(boundary.sample)
-                    self._events.append(SpeechStarted(boundary.sample / SAMPLE_RATE, self._open.item))  # type: ignore[union-attr]
+                    self._emit(SpeechStarted(boundary.sample / SAMPLE_RATE, self._open.item))  # type: ignore[union-attr]
                 elif self._open is not None:
-                    self._events.append(SpeechStopped(boundary.sample / SAMPLE_RATE, self._open.item))
+                    self._emit(SpeechStopped(boundary.sample / SAMPLE_RATE, self._open.item))
                     pad = self.settings.vad.pad if self.settings.vad else 0.0
                     self._end(min(self._heard, boundary.sample + round(pad * SAMPLE_RATE)), boundary.sample)
         utterance = self._open
@@ -360,7 +363,7 @@ class LiveStream:
             shown = held_back(text, stable, self.options.hold_back)
             if shown and shown != utterance.shown:
                 utterance.shown = shown
-                self._events.append(Partial(utterance.item, shown, stable))
+                self._emit(Partial(utterance.item, shown, stable))
 
     def _final_done(self, key: Hashable, result: DecodedRecording) -> None:
         item, begin = self._finals.pop(key)
@@ -378,11 +381,16 @@ class LiveStream:
         while self._next_final in self._finished:
             done = self._finished.pop(self._next_final)
             if done is not None:
-                self._events.append(done)
+                self._emit(done)
             self._next_final += 1
 
     def _report_skipped(self, item: int) -> None:
         self._report(None, item)
+
+    def _emit(self, event: LiveEvent) -> None:
+        self._events.append(event)
+        if self.wake is not None:
+            self.wake()
 
 
 def _common_prefix(a: list[int], b: list[int]) -> list[int]:

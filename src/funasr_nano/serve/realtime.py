@@ -17,10 +17,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import hmac
 import itertools
 import json
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,7 +39,6 @@ from .worker import WorkerDecodes
 RATES = (24000, 16000)  # OpenAI's audio/pcm is 24 kHz; 16 kHz saves the client a resampling
 MAX_MESSAGE_BYTES = 1 << 20  # one append of ~21 s of 24 kHz audio: far more than any client sends at once
 IDLE_TIMEOUT_S = 60.0  # a session that sends nothing for this long is closed
-POLL_S = 0.02  # how often the events of a session's stream are looked at
 SUBPROTOCOL_KEY = "openai-insecure-api-key."  # browsers cannot set headers: the key rides in a subprotocol
 
 
@@ -53,6 +54,7 @@ class _Session:
     stream: LiveStream | None = None
     items: dict[int, str] = field(default_factory=dict)  # stream item -> item_id
     events: itertools.count = field(default_factory=itertools.count)
+    wake: Callable[[], None] | None = None  # tells the session's sender that its stream has events
 
     def describe(self) -> dict[str, Any]:
         return {"id": self.id, "object": "realtime.session", "type": "transcription",
@@ -172,15 +174,22 @@ async def realtime(websocket: WebSocket, service: Service) -> None:
         return
     service.streams += 1
 
+    ready = asyncio.Event()  # set (from any thread) when the session's stream has events to send
+
     async def forward() -> None:
         while True:
-            stream = session.stream
-            if stream is not None:
-                for event in stream.poll():
+            await ready.wait()
+            ready.clear()
+            if session.stream is not None:
+                for event in session.stream.poll():
                     for payload in _outgoing(session, event):
                         await send(payload)
-            await asyncio.sleep(POLL_S)
 
+    def wake() -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: the server has shut down
+            loop.call_soon_threadsafe(ready.set)
+
+    session.wake = wake
     forwarder = asyncio.ensure_future(forward())
     try:
         await send({"type": "session.created", "session": session.describe()})
@@ -236,6 +245,7 @@ async def _handle(message: str, session: _Session, service: Service, send: Any, 
             raise _BadEvent("PCM16 audio has an even number of bytes", code="invalid_audio", param="audio")
         if session.stream is None:
             session.stream = _open_stream(service, session)
+            session.stream.wake = session.wake
         samples = np.frombuffer(raw, "<i2")
         await loop.run_in_executor(None, session.stream.feed, samples, session.rate)
     elif kind == "input_audio_buffer.commit":
