@@ -1,8 +1,9 @@
 """Runs a Ray job for tests/test_ray.py inside a network namespace (Ray probes public addresses when
 it starts). Usage: python ray_job_driver.py INPUT_DIR OUTPUT_DIR REPLICAS KILL_AFTER
 
-INPUT_DIR as ``bytes:DIR`` or ``paths:DIR``: the job's input is a ray.data.Dataset of the bytes of DIR's
-files (named by their stems) or of their paths.
+INPUT_DIR as ``bytes:DIR``, ``paths:DIR`` or ``binary:DIR``: the job's input is a ray.data.Dataset of
+the bytes of DIR's files (named by their stems), of their paths, or Ray's ``read_binary_files`` of DIR
+(bytes and paths).
 
 KILL_AFTER > 0: once that many files are in the manifest, kill one replica's process (SIGKILL) and
 record its pid in OUTPUT_DIR/killed.txt; Ray must replace it and retry its batch.
@@ -44,7 +45,13 @@ def main() -> None:
         ).start()
     inputs: object = [source]
     kind, _, folder = source.partition(":")
-    if kind in ("bytes", "paths"):
+    if kind == "binary":  # Ray's own reader: bytes with their paths, no name column
+        import ray
+        import ray.data
+
+        ray.init(include_dashboard=False, log_to_driver=False)
+        inputs = ray.data.read_binary_files(folder, include_paths=True, file_extensions=["flac"])
+    elif kind in ("bytes", "paths"):
         import ray
         import ray.data
 

@@ -167,15 +167,15 @@ def test_without_vad_nothing_is_repaired_as_in_the_official_model():
 
 
 def test_urgent_recordings_are_cut_and_added_before_earlier_work():
-    """When the engine is full, a live utterance's final (urgent) gets the next room, ahead of work
-    submitted before it."""
+    """When the engine is full, a live utterance's final (urgent) still goes in, ahead of work submitted
+    before it, which waits for room."""
     engine = FakeEngine(lambda seconds, budget: SENTENCE, slots=1)  # room for two requests
     scheduler = Scheduler(engine, IdTokenizer())
     plain = DecodeSettings(PromptIds([1], [2]), None, None)
     urgent = DecodeSettings(PromptIds([1], [2]), None, None, urgent=True)
     for key, seconds, settings in ((0, 6.0, plain), (1, 9.0, plain), (2, 4.0, plain), (3, 2.0, urgent)):
         scheduler.submit(open_recording(key, np.zeros(round(seconds * 16000), np.float32), settings, "cpu"))
-    assert [round(seconds) for _, seconds, _ in engine.added] == [6, 9]  # full: the others wait
+    assert [round(seconds) for _, seconds, _ in engine.added] == [6, 9, 2]  # full: only the urgent one joins
     while len(engine.added) < 4:
         scheduler.step()
     assert [round(seconds) for _, seconds, _ in engine.added] == [6, 9, 2, 4]

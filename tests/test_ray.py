@@ -118,9 +118,10 @@ def test_a_second_run_skips_finished_files_and_retries_failed_ones(collection, t
 
 
 @needs_ray
-@pytest.mark.parametrize("kind", ["bytes", "paths"])
+@pytest.mark.parametrize("kind", ["bytes", "paths", "binary"])
 def test_a_dataset_input_is_transcribed_under_its_names_and_resumed(kind, collection, plain_texts, tmp_path):
-    """A ray.data.Dataset of file bytes (named by a column) or of paths (named as the CLI names them)."""
+    """A ray.data.Dataset of file bytes (named by a column), of paths (named as the CLI names them), or
+    Ray's read_binary_files (bytes named by their paths)."""
     out = tmp_path / "out"
     driver = (sys.executable, str(HERE / "ray_job_driver.py"), f"{kind}:{collection / 'first'}", str(out), "1", "0")
     run = isolated(*driver)

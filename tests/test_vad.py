@@ -179,6 +179,7 @@ def test_passes_of_several_streams_in_one_batch_equal_their_own_passes():
 
 def test_live_detectors_on_many_threads_share_passes_and_find_their_own_speech():
     import threading
+    import time
 
     from funasr_nano.frontend.endpoint import SpeechDetector
 
@@ -188,7 +189,12 @@ def test_live_detectors_on_many_threads_share_passes_and_find_their_own_speech()
     vad = detectors[0].vad
     batches: list[int] = []
     pass_many = vad.pass_many
-    vad.pass_many = lambda passes: batches.append(len(passes)) or pass_many(passes)  # type: ignore[method-assign]
+    def slow_pass_many(passes):  # a pass that takes a while, so that other threads' passes queue behind it
+        batches.append(len(passes))
+        time.sleep(0.005)
+        return pass_many(passes)
+
+    vad.pass_many = slow_pass_many  # type: ignore[method-assign]
     start = threading.Barrier(len(talks))
 
     def run(k: int) -> None:

@@ -116,6 +116,9 @@ class LiveStream:
         self._partials: dict[Hashable, _Utterance] = {}
         self._finals: dict[Hashable, tuple[int, int]] = {}  # key -> (item, stream sample of its audio[0])
         self._events: list[LiveEvent] = []
+        # poll() takes only this lock: a feed holds the stream's lock while it waits for the shared VAD
+        # pass, and a server polls on its event loop, which must not wait for that
+        self._events_lock = threading.Lock()
         # Called, on whichever thread made them, when new events wait for poll(): a server's session wakes
         # its sender then instead of polling every stream many times a second.
         self.wake: Callable[[], None] | None = None
@@ -189,7 +192,7 @@ class LiveStream:
 
     def poll(self) -> list[LiveEvent]:
         """The events since the previous poll."""
-        with self._lock:
+        with self._events_lock:
             events, self._events = self._events, []
         return events
 
@@ -388,7 +391,8 @@ class LiveStream:
         self._report(None, item)
 
     def _emit(self, event: LiveEvent) -> None:
-        self._events.append(event)
+        with self._events_lock:
+            self._events.append(event)
         if self.wake is not None:
             self.wake()
 

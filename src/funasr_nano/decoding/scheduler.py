@@ -122,8 +122,9 @@ class Scheduler:
         room = self.engine.capacity()
         cut: list[Piece] = []
         # urgent recordings first (a stable sort: submission order otherwise)
+        # urgent ones even when the engine is full: someone waits on them, and they are short (live finals)
         for recording in sorted(self._cutting, key=lambda r: not r.settings.urgent):
-            while len(cut) < room:
+            while len(cut) < room or recording.settings.urgent:
                 try:
                     item = next(recording.spans, ...)
                 except FunASRNanoError as exc:  # the second pass over a file failed

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import json
+import posixpath
 import sys
 import time
 from collections.abc import Sequence
@@ -60,10 +61,15 @@ class JobSummary:
     errors: list[str] = field(default_factory=list)
 
 
-def _prepare(row: dict[str, Any], vad: VadOptions | None, resampler: str) -> dict[str, Any]:
-    """CPU stage: the file's 16 kHz samples and speech map, or the reason it cannot be read. A row of
-    bytes (a Dataset input) is read from them, and the bytes go no further."""
+def _prepare(row: dict[str, Any], vad: VadOptions | None, resampler: str, common: str | None = None) -> dict[str, Any]:
+    """CPU stage: the file's 16 kHz samples and speech map, or the reason it cannot be read. A Dataset
+    row of bytes is read from them (and the bytes go no further), under its ``name`` or, without one,
+    under its path below ``common``."""
     data = row.pop("bytes", None)
+    if data is not None:
+        path = row.pop("path", None)
+        name = str(row["name"]) if "name" in row else _name_below(str(path), common or "")
+        row = {**row, "source": str(path) if path is not None else name, "name": name}
     empty = {"samples": np.zeros(0, np.float32), "spans": np.zeros((0, 2), np.int64), "score": np.zeros(0)}
     try:
         source = read_source(row["source"]) if data is None else io.BytesIO(bytes(data))
@@ -156,21 +162,45 @@ def _connect(address: str | None) -> None:
     ray.init(address=address, include_dashboard=False, log_to_driver=False, runtime_env=None, ignore_reinit_error=True)
 
 
-def _dataset_rows(dataset: Any, done: set[str]) -> tuple[Any, int, int]:
-    """A ``ray.data.Dataset`` of recordings as the job's rows (source, name[, bytes]) without those in
-    ``done``; with how many rows it had and how many are left. Its rows carry ``bytes`` and a ``name`` (the
-    output name; unique)."""
+def _name_below(path: str, common: str) -> str:
+    return posixpath.splitext(posixpath.relpath(path, common) if common else posixpath.basename(path))[0]
+
+
+def _dataset_rows(dataset: Any, done: set[str], num_cpus: float) -> tuple[Any, str | None, int, int]:
+    """A ``ray.data.Dataset`` of file bytes as the job's rows, without those named in ``done``; the folder
+    its paths are named below (when it has no ``name`` column), how many rows it had and how many are left.
+    ``num_cpus``: the reading stage's, so that Ray fuses the skip into it."""
     columns = set(dataset.columns())
-    if not {"bytes", "name"} <= columns:
-        raise UsageError("a Dataset input needs a 'bytes' and a 'name' column (or give its paths as a list)")
-    names = [str(row["name"]) for row in dataset.select_columns(["name"]).take_all()]
+    common = None
+    if "name" in columns:
+        names = [str(row["name"]) for row in dataset.select_columns(["name"]).take_all()]
+    elif "path" in columns:
+        paths = [str(row["path"]) for row in dataset.select_columns(["path"]).take_all()]
+        common = posixpath.commonpath(paths) if len(paths) > 1 else posixpath.dirname(paths[0]) if paths else ""
+        names = [_name_below(path, common) for path in paths]
+    else:
+        raise UsageError("a Dataset of bytes needs a 'name' or a 'path' column: it names each output file")
+    for name in names:
+        parts = name.split("/")
+        if not name or name.startswith("/") or ".." in parts or "" in parts:
+            raise UsageError(f"output name {name!r} must be a relative path inside the output folder")
     if len(set(names)) < len(names):
-        raise UsageError("the Dataset's 'name' column must be unique: it names each output file")
+        raise UsageError("the Dataset's names must be unique: each names an output file")
     left = [name for name in names if name not in done]
-    rows = dataset.filter(lambda row: str(row["name"]) not in done).map(
-        lambda row: {"source": str(row["name"]), "name": str(row["name"]), "bytes": row["bytes"]}
-    )
-    return rows, len(names), len(left)
+    if len(left) < len(names):
+        key = "name" if "name" in columns else "path"
+        skip = set(done) if key == "name" else {p for p, n in zip(paths, names, strict=True) if n in done}
+        dataset = dataset.filter(lambda row: str(row[key]) not in skip, num_cpus=num_cpus)
+    return dataset, common, len(names), len(left)
+
+
+def _replica_gpus(gpus_per_replica: float | None, model: ModelOptions) -> float:
+    """GPUs per replica: as asked, else one where the cluster has GPUs and the model is not on the CPU."""
+    if gpus_per_replica is not None:
+        return gpus_per_replica
+    import ray
+
+    return 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 and model.device != "cpu" else 0.0
 
 
 def transcribe_collection(
@@ -190,8 +220,9 @@ def transcribe_collection(
     progress: bool = True,
 ) -> JobSummary:
     """Transcribe files, folders, globs, list files or fsspec URLs on a Ray cluster into ``output``.
-    ``inputs`` may also be a ``ray.data.Dataset``: of paths or URLs (a ``path`` column: named as a list of
-    them is), or of audio file bytes (``bytes`` and ``name`` columns).
+    ``inputs`` may also be a ``ray.data.Dataset``: of paths or URLs (a ``path`` column: named and read as
+    a list of them is), or of audio file bytes (a ``bytes`` column, named by a ``name`` column or else by
+    its ``path`` as ``read_binary_files(include_paths=True)`` gives them).
 
     ``address``: a running cluster (``auto``, ``ray://host:10001``); None starts a local one unless Ray
     is already initialised. ``gpus_per_replica``: None takes 1 when the cluster has GPUs and the model
@@ -210,11 +241,15 @@ def transcribe_collection(
         raise UsageError("--replicas and the files per batch must be at least 1")
     output = str(output)
     done = set() if overwrite else _done_names(output, formats)
-    rows, todo = None, []  # a Dataset of bytes is the job's rows as given (its Ray is the caller's)
-    if isinstance(inputs, ray.data.Dataset) and "path" in inputs.columns():
-        inputs = [str(row["path"]) for row in inputs.select_columns(["path"]).take_all()]
+    rows, todo, common = None, [], None
     if isinstance(inputs, ray.data.Dataset):
-        rows, total, left = _dataset_rows(inputs, done)
+        _connect(address)  # before the Dataset runs at all (it would start a local Ray of its own)
+        gpus_per_replica = _replica_gpus(gpus_per_replica, model)
+        prepare_cpus = 1 if gpus_per_replica else cpus_per_replica
+        if "bytes" not in inputs.columns():  # paths or URLs: named and read as a list of them is
+            inputs = [str(row["path"]) for row in inputs.select_columns(["path"]).take_all()]
+    if isinstance(inputs, ray.data.Dataset):
+        rows, common, total, left = _dataset_rows(inputs, done, prepare_cpus)
         summary = JobSummary(skipped=total - left)
     else:
         jobs, summary_errors = collect_jobs(list(inputs))
@@ -229,9 +264,7 @@ def transcribe_collection(
     started = time.perf_counter()
     if left:
         _connect(address)
-        if gpus_per_replica is None:
-            has_gpus = ray.cluster_resources().get("GPU", 0) >= 1
-            gpus_per_replica = 1.0 if has_gpus and model.device != "cpu" else 0.0
+        gpus_per_replica = _replica_gpus(gpus_per_replica, model)
         if rows is None:
             rows = ray.data.from_items([asdict(job) for job in todo], override_num_blocks=len(todo))
         vad = decode.vad if isinstance(decode.vad, VadOptions) else VadOptions() if decode.vad else None
@@ -241,7 +274,7 @@ def transcribe_collection(
             # tasks: reading tasks of their own could find every core held by a replica and wait forever.
             .map(
                 _prepare,
-                fn_kwargs={"vad": vad, "resampler": decode.resampler},
+                fn_kwargs={"vad": vad, "resampler": decode.resampler, "common": common},
                 num_cpus=1 if gpus_per_replica else cpus_per_replica,
             )
             .map_batches(

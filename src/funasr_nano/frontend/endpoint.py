@@ -9,6 +9,7 @@ the past is known, so a stop is said once ``silence`` seconds of non-speech have
 from __future__ import annotations
 
 import threading
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -72,7 +73,7 @@ class SpeechDetector:
         used = CONTEXT_SAMPLES + count * FRAME_SAMPLES
         windows = torch.from_numpy(pending[:used]).to(self.vad.device).unfold(0, CONTEXT_SAMPLES + FRAME_SAMPLES,
                                                                               FRAME_SAMPLES)
-        found, self._state = _passes_together(self.vad).run(windows, self._state)
+        found, self._state = _passes_together(self.vad).run(self.vad, windows, self._state)
         self._pending = pending[used - CONTEXT_SAMPLES :].copy()
         boundaries = []
         for probability in found.cpu().numpy().tolist():
@@ -121,13 +122,12 @@ class _PassesTogether:
     pass per round instead of one per stream: the VAD's small ops hold the GIL, which a server's model
     worker thread needs to keep the GPU fed."""
 
-    def __init__(self, vad: SileroVAD):
-        self.vad = vad
+    def __init__(self) -> None:
         self._cond = threading.Condition()
         self._queue: list[_Pass] = []
         self._running = False
 
-    def run(self, windows: torch.Tensor, state: LSTMState | None) -> tuple[torch.Tensor, LSTMState]:
+    def run(self, vad: SileroVAD, windows: torch.Tensor, state: LSTMState | None) -> tuple[torch.Tensor, LSTMState]:
         job = _Pass(windows, state)
         with self._cond:
             self._queue.append(job)
@@ -138,7 +138,7 @@ class _PassesTogether:
                 batch, self._queue, self._running = self._queue, [], True
                 self._cond.release()
                 try:
-                    results: list | BaseException = self.vad.pass_many([(j.windows, j.state) for j in batch])
+                    results: list | BaseException = vad.pass_many([(j.windows, j.state) for j in batch])
                 except BaseException as exc:  # every caller of the batch hears of it
                     results = exc
                 finally:
@@ -161,14 +161,14 @@ class _Pass:
     result: tuple[torch.Tensor, LSTMState] | BaseException | None = None
 
 
-_TOGETHER: dict[int, _PassesTogether] = {}
+_TOGETHER: weakref.WeakKeyDictionary[SileroVAD, _PassesTogether] = weakref.WeakKeyDictionary()
 _TOGETHER_LOCK = threading.Lock()
 
 
 def _passes_together(vad: SileroVAD) -> _PassesTogether:
     """The one combiner of ``vad``'s passes (load_vad shares one network per device, so there are few)."""
     with _TOGETHER_LOCK:
-        together = _TOGETHER.get(id(vad))
-        if together is None or together.vad is not vad:
-            together = _TOGETHER[id(vad)] = _PassesTogether(vad)
+        together = _TOGETHER.get(vad)
+        if together is None:
+            together = _TOGETHER[vad] = _PassesTogether()  # holds no reference to vad: the key may go
         return together

@@ -258,7 +258,7 @@ async def _handle(message: str, session: _Session, service: Service, send: Any, 
                     "previous_item_id": session.items.get(item - 1)})
     elif kind == "input_audio_buffer.clear":
         if session.stream is not None:
-            session.stream.clear()
+            await loop.run_in_executor(None, session.stream.clear)  # its lock may be held by a feed
         await send({"type": "input_audio_buffer.cleared"})
     else:
         raise _BadEvent(f"unknown event type {kind!r}", code="unknown_event", param="type")

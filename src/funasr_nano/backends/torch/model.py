@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 # (1.92 s), so that a few dozen graphs cover every call.
 GRAPH_FRAMES = 32
 GRAPH_CAPACITY = 160  # every bucket of rows (1-256) and of frames (up to 30 s)
+GRAPH_MAX_ROWS, GRAPH_MAX_FRAMES = 256, 512  # larger calls (a whole upload without VAD) run eagerly
 
 
 class FunASRNanoTorch(nn.Module):
@@ -81,7 +82,8 @@ class FunASRNanoTorch(nn.Module):
         ``ctc_head`` its ctc_decoder output [T_i, W] on the same encoder output (for alignment)."""
         param = self.llm.model.embed_tokens.weight
         counts = [f.shape[0] for f in features]
-        if self.encoder_graphs is not None and ctc_head is None:
+        if (self.encoder_graphs is not None and ctc_head is None and len(features) <= GRAPH_MAX_ROWS
+                and max(counts) <= GRAPH_MAX_FRAMES):
             adapted = self._encode_graphed(features)
             return [adapted[i, : num_audio_tokens(n)] for i, n in enumerate(counts)], None
         lengths = torch.tensor(counts, device=param.device)
