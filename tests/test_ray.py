@@ -185,3 +185,51 @@ def test_a_replica_sends_word_times_that_come_back_as_words():
     assert [segment.words for segment in result.segments] == [segment.words for segment in direct.segments]
     words = [word for segment in result.segments for word in segment.words]
     assert words and all(isinstance(word, Word) for word in words)
+
+
+class _Rows:
+    """The little of a ray.data.Dataset that naming its rows uses (no Ray needed)."""
+
+    def __init__(self, rows: list[dict]):
+        self.rows = rows
+
+    def columns(self) -> list[str]:
+        return list(self.rows[0])
+
+    def select_columns(self, names: list[str]) -> _Rows:
+        return _Rows([{n: r[n] for n in names} for r in self.rows])
+
+    def take_all(self) -> list[dict]:
+        return self.rows
+
+    def filter(self, fn, num_cpus: float) -> _Rows:
+        return _Rows([r for r in self.rows if fn(r)])
+
+
+@pytest.mark.parametrize("name", ["/etc/passwd", "../up", "a/../b", "", "a//b"])
+def test_dataset_names_that_leave_the_output_folder_are_refused(name):
+    from funasr_nano.distributed.ray_job import _dataset_rows
+    from funasr_nano.errors import UsageError
+
+    with pytest.raises(UsageError, match="inside the output folder"):
+        _dataset_rows(_Rows([{"name": "ok", "bytes": b""}, {"name": name, "bytes": b""}]), set(), 1.0)
+
+
+def test_dataset_rows_are_named_by_their_paths_and_resumed_by_name():
+    from funasr_nano.distributed.ray_job import _dataset_rows
+
+    rows = _Rows([{"path": f"bucket/talks/{day}/{n}.flac", "bytes": b""} for day in ("mon", "tue") for n in "ab"])
+    dataset, common, total, left = _dataset_rows(rows, {"mon/a", "tue/b"}, 1.0)
+    assert common == "bucket/talks" and (total, left) == (4, 2)
+    assert [r["path"] for r in dataset.rows] == ["bucket/talks/mon/b.flac", "bucket/talks/tue/a.flac"]
+
+
+def test_a_dataset_row_of_bytes_is_read_from_them_under_its_path_name():
+    from funasr_nano.distributed.ray_job import _prepare
+
+    clip = DEMO_CLIPS[0].read_bytes()
+    row = _prepare({"path": "bucket/talks/mon/a.flac", "bytes": clip}, None, "torchaudio", "bucket/talks")
+    assert (row["name"], row["source"], row["error"]) == ("mon/a", "bucket/talks/mon/a.flac", "")
+    assert "bytes" not in row and row["samples"].size > 16000
+    broken = _prepare({"name": "x", "bytes": b"not audio"}, None, "torchaudio")
+    assert broken["name"] == "x" and broken["error"]
