@@ -121,9 +121,8 @@ class Scheduler:
     def _feed(self, out: list[Output]) -> None:
         room = self.engine.capacity()
         cut: list[Piece] = []
-        # urgent recordings first (a stable sort: submission order otherwise)
-        # urgent ones even when the engine is full: someone waits on them, and they are short (live finals)
-        for recording in sorted(self._cutting, key=lambda r: not r.settings.urgent):
+        for recording in list(self._cutting):
+            # urgent ones even when the engine is full: someone waits on them, and they are short (live finals)
             while len(cut) < room or recording.settings.urgent:
                 try:
                     item = next(recording.spans, ...)
@@ -145,7 +144,8 @@ class Scheduler:
                 if recording.text is not None:
                     recording.text.start([piece])
                 cut.append(piece)
-        # Longest first: the engine's batches then hold similar lengths and drain little at the end.
+        # Urgent first, then longest first: the engine's batches then hold similar lengths and drain little
+        # at the end.
         self._add(sorted(cut, key=lambda p: (not p.recording.settings.urgent, -p.audio_seconds)))
 
     def _add(self, pieces: Iterable[Piece]) -> None:

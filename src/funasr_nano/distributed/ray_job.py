@@ -189,7 +189,7 @@ def _dataset_rows(dataset: Any, done: set[str], num_cpus: float) -> tuple[Any, s
     left = [name for name in names if name not in done]
     if len(left) < len(names):
         key = "name" if "name" in columns else "path"
-        skip = set(done) if key == "name" else {p for p, n in zip(paths, names, strict=True) if n in done}
+        skip = done if key == "name" else {p for p, n in zip(paths, names, strict=True) if n in done}
         dataset = dataset.filter(lambda row: str(row[key]) not in skip, num_cpus=num_cpus)
     return dataset, common, len(names), len(left)
 

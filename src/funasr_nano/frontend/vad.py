@@ -117,8 +117,11 @@ class SileroVAD:
         """One pass: [N, 576] windows -> N probabilities, and the LSTM state the next pass starts from."""
         features = self._frame_features(windows)
         hidden, state = self.lstm(features[None], state)  # the state carries over to the next pass
+        return self._probabilities(hidden[0]), state
+
+    def _probabilities(self, hidden: torch.Tensor) -> torch.Tensor:
         weight, bias = self.head
-        return torch.sigmoid(F.relu(hidden[0]) @ weight[0, :, 0] + bias), state
+        return torch.sigmoid(F.relu(hidden) @ weight[0, :, 0] + bias)
 
     def pass_many(self, passes: list[tuple[torch.Tensor, LSTMState | None]]) -> list[tuple[torch.Tensor, LSTMState]]:
         """:meth:`pass_probabilities` for independent streams in one batched pass: the frames of all in one
@@ -134,9 +137,7 @@ class SileroVAD:
         packed = nn.utils.rnn.pack_padded_sequence(nn.utils.rnn.pad_sequence(list(features), batch_first=True),
                                                    torch.tensor(counts), batch_first=True, enforce_sorted=False)
         out, (h, c) = self.lstm(packed, (h0, c0))  # h, c: each stream's state after its own last frame
-        hidden = nn.utils.rnn.pad_packed_sequence(out, batch_first=True)[0]
-        weight, bias = self.head
-        found = torch.sigmoid(F.relu(hidden) @ weight[0, :, 0] + bias)
+        found = self._probabilities(nn.utils.rnn.pad_packed_sequence(out, batch_first=True)[0])
         return [(found[i, :n], (h[:, i : i + 1].contiguous(), c[:, i : i + 1].contiguous()))
                 for i, n in enumerate(counts)]
 

@@ -19,10 +19,7 @@ class ServerConfig:
     min_upload_bytes_per_s: float = 8000.0  # ...and one slower than this, after its first read_timeout_s
     max_new_tokens: int | None = None  # per segment; None derives it from the segment duration
     batch_window_s: float = 0.01
-    # torch: while rows decode, encode new audio at most once per this many seconds (None: whenever slots
-    # free). An encoder call costs tens of decode steps and every running row waits for it, so a server
-    # with many live streams spaces the calls out to keep their tokens coming.
-    encode_interval_s: float | None = 0.1
+    encode_interval_s: float | None = 0.1  # torch: TorchBackend.encode_interval_s (None: none)
     vad: bool = True  # False decodes each upload as one segment, as the official model does
     resampler: str = "torchaudio"  # how uploads at other rates reach 16 kHz (see resample.py)
 

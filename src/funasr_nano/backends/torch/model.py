@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ...checkpoint import check_shapes, tie_lm_head
@@ -84,7 +85,8 @@ class FunASRNanoTorch(nn.Module):
         counts = [f.shape[0] for f in features]
         if (self.encoder_graphs is not None and ctc_head is None and len(features) <= GRAPH_MAX_ROWS
                 and max(counts) <= GRAPH_MAX_FRAMES):
-            adapted = self._encode_graphed(features)
+            assert self.encoder_graphs is not None
+            adapted = self.encoder_graphs(*self.graph_inputs(features))
             return [adapted[i, : num_audio_tokens(n)] for i, n in enumerate(counts)], None
         lengths = torch.tensor(counts, device=param.device)
         padded = nn.utils.rnn.pad_sequence(list(features), batch_first=True).to(device=param.device, dtype=param.dtype)
@@ -105,22 +107,17 @@ class FunASRNanoTorch(nn.Module):
 
         self.encoder_graphs = ShapeGraphs(self._encode_padded, capacity=GRAPH_CAPACITY)
 
-    def _encode_graphed(self, features: list[torch.Tensor]) -> torch.Tensor:
-        assert self.encoder_graphs is not None
-        return self.encoder_graphs(*self.graph_inputs(features))
-
     def graph_inputs(self, features: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The encoder graph's inputs for a batch: features padded to a power of two rows and a multiple of
         ``GRAPH_FRAMES`` frames, the lengths (0 for the extra rows) and the position table."""
         param = self.llm.model.embed_tokens.weight
+        counts = [f.shape[0] for f in features]
         rows = 1 << (len(features) - 1).bit_length()
-        frames = -(-max(f.shape[0] for f in features) // GRAPH_FRAMES) * GRAPH_FRAMES
-        padded = torch.zeros(rows, frames, features[0].shape[1], device=param.device, dtype=param.dtype)
-        lengths = torch.zeros(rows, dtype=torch.long)
-        for i, f in enumerate(features):
-            padded[i, : f.shape[0]] = f
-            lengths[i] = f.shape[0]
-        return padded, lengths.to(param.device), sinusoidal_positions(frames, padded.shape[2], padded.device)
+        frames = -(-max(counts) // GRAPH_FRAMES) * GRAPH_FRAMES
+        batch = nn.utils.rnn.pad_sequence(list(features), batch_first=True).to(device=param.device, dtype=param.dtype)
+        padded = F.pad(batch, (0, 0, 0, frames - batch.shape[1], 0, rows - batch.shape[0]))
+        lengths = torch.tensor(counts + [0] * (rows - len(counts)), device=param.device)
+        return padded, lengths, sinusoidal_positions(frames, padded.shape[2], padded.device)
 
     def _encode_padded(self, padded: torch.Tensor, lengths: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         encoded = self.audio_encoder(padded, lengths, positions)
