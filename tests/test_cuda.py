@@ -1,7 +1,8 @@
 """The CUDA paths CI cannot run (skipped without a GPU; run on the GPU machine): requests joining a running
 engine through the prefill CUDA graphs give the same ids as single runs (fp32), and the fused bf16 step
 with decode CUDA graphs returns every token as events and honours budgets while requests join; a live
-stream of demo clips gives the offline segments on CUDA too."""
+stream of demo clips gives the offline segments on CUDA too; verify steps with drafts (CUDA graphs, fp32 and
+bf16, the demo model's CTC drafts) give the plain ids and texts."""
 
 from __future__ import annotations
 
@@ -96,3 +97,55 @@ def test_encoder_graphs_replay_the_eager_encoder_in_fp32():
         assert len(model.encoder_graphs._graphs) == 2  # (4 rows, 64 frames) and (1 row, 32 frames)
     finally:
         model.encoder_graphs = None
+
+
+def test_drafts_through_verify_graphs_give_single_run_ids_in_fp32():
+    """Verify steps replayed from CUDA graphs (one per batch bucket, captured on first use), with right,
+    damaged and missing drafts and requests joining: greedy's ids."""
+    from test_drafts import damaged
+
+    llm = tiny_llm().cuda()
+    plain = on_cuda(torch.float32)
+    singles = [generate(GreedyEngine(llm, [], max_batch=1), [r])[0] for r in plain]
+    drafts = [s if i % 3 == 0 else damaged(s, i) if i % 3 == 1 else None for i, s in enumerate(singles)]
+    wanted = [GenerationRequest(r.embeddings, r.max_new_tokens, d) for r, d in zip(plain, drafts, strict=True)]
+    engine = GreedyEngine(llm, [], max_batch=4, draft_tokens=4)
+    result, _ = run_with_joiners(engine, wanted)
+    assert result == singles
+    assert engine._verify_graphs is not None and engine._verify_graphs._graphs
+    assert engine.draft_stats.accepted > 0
+
+
+def test_fused_bf16_with_right_drafts_returns_every_token_in_fewer_steps():
+    llm = tiny_llm(torch.bfloat16).cuda()
+    llm.fuse_projections()
+    plain = on_cuda(torch.bfloat16)
+    engine = GreedyEngine(llm, [], max_batch=4)
+    if engine.fused is None:
+        pytest.skip("no triton")
+    reference = generate(engine, plain)
+    wanted = [GenerationRequest(r.embeddings, r.max_new_tokens, d) for r, d in zip(plain, reference, strict=True)]
+    drafted = GreedyEngine(llm, [], max_batch=4, draft_tokens=4)
+    result = generate(drafted, wanted)
+    # bf16: the verify pass (cuBLAS) and the fused step (Triton GEMVs) round differently, so on random
+    # weights with near-flat logits a row may part from the fused step's; budgets and counts hold.
+    assert [len(r) for r in result] == [k for _, k in SHAPES]
+    assert drafted.draft_stats.tokens_per_row > 1.5
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_the_demo_model_with_ctc_drafts_on_cuda_gives_the_plain_texts(dtype):
+    import json
+    from pathlib import Path
+
+    from funasr_nano import load_model
+
+    subset = Path(__file__).parent / "data" / "demo"
+    rows = [json.loads(line) for line in (subset / "manifest.jsonl").read_text(encoding="utf-8").splitlines()]
+    files = [str(subset / row["path"]) for row in rows]
+    plain = load_model("demo", device="cuda", dtype=dtype)
+    drafted = load_model("demo", device="cuda", dtype=dtype, ctc_drafts=8)
+    assert [t.text for t in drafted.transcribe_many(files)] == [t.text for t in plain.transcribe_many(files)]
+    for path in files[::4]:
+        assert drafted.transcribe(path).text == plain.transcribe(path).text
+    assert drafted.backend.engine.draft_stats.accepted > 0

@@ -48,6 +48,9 @@ def add_load_options(add: AddArgument) -> None:
         help="time words with the trained CTC head of another checkpoint of the same encoder (a model.pt or "
              "its directory), for a model that has none")
     add("--batch-size", type=int, default=32, help="segments decoded together (default: %(default)s)")
+    add("--ctc-drafts", type=int, default=0, metavar="N",
+        help="speculative decoding: verify up to N tokens of the CTC head's transcript per step (8 is a good "
+             "value; the text is the same, it comes in fewer steps; torch, needs a CTC head; default: off)")
 
 
 def add_decode_options(add: AddArgument) -> None:
@@ -68,10 +71,13 @@ def check_at_least_one(args: argparse.Namespace, names: Sequence[str]) -> None:
 def check_load_options(args: argparse.Namespace) -> None:
     """The mistakes in the load options (and the decode options, where the command has them) that need
     no model to notice, found before anything heavy is imported."""
+    from ..backends.drafts import MAX_DRAFTS
     from ..dtypes import dtype_name
 
     check_at_least_one(args, ("batch_size", "max_new_tokens") if hasattr(args, "max_new_tokens") else ("batch_size",))
     dtype_name(args.dtype)
+    if not 0 <= args.ctc_drafts <= MAX_DRAFTS:
+        raise UsageError(f"{option('ctc_drafts')} must be from 0 (off) to {MAX_DRAFTS}")
 
 
 def load(args: argparse.Namespace, int8: bool = False) -> FunASRNano:
@@ -81,7 +87,7 @@ def load(args: argparse.Namespace, int8: bool = False) -> FunASRNano:
     announce_default(args)
     return load_model(args.model, device=args.device, dtype=args.dtype, backend=args.backend,
                       batch_size=args.batch_size, int8=int8, hub=args.hub, variant=args.variant,
-                      ctc_head=args.ctc_head)
+                      ctc_head=args.ctc_head, ctc_drafts=args.ctc_drafts)
 
 
 def transcribe_options(args: argparse.Namespace, hotwords: str | None) -> TranscribeOptions:

@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
         args.inputs,
         args.output_dir,
         model=ModelOptions(args.model, args.device, args.dtype, args.batch_size, args.int8, args.hub, args.variant,
-                           args.backend, args.ctc_head),
+                           args.backend, args.ctc_head, args.ctc_drafts),
         decode=options,
         formats=formats,
         limits=cue_limits(args),

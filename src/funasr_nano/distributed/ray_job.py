@@ -48,6 +48,7 @@ class ModelOptions:
     variant: str | None = None
     backend: str = "auto"
     ctc_head: str | None = None  # word times from another checkpoint's CTC head
+    ctc_drafts: int = 0  # speculative decoding from the CTC transcript (draft tokens per step)
 
 
 @dataclass

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 
 import torch
 
@@ -62,10 +62,14 @@ class TorchBackend:
         int8: bool = False,
         ctc_tensors: dict[str, torch.Tensor] | None = None,
         ctc_source: str | None = None,
+        drafter: Callable[[list[int]], list[int]] | None = None,
+        draft_tokens: int = 8,
     ):
         """int8: weight-only int8 LLM linears and LM head (CPU only; faster decoding, ids may differ from fp32).
         ctc_tensors: the CTC head's tensors (``ctc_decoder.*``, ``ctc.*``), from ``ctc_source``; without them
-        (or without a CTC head in the config) there is no alignment."""
+        (or without a CTC head in the config) there is no alignment. drafter: CTC greedy ids -> a draft in the
+        LLM's ids (``drafts.CTCDrafter``): with it every segment decodes by verifying up to ``draft_tokens``
+        draft ids a step (needs the CTC head; same tokens, fewer steps when the draft is good)."""
         self.torch_device = pick_device(device)
         self.dtype = pick_dtype(dtype, self.torch_device)
         self.device = str(self.torch_device)
@@ -77,7 +81,11 @@ class TorchBackend:
         self.ctc_head: CTCHead | None = None
         if ctc_tensors and config.ctc is not None:
             self.ctc_head = CTCHead.from_tensors(config.ctc, ctc_tensors, self.torch_device, ctc_source or source)
-        self.engine = GreedyEngine(self.model.llm, stop_ids, max_batch=batch_size)
+        if drafter is not None and self.ctc_head is None:
+            raise UsageError("CTC drafts need a CTC head: this checkpoint has none (pass a ctc_head)")
+        self.drafter = drafter
+        self.engine = GreedyEngine(self.model.llm, stop_ids, max_batch=batch_size,
+                                   draft_tokens=draft_tokens if drafter is not None else 0)
         self.batch_size = batch_size
         # While rows decode, leave this many seconds between encoder calls (None: encode whenever slots
         # are about to free). An encoder call costs many decode steps and every running row waits for it:
@@ -145,11 +153,14 @@ class TorchBackend:
 
     def _encode(self, work: list[tuple[Hashable, Request]]) -> None:
         """Encode a batch of segments and queue their prompts in the LLM engine, in the order added."""
-        head = self.ctc_head if any(request.align for _, request in work) else None
+        head = self.ctc_head if self.drafter is not None or any(request.align for _, request in work) else None
         encoded, ctc_hidden = self.model.encode_waveforms_with_ctc(
             [torch.from_numpy(request.audio) for _, request in work], head)
+        drafts: list[list[int] | None] = [None] * len(work)
+        if self.drafter is not None and self.ctc_head is not None and ctc_hidden is not None:
+            drafts = [self.drafter(ids) for ids in self.ctc_head.greedy(ctc_hidden)]
         for index, ((key, request), audio) in enumerate(zip(work, encoded, strict=True)):
             embeddings = self.model.prompt_embeddings(request.prompt, audio)
-            self.engine.add(key, GenerationRequest(embeddings, request.max_new_tokens))
+            self.engine.add(key, GenerationRequest(embeddings, request.max_new_tokens, drafts[index]))
             if ctc_hidden is not None and request.align:
                 self._ctc_hidden[key] = ctc_hidden[index]

@@ -54,6 +54,11 @@ class CTCHead(nn.Module):
         return self.ctc_decoder(encoded.float(), key_mask)
 
     @torch.inference_mode()
+    def greedy(self, hidden: Sequence[torch.Tensor]) -> list[list[int]]:
+        """Per segment (hidden [T_i, W]): the best id of each frame (as the argmax of ``run``'s log-probs)."""
+        return [self.ctc.ctc_lo(h).argmax(-1).tolist() for h in hidden]
+
+    @torch.inference_mode()
     def run(self, hidden: Sequence[torch.Tensor], targets: Sequence[list[int] | None]) -> list[CTCResult | None]:
         """Per segment (hidden [T_i, W]): greedy ids and the alignment of its targets, all segments' Viterbi
         in one batch. None for segments whose targets are None (no CTC wanted)."""

@@ -10,7 +10,7 @@ replays never overlap.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -52,12 +52,14 @@ class ShapeGraphs:
 
     The first call of a shape runs ``fn`` for real and then captures it; later calls copy their
     inputs into the captured ones and replay. ``fn`` may write persistent device tensors (the KV
-    cache); its output is copied out, because all graphs share one memory pool.
+    cache); its output is copied out, because all graphs share one memory pool. ``state``: tensors
+    ``fn`` advances (not only overwrites), put back after the capture's warm-up run.
     """
 
-    def __init__(self, fn: Callable[..., torch.Tensor], capacity: int = 16):
+    def __init__(self, fn: Callable[..., torch.Tensor], capacity: int = 16, state: Sequence[torch.Tensor] = ()):
         self._fn = fn
         self._capacity = capacity
+        self._state = list(state)
         self._graphs: OrderedDict[tuple, tuple[torch.cuda.CUDAGraph, list[torch.Tensor], torch.Tensor]] = (
             OrderedDict()
         )
@@ -80,12 +82,15 @@ class ShapeGraphs:
     def _capture(self, key: tuple, inputs: tuple[torch.Tensor, ...]) -> None:
         static_inputs = [t.clone() for t in inputs]
         # A second real run on a side stream, as torch.cuda.graph wants before a capture; it repeats
-        # the first one's writes exactly (same inputs).
+        # the first one's writes exactly (same inputs), apart from the state it advances, which is put back.
+        saved = [t.clone() for t in self._state]
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
             self._fn(*static_inputs)
         torch.cuda.current_stream().wait_stream(side)
+        for tensor, copy in zip(self._state, saved, strict=True):
+            tensor.copy_(copy)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=self._pool):
             output = self._fn(*static_inputs)

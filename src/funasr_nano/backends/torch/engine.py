@@ -11,6 +11,12 @@ updates it itself, so steps queue up without the host looking at tokens. The hos
 (streaming); budgets it counts itself.
 On CUDA with bf16/fp16 the step is the fused Triton step, replayed from CUDA graphs; elsewhere it
 is the eager reference model. On CUDA the prefill is replayed from a CUDA graph per prompt shape too.
+
+With ``draft_tokens`` k > 0, requests that carry a draft (the CTC transcript in the LLM's ids) decode by
+verification: a step feeds each row's newest token and up to k draft ids, keeps the longest prefix that
+greedy decoding would produce plus greedy's next token, so one read of the weights yields up to k + 1 tokens
+and the tokens are greedy's. Choosing a draft needs the tokens so far, so while drafts are in play the
+host reads every step back before the next (no lag).
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import torch
 
 from ...errors import UsageError
 from .. import LENGTH, STOP, Event, position_limit_message
+from ..drafts import propose
 from .fused import TritonDecodeStep, supports_fused_decode
 from .qwen3 import KVCache, Qwen3ForCausalLM, attention_mask
 
@@ -38,9 +45,26 @@ _PREFILL_TOKENS = 32768
 class GenerationRequest:
     embeddings: torch.Tensor  # [L, H] prompt embeddings (audio spliced in)
     max_new_tokens: int
+    draft: list[int] | None = None  # ids the output is expected to resemble (see drafts.py)
 
 
 _NO_EMBEDDINGS = torch.empty(0)
+
+
+@dataclass
+class DraftStats:
+    """How drafting went since the engine was made: its steps, and the rows that verified a proposal."""
+
+    plain_steps: int = 0  # decode steps without any proposal
+    verify_steps: int = 0
+    rows: int = 0  # rows verifying a proposal, summed over the verify steps
+    drafted: int = 0  # draft ids those rows verified
+    accepted: int = 0  # of them, the ones greedy decoding agreed with
+
+    @property
+    def tokens_per_row(self) -> float:
+        """Tokens a proposal's row gained per verify step (its accepted drafts and greedy's next token)."""
+        return (self.accepted + self.rows) / self.rows if self.rows else 0.0
 
 
 @dataclass(eq=False)
@@ -53,6 +77,8 @@ class _Sequence:
     stopped: bool = False  # a stop token has been read back
     finished: bool = False  # its last event is out (or it was cancelled): rows still read back are skipped
     tokens: list[int] = field(default_factory=list)
+    draft: list[int] = field(default_factory=list)
+    draft_at: int = 0  # where in the draft the output is expected to go on
 
     @property
     def needs_steps(self) -> bool:
@@ -111,15 +137,18 @@ class _TokenReader:
 class GreedyEngine:
     def __init__(
         self, llm: Qwen3ForCausalLM, stop_ids: Sequence[int], max_batch: int = 32, cuda_graphs: bool = True,
-        lag: int | None = None,
+        lag: int | None = None, draft_tokens: int = 0,
     ):
         """lag: decode steps the host reads behind (default 2 on CUDA so the GPU never waits for the host;
-        0 on CPU, where each step is slow and one past a stop token would be wasted)."""
+        0 on CPU, where each step is slow and one past a stop token would be wasted). draft_tokens: draft ids
+        verified per step for requests that carry a draft (0: drafts are ignored)."""
         self.llm = llm
         self.stop_ids = frozenset(stop_ids)
         self.max_batch = max_batch
         self.group = llm.config.num_heads // llm.config.num_kv_heads
         self.lag = (2 if self.device.type == "cuda" else 0) if lag is None else lag
+        self.draft_tokens = draft_tokens
+        self.draft_stats = DraftStats()
         self.fused = TritonDecodeStep(llm) if supports_fused_decode(self.device, self.dtype) else None
         # Decode graphs need the fused step (the eager one reads a host-side length); prefill graphs
         # work for any dtype on CUDA.
@@ -129,7 +158,7 @@ class GreedyEngine:
         # Per slot: the newest token (the next step's input) and its position (where its K/V go).
         self.tokens = self.positions = self.slot_ids = torch.empty(0, dtype=torch.long)
         self._reader = _TokenReader(torch.device("cpu"), 0, 0)
-        self._graphs = self._prefill_graphs = None
+        self._graphs = self._prefill_graphs = self._verify_graphs = None
         self._waiting: deque[_Sequence] = deque()
         self._active: dict[int, _Sequence] = {}  # slot -> the sequence decoding there
 
@@ -167,12 +196,15 @@ class GreedyEngine:
 
             # power-of-two prompt counts up to the slot count, times padded lengths of up to ~1000 tokens
             self._prefill_graphs = ShapeGraphs(self._prefill_device, capacity=128)
+            if self.draft_tokens:
+                # one per batch bucket; over the whole cache length, which a graph cannot vary
+                self._verify_graphs = ShapeGraphs(self._verify_device, len(BUCKETS), [self.tokens, self.positions])
 
     def release(self) -> None:
         """Drop the cache (and its graphs) of an idle engine; the next admission allocates again."""
         if self._active or self._reader.pending:
             raise RuntimeError("the engine is decoding: its cache cannot be released")
-        self.cache = self._graphs = self._prefill_graphs = None
+        self.cache = self._graphs = self._prefill_graphs = self._verify_graphs = None
 
     @property
     def waiting(self) -> int:
@@ -202,7 +234,8 @@ class GreedyEngine:
         if not self.fits(request):
             raise UsageError(position_limit_message(request.embeddings.shape[0] + request.max_new_tokens,
                                                     self.max_positions))
-        self._waiting.append(_Sequence(key, request.max_new_tokens, request.embeddings.shape[0], request.embeddings))
+        self._waiting.append(_Sequence(key, request.max_new_tokens, request.embeddings.shape[0], request.embeddings,
+                                       draft=list(request.draft or []) if self.draft_tokens else []))
 
     def cancel(self, keys: Iterable[Hashable]) -> None:
         """Forget these requests: no more events for them; their slots take other work at once."""
@@ -217,7 +250,8 @@ class GreedyEngine:
     def step(self) -> list[Event]:
         """Prefill newly admitted requests or decode one token for every busy slot, and return what the
         host read back meanwhile (``lag`` steps behind the device): each request's new tokens, and its end."""
-        events = self._collect(self._reader.ready())
+        drafting = any(s.draft for s in self._active.values())
+        events = self._collect(self._reader.ready(keep=0 if drafting else None))
         self._active = {slot: s for slot, s in self._active.items() if s.needs_steps}
         admitted = self._admit()
         if admitted:
@@ -232,7 +266,11 @@ class GreedyEngine:
         busy = sorted(self._active)
         batch = bucket_for(busy[-1] + 1, self.cache.slots)  # type: ignore[union-attr]
         kv_len = max(s.prompt_length + s.scheduled for s in self._active.values())
+        proposals = self._proposals() if drafting else {}
+        if proposals:
+            return events + self._verify(batch, kv_len, proposals)
         self._step(batch, kv_len)
+        self.draft_stats.plain_steps += 1
         for sequence in self._active.values():
             sequence.scheduled += 1
         self._reader.push(self.tokens[:batch], [(slot, self._active[slot]) for slot in busy])
@@ -269,17 +307,20 @@ class GreedyEngine:
     def _fits_cache(self, sequence: _Sequence) -> bool:
         return self.cache is not None and sequence.prompt_length + sequence.budget <= self.cache.max_len
 
-    def _collect(self, rows: Iterator[tuple[list[int], list[tuple[int, _Sequence]]]]) -> list[Event]:
+    def _collect(self, rows: Iterable[tuple[list, list[tuple[int, _Sequence]]]]) -> list[Event]:
+        """Tokens read back -> events; ``values[row]`` is a row's token, or its list of tokens (a verify step)."""
         fresh: dict[int, tuple[_Sequence, int]] = {}  # id(sequence) -> sequence, tokens it had before
         for values, owners in rows:
             for row, sequence in owners:
                 if sequence.stopped or sequence.finished:
                     continue  # steps queued before the stop token was seen, or a cancelled request
                 fresh.setdefault(id(sequence), (sequence, len(sequence.tokens)))
-                token = values[row]
-                if token in self.stop_ids:
-                    sequence.stopped = True
-                else:
+                value = values[row]
+                for token in value if isinstance(value, list) else [value]:
+                    if token in self.stop_ids:
+                        sequence.stopped = True
+                    if sequence.stopped or len(sequence.tokens) >= sequence.budget:
+                        break
                     sequence.tokens.append(token)
         events = []
         for sequence, before in fresh.values():
@@ -363,3 +404,70 @@ class GreedyEngine:
         out = self.llm(hidden, self.cache, self.slot_ids[:batch], positions, mask, kv_len)
         self.tokens[:batch] = self.llm.logits(out[:, 0]).argmax(-1)
         self.positions[:batch] = (positions[:, 0] + 1).clamp(max=self.cache.max_len - 1)
+
+    def _proposals(self) -> dict[int, list[int]]:
+        """slot -> the draft ids to verify next, for the rows whose output is following their draft."""
+        proposals = {}
+        for slot, sequence in self._active.items():
+            if not sequence.draft:
+                continue
+            # the last token a step may produce is greedy's own: room for the budget's others
+            room = min(self.draft_tokens, sequence.budget - sequence.scheduled - 1)
+            start, ids = propose(sequence.draft, sequence.tokens, sequence.draft_at, room)
+            if ids:
+                proposals[slot] = ids
+                sequence.draft_at = start
+        return proposals
+
+    def _verify(self, batch: int, kv_len: int, proposals: dict[int, list[int]]) -> list[Event]:
+        """One verify step of every busy slot (a slot without a proposal gets its next token as in a plain
+        step); read back at once, since the next proposals depend on what was accepted."""
+        assert self.cache is not None
+        drafts = torch.zeros(batch, self.draft_tokens, dtype=torch.long)
+        counts = torch.zeros(batch, dtype=torch.long)
+        for slot, ids in proposals.items():
+            drafts[slot, : len(ids)] = torch.tensor(ids)
+            counts[slot] = len(ids)
+        drafts, counts = drafts.to(self.device), counts.to(self.device)
+        if self._verify_graphs is not None:
+            out = self._verify_graphs(drafts, counts)
+        else:
+            out = self._verify_device(drafts, counts, min(self.cache.max_len, _round_up(kv_len + self.draft_tokens,
+                                                                                          _KV_ROUND)))
+        rows = out.tolist()
+        values: list = [None] * batch
+        stats = self.draft_stats
+        stats.verify_steps += 1
+        for slot, sequence in self._active.items():
+            accepted = rows[slot][-1]
+            values[slot] = rows[slot][: accepted + 1]
+            sequence.scheduled += accepted + 1
+            if slot in proposals:
+                sequence.draft_at += accepted + 1
+                stats.rows += 1
+                stats.drafted += len(proposals[slot])
+                stats.accepted += accepted
+        return self._collect([(values, list(self._active.items()))])
+
+    def _verify_device(self, drafts: torch.Tensor, counts: torch.Tensor, kv_len: int | None = None) -> torch.Tensor:
+        """drafts [B, k] (the first counts[b] of row b real): feeds each slot's newest token and its drafts,
+        advances each slot past the accepted ones and greedy's next token. Returns [B, k + 2]: greedy's token
+        after each input, then the number of drafts accepted. Device work only (graph-capturable: ``kv_len``
+        None attends over the whole cache)."""
+        assert self.cache is not None
+        batch, k = drafts.shape
+        last = self.cache.max_len - 1
+        steps = torch.arange(k + 1, device=self.device)
+        ids = torch.cat([self.tokens[:batch, None], drafts], dim=1)
+        # Columns past a row's drafts are padding: what they write lies beyond the accepted tokens, where
+        # later steps write before anything attends there.
+        positions = (self.positions[:batch, None] + steps).clamp(max=last)
+        kv_len = self.cache.max_len if kv_len is None else kv_len
+        mask = attention_mask(positions, positions[:, -1] + 1, kv_len, self.group)
+        hidden = self.llm(self.llm.embed(ids), self.cache, self.slot_ids[:batch], positions, mask, kv_len)
+        greedy = self.llm.logits(hidden).argmax(-1)
+        agree = (drafts == greedy[:, :-1]) & (steps[None, :k] < counts[:, None])
+        accepted = agree.long().cumprod(dim=1).sum(dim=1)
+        self.tokens[:batch] = greedy.gather(1, accepted[:, None])[:, 0]
+        self.positions[:batch] = (self.positions[:batch] + accepted + 1).clamp(max=last)
+        return torch.cat([greedy, accepted[:, None]], dim=1)
