@@ -27,8 +27,10 @@ def test_after_a_departure_the_newest_tokens_find_their_place_again():
     draft = [10, 11, 12, 13, 14, 15]
     # "12 13" decoded where 11 was expected: the longest matching tail decides
     assert propose(draft, [10, 99, 12, 13], 2, 3) == (4, [14, 15])
-    # a token the draft does not have: nothing to propose
-    assert propose(draft, [10, 99], 1, 3) == (1, [])
+    # a token in place of the draft's: the draft goes on after it
+    assert propose(draft, [10, 99], 2, 3) == (2, [12, 13, 14])
+    # with no place to go on from, nothing is proposed
+    assert propose(draft, [10, 99], 6, 3) == (6, [])
 
 
 def test_of_several_places_the_one_nearest_the_expected_wins():
@@ -79,6 +81,8 @@ def test_right_drafts_give_the_greedy_ids_in_fewer_steps(llm, singles, draft_tok
     # the draft after the first token (which the prefill gives), as the CTC text would continue
     engine = GreedyEngine(llm, [], max_batch=max_batch, draft_tokens=draft_tokens)
     assert generate(engine, with_drafts(singles)) == singles
+    assert engine.idle  # after the last event: its cache can go
+    engine.release()
     stats = engine.draft_stats
     assert stats.accepted > 0 and stats.tokens_per_row > 1.0
     if max_batch == 1:

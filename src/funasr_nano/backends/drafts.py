@@ -36,22 +36,36 @@ class CTCDrafter:
 
 def propose(draft: Sequence[int], tokens: Sequence[int], expected: int, limit: int) -> tuple[int, list[int]]:
     """Where in ``draft`` the text continues after ``tokens`` (the ids decoded so far, newest last) and the
-    next ``limit`` draft ids from there: (start, ids); ids is empty when the newest tokens do not occur.
+    next ``limit`` draft ids from there: (start, ids); ids is empty when nothing in the draft fits.
 
-    ``expected`` is the start the previous proposal implied: when the newest token is the draft's id
-    before it, the text still follows the draft. Otherwise the longest run of newest tokens (up to three)
-    found in the draft decides, its occurrence nearest to ``expected`` first.
+    ``expected``: where the text would go on had every token since the last proposal followed the draft.
+    In order: the newest token is the draft's id before ``expected`` (the text follows the draft); the
+    token before it is where the draft has it (the newest took the place of the draft's: go on at
+    ``expected``); the newest two or three tokens occur in the draft (after a word left out or put in),
+    their occurrence nearest to ``expected`` first; go on at ``expected`` anyway; the newest token alone
+    occurs in the draft.
     """
     if limit <= 0 or not tokens:
         return expected, []
     if 0 < expected <= len(draft) and draft[expected - 1] == tokens[-1]:
         return expected, list(draft[expected : expected + limit])
-    for size in range(min(_ANCHOR, len(tokens)), 0, -1):
-        tail = list(tokens[-size:])
-        ends = [i + size for i in range(len(draft) - size + 1) if list(draft[i : i + size]) == tail]
-        if ends:
-            start = min(ends, key=lambda end: (abs(end - expected), end))
-            following = list(draft[start : start + limit])
-            if following:
-                return start, following
-    return expected, []
+    if 1 < expected < len(draft) and len(tokens) > 1 and draft[expected - 2] == tokens[-2]:
+        return expected, list(draft[expected : expected + limit])
+    for size in range(min(_ANCHOR, len(tokens)), 1, -1):
+        found = _after(draft, tokens[-size:], expected, limit)
+        if found:
+            return found
+    if 0 < expected < len(draft):
+        return expected, list(draft[expected : expected + limit])
+    return _after(draft, tokens[-1:], expected, limit) or (expected, [])
+
+
+def _after(draft: Sequence[int], tail: Sequence[int], expected: int, limit: int) -> tuple[int, list[int]] | None:
+    """The start after the occurrence of ``tail`` in ``draft`` nearest to ``expected`` that has ids after it."""
+    size = len(tail)
+    ends = [i + size for i in range(len(draft) - size + 1) if list(draft[i : i + size]) == list(tail)]
+    ends = [end for end in ends if end < len(draft)]
+    if not ends:
+        return None
+    start = min(ends, key=lambda end: (abs(end - expected), end))
+    return start, list(draft[start : start + limit])

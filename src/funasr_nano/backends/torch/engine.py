@@ -78,7 +78,7 @@ class _Sequence:
     finished: bool = False  # its last event is out (or it was cancelled): rows still read back are skipped
     tokens: list[int] = field(default_factory=list)
     draft: list[int] = field(default_factory=list)
-    draft_at: int = 0  # where in the draft the output is expected to go on
+    draft_shift: int = 0  # the draft's index of the next token, less the tokens decoded (as last proposed)
 
     @property
     def needs_steps(self) -> bool:
@@ -413,10 +413,11 @@ class GreedyEngine:
                 continue
             # the last token a step may produce is greedy's own: room for the budget's others
             room = min(self.draft_tokens, sequence.budget - sequence.scheduled - 1)
-            start, ids = propose(sequence.draft, sequence.tokens, sequence.draft_at, room)
+            decoded = len(sequence.tokens)
+            start, ids = propose(sequence.draft, sequence.tokens, decoded + sequence.draft_shift, room)
             if ids:
                 proposals[slot] = ids
-                sequence.draft_at = start
+                sequence.draft_shift = start - decoded
         return proposals
 
     def _verify(self, batch: int, kv_len: int, proposals: dict[int, list[int]]) -> list[Event]:
@@ -443,11 +444,13 @@ class GreedyEngine:
             values[slot] = rows[slot][: accepted + 1]
             sequence.scheduled += accepted + 1
             if slot in proposals:
-                sequence.draft_at += accepted + 1
                 stats.rows += 1
                 stats.drafted += len(proposals[slot])
                 stats.accepted += accepted
-        return self._collect([(values, list(self._active.items()))])
+        events = self._collect([(values, list(self._active.items()))])
+        # read at once, so the finished ones leave now (the engine is idle after its last event)
+        self._active = {slot: s for slot, s in self._active.items() if s.needs_steps}
+        return events
 
     def _verify_device(self, drafts: torch.Tensor, counts: torch.Tensor, kv_len: int | None = None) -> torch.Tensor:
         """drafts [B, k] (the first counts[b] of row b real): feeds each slot's newest token and its drafts,
