@@ -138,7 +138,8 @@ class FunASRNano:
                                                    max_new_tokens=max_new_tokens))
         endpoint = EndpointOptions() if vad is True else vad or None
         options = LiveOptions(interval=interval, hold_back=hold_back, max_utterance=max_utterance, endpoint=endpoint)
-        detector = SpeechDetector(endpoint) if endpoint is not None else None
+        # the VAD where the model runs: on a GPU, hundreds of live streams' passes cost the CPU next to nothing
+        detector = SpeechDetector(endpoint, device=self.backend.device) if endpoint is not None else None
         decodes = decodes or InlineDecodes(self.scheduler())
         return LiveStream(decodes, self.tokenizer.decode, settings, options, detector)
 

@@ -71,12 +71,11 @@ class SpeechDetector:
             self._pending = pending
             return []
         used = CONTEXT_SAMPLES + count * FRAME_SAMPLES
-        windows = torch.from_numpy(pending[:used]).to(self.vad.device).unfold(0, CONTEXT_SAMPLES + FRAME_SAMPLES,
-                                                                              FRAME_SAMPLES)
+        windows = torch.from_numpy(pending[:used]).unfold(0, CONTEXT_SAMPLES + FRAME_SAMPLES, FRAME_SAMPLES)
         found, self._state = _passes_together(self.vad).run(self.vad, windows, self._state)
         self._pending = pending[used - CONTEXT_SAMPLES :].copy()
         boundaries = []
-        for probability in found.cpu().numpy().tolist():
+        for probability in found.numpy().tolist():
             boundary = self._frame(probability)
             if boundary is not None:
                 boundaries.append(boundary)

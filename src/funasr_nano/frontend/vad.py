@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import warnings
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -68,7 +69,9 @@ def _weights_path() -> Path:
 
 
 class SileroVAD:
-    """The 16 kHz silero-vad network, evaluated over a whole recording at once, on CPU or CUDA."""
+    """The 16 kHz silero-vad network, evaluated over a whole recording at once, on CPU or CUDA. On CUDA it runs
+    on a stream of its own, so that a live stream's pass does not wait behind the model's queued work on
+    the same GPU; passes take windows from anywhere and give probabilities on the CPU."""
 
     def __init__(self, device: str = "cpu", weights: Path | None = None):
         self.device = torch.device(device)
@@ -85,6 +88,10 @@ class SileroVAD:
         self.lstm.load_state_dict({f"{name}_l0": state[rnn + name]
                                    for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")})
         self.head = (state[prefix + "decoder.decoder.2.weight"], state[prefix + "decoder.decoder.2.bias"])
+        self._stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
+
+    def _own_stream(self) -> AbstractContextManager:
+        return torch.cuda.stream(self._stream) if self._stream is not None else nullcontext()
 
     def _frame_features(self, windows: torch.Tensor) -> torch.Tensor:
         """[N, 576] windows (context + frame) -> [N, 128] encoder features."""
@@ -102,22 +109,24 @@ class SileroVAD:
         if samples.size == 0:
             return np.zeros(0, np.float32)
         frames = -(-samples.size // FRAME_SAMPLES)
-        padded = torch.zeros(CONTEXT_SAMPLES + frames * FRAME_SAMPLES, device=self.device)
-        padded[CONTEXT_SAMPLES : CONTEXT_SAMPLES + samples.size] = torch.from_numpy(samples).to(self.device)
-        windows = padded.unfold(0, CONTEXT_SAMPLES + FRAME_SAMPLES, FRAME_SAMPLES)
-        state = None
-        probabilities = []
-        for first in range(0, frames, _FRAMES_PER_PASS):
-            found, state = self.pass_probabilities(windows[first : first + _FRAMES_PER_PASS], state)
-            probabilities.append(found)
-        return torch.cat(probabilities).cpu().numpy()
+        with self._own_stream():
+            padded = torch.zeros(CONTEXT_SAMPLES + frames * FRAME_SAMPLES, device=self.device)
+            padded[CONTEXT_SAMPLES : CONTEXT_SAMPLES + samples.size] = torch.from_numpy(samples).to(self.device)
+            windows = padded.unfold(0, CONTEXT_SAMPLES + FRAME_SAMPLES, FRAME_SAMPLES)
+            state = None
+            probabilities = []
+            for first in range(0, frames, _FRAMES_PER_PASS):
+                found, state = self.pass_probabilities(windows[first : first + _FRAMES_PER_PASS], state)
+                probabilities.append(found)
+        return torch.cat(probabilities).numpy()
 
     def pass_probabilities(self, windows: torch.Tensor, state: LSTMState | None
                            ) -> tuple[torch.Tensor, LSTMState]:
         """One pass: [N, 576] windows -> N probabilities, and the LSTM state the next pass starts from."""
-        features = self._frame_features(windows)
-        hidden, state = self.lstm(features[None], state)  # the state carries over to the next pass
-        return self._probabilities(hidden[0]), state
+        with self._own_stream():
+            features = self._frame_features(windows.to(self.device))
+            hidden, state = self.lstm(features[None], state)  # the state carries over to the next pass
+            return self._probabilities(hidden[0]).cpu(), state
 
     def _probabilities(self, hidden: torch.Tensor) -> torch.Tensor:
         weight, bias = self.head
@@ -129,17 +138,19 @@ class SileroVAD:
         if len(passes) == 1:
             return [self.pass_probabilities(*passes[0])]
         counts = [windows.shape[0] for windows, _ in passes]
-        features = self._frame_features(torch.cat([windows for windows, _ in passes])).split(counts)
-        size = self.lstm.hidden_size
-        zero = torch.zeros(1, 1, size, device=self.device)
-        h0 = torch.cat([zero if state is None else state[0] for _, state in passes], dim=1)
-        c0 = torch.cat([zero if state is None else state[1] for _, state in passes], dim=1)
-        packed = nn.utils.rnn.pack_padded_sequence(nn.utils.rnn.pad_sequence(list(features), batch_first=True),
-                                                   torch.tensor(counts), batch_first=True, enforce_sorted=False)
-        out, (h, c) = self.lstm(packed, (h0, c0))  # h, c: each stream's state after its own last frame
-        found = self._probabilities(nn.utils.rnn.pad_packed_sequence(out, batch_first=True)[0])
-        return [(found[i, :n], (h[:, i : i + 1].contiguous(), c[:, i : i + 1].contiguous()))
-                for i, n in enumerate(counts)]
+        with self._own_stream():
+            windows = torch.cat([windows for windows, _ in passes]).to(self.device)
+            features = self._frame_features(windows).split(counts)
+            size = self.lstm.hidden_size
+            zero = torch.zeros(1, 1, size, device=self.device)
+            h0 = torch.cat([zero if state is None else state[0] for _, state in passes], dim=1)
+            c0 = torch.cat([zero if state is None else state[1] for _, state in passes], dim=1)
+            packed = nn.utils.rnn.pack_padded_sequence(nn.utils.rnn.pad_sequence(list(features), batch_first=True),
+                                                       torch.tensor(counts), batch_first=True, enforce_sorted=False)
+            out, (h, c) = self.lstm(packed, (h0, c0))  # h, c: each stream's state after its own last frame
+            found = self._probabilities(nn.utils.rnn.pad_packed_sequence(out, batch_first=True)[0]).cpu()
+            return [(found[i, :n], (h[:, i : i + 1].contiguous(), c[:, i : i + 1].contiguous()))
+                    for i, n in enumerate(counts)]
 
 
 @lru_cache(maxsize=4)
@@ -356,6 +367,6 @@ class SpeechScanner:
         frames = padded[CONTEXT_SAMPLES:].reshape(-1, FRAME_SAMPLES)
         self._energy.append(np.concatenate([frame_energy(frames[row : row + 256])
                                             for row in range(0, len(frames), 256)]))
-        windows = torch.from_numpy(padded).to(self.vad.device).unfold(0, CONTEXT_SAMPLES + FRAME_SAMPLES, FRAME_SAMPLES)
+        windows = torch.from_numpy(padded).unfold(0, CONTEXT_SAMPLES + FRAME_SAMPLES, FRAME_SAMPLES)
         found, self._state = self.vad.pass_probabilities(windows, self._state)
         self._probabilities.append(found.cpu().numpy())
