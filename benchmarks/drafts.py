@@ -114,7 +114,8 @@ def synthetic_drafts(ids: list[int], k: int, vocab: int) -> dict[str, list[int]]
     return {"right": list(ids), "one_in_8_wrong": every(8), "one_in_4_wrong": every(4), "all_wrong": anchored}
 
 
-def engine_runs(llm, stop_ids, requests: list[GenerationRequest], ks: list[int], repeats: int, device: str) -> dict:
+def engine_runs(llm, stop_ids, requests: list[GenerationRequest], ks: list[int], kinds: list[str], repeats: int,
+                device: str) -> dict:
     """Plain and drafted decoding of the same prompts through fresh engines: seconds, ids, counters."""
     batch = len(requests)
     plain = GreedyEngine(llm, stop_ids, max_batch=batch)
@@ -126,7 +127,7 @@ def engine_runs(llm, stop_ids, requests: list[GenerationRequest], ks: list[int],
     out = {"plain": {**summary(seconds), "new_tokens": tokens,
                      "ms_per_step": round(summary(seconds)["median_s"] / longest * 1e3, 4)}}
     for k in ks:
-        for kind in KINDS:
+        for kind in kinds:
             drafted = [GenerationRequest(r.embeddings, r.max_new_tokens,
                                          synthetic_drafts(x, k, llm.config.vocab_size)[kind])
                        for r, x in zip(requests, ids, strict=True)]
@@ -158,7 +159,7 @@ def synthetic(args: argparse.Namespace, segments: list, budget: int) -> dict:
     backend.engine.release()
     return {"segments": len(segments), "new_tokens_each": budget, "prompt_tokens": int(requests[0].embeddings.shape[0]),
             **engine_runs(backend.engine.llm, sorted(backend.engine.stop_ids), requests, args.draft_tokens,
-                          args.repeats, args.device)}
+                          args.kinds, args.repeats, args.device)}
 
 
 def main() -> None:
@@ -172,6 +173,8 @@ def main() -> None:
     parser.add_argument("--ctc-head", action="append", default=[])
     parser.add_argument("--synthetic", action="store_true")
     parser.add_argument("--t1", action="store_true")
+    parser.add_argument("--kinds", default=",".join(KINDS), type=lambda s: s.split(","),
+                        help=f"synthetic draft qualities (default: all of {', '.join(KINDS)})")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", type=Path, default=None)

@@ -79,6 +79,7 @@ class _Sequence:
     tokens: list[int] = field(default_factory=list)
     draft: list[int] = field(default_factory=list)
     draft_shift: int = 0  # the draft's index of the next token, less the tokens decoded (as last proposed)
+    draft_length: int = 1  # ids to propose next: shrinks after a rejection, grows after a full acceptance
 
     @property
     def needs_steps(self) -> bool:
@@ -197,8 +198,9 @@ class GreedyEngine:
             # power-of-two prompt counts up to the slot count, times padded lengths of up to ~1000 tokens
             self._prefill_graphs = ShapeGraphs(self._prefill_device, capacity=128)
             if self.draft_tokens:
-                # one per batch bucket; over the whole cache length, which a graph cannot vary
-                self._verify_graphs = ShapeGraphs(self._verify_device, len(BUCKETS), [self.tokens, self.positions])
+                # one per batch bucket and draft width; over the whole cache length, which a graph cannot vary
+                shapes = len(BUCKETS) * self.draft_tokens.bit_length()
+                self._verify_graphs = ShapeGraphs(self._verify_device, shapes, [self.tokens, self.positions])
 
     def release(self) -> None:
         """Drop the cache (and its graphs) of an idle engine; the next admission allocates again."""
@@ -235,7 +237,8 @@ class GreedyEngine:
             raise UsageError(position_limit_message(request.embeddings.shape[0] + request.max_new_tokens,
                                                     self.max_positions))
         self._waiting.append(_Sequence(key, request.max_new_tokens, request.embeddings.shape[0], request.embeddings,
-                                       draft=list(request.draft or []) if self.draft_tokens else []))
+                                       draft=list(request.draft or []) if self.draft_tokens else [],
+                                       draft_length=self.draft_tokens))
 
     def cancel(self, keys: Iterable[Hashable]) -> None:
         """Forget these requests: no more events for them; their slots take other work at once."""
@@ -412,7 +415,7 @@ class GreedyEngine:
             if not sequence.draft:
                 continue
             # the last token a step may produce is greedy's own: room for the budget's others
-            room = min(self.draft_tokens, sequence.budget - sequence.scheduled - 1)
+            room = min(sequence.draft_length, sequence.budget - sequence.scheduled - 1)
             decoded = len(sequence.tokens)
             start, ids = propose(sequence.draft, sequence.tokens, decoded + sequence.draft_shift, room)
             if ids:
@@ -424,7 +427,11 @@ class GreedyEngine:
         """One verify step of every busy slot (a slot without a proposal gets its next token as in a plain
         step); read back at once, since the next proposals depend on what was accepted."""
         assert self.cache is not None
-        drafts = torch.zeros(batch, self.draft_tokens, dtype=torch.long)
+        # as wide as the longest proposal (a power of two: few graph shapes): a row verifies no more ids
+        # than it proposes, and a step costs what its widest row needs
+        longest = max(len(ids) for ids in proposals.values())
+        width = min(self.draft_tokens, 1 << (longest - 1).bit_length())
+        drafts = torch.zeros(batch, width, dtype=torch.long)
         counts = torch.zeros(batch, dtype=torch.long)
         for slot, ids in proposals.items():
             drafts[slot, : len(ids)] = torch.tensor(ids)
@@ -433,8 +440,7 @@ class GreedyEngine:
         if self._verify_graphs is not None:
             out = self._verify_graphs(drafts, counts)
         else:
-            out = self._verify_device(drafts, counts, min(self.cache.max_len, _round_up(kv_len + self.draft_tokens,
-                                                                                          _KV_ROUND)))
+            out = self._verify_device(drafts, counts, min(self.cache.max_len, _round_up(kv_len + width, _KV_ROUND)))
         rows = out.tolist()
         values: list = [None] * batch
         stats = self.draft_stats
@@ -444,9 +450,14 @@ class GreedyEngine:
             values[slot] = rows[slot][: accepted + 1]
             sequence.scheduled += accepted + 1
             if slot in proposals:
+                proposed = len(proposals[slot])
                 stats.rows += 1
-                stats.drafted += len(proposals[slot])
+                stats.drafted += proposed
                 stats.accepted += accepted
+                # Where drafts keep failing, verifying fewer of them costs less (a CPU pays for every
+                # verified id); where they hold, more of them pay off.
+                full = accepted == proposed
+                sequence.draft_length = min(self.draft_tokens, 2 * proposed) if full else accepted + 1
         events = self._collect([(values, list(self._active.items()))])
         # read at once, so the finished ones leave now (the engine is idle after its last event)
         self._active = {slot: s for slot, s in self._active.items() if s.needs_steps}
