@@ -108,6 +108,23 @@ class RotaryTable(nn.Module):
         return self.cos[positions].to(dtype), self.sin[positions].to(dtype)
 
 
+# Up to this many rows go through Linear's CPU path (a verify step, a small batch's decode step).
+_FEW_ROWS = 32
+
+
+class Linear(nn.Linear):
+    """A bias-free ``nn.Linear`` whose CPU float32 product for 2 to 32 rows is computed as ``W @ x^T``: for
+    ``x @ W^T`` with a few rows, MKL repacks the weight, which costs the LM head two to four times the
+    weight read that bounds a decode step (a single row is left as it is: its ids must not move)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.numel() // x.shape[-1] if x.shape[-1] else 0
+        if 1 < rows <= _FEW_ROWS and x.device.type == "cpu" and x.dtype == torch.float32 and self.bias is None:
+            product = self.weight @ x.reshape(rows, x.shape[-1]).T
+            return product.T.reshape(*x.shape[:-1], self.out_features)
+        return super().forward(x)
+
+
 def _fuse_rows(projections: list[nn.Linear]) -> torch.Tensor:
     """The weights of bias-free projections of one input as one [total rows, in] tensor, each module's weight
     then a row slice of it: one GEMM does them all, and both paths share one copy in memory."""
@@ -125,10 +142,10 @@ class Attention(nn.Module):
         super().__init__()
         self.config = config
         self.group = config.num_heads // config.num_kv_heads
-        self.q_proj = nn.Linear(config.hidden_size, config.num_heads * config.head_dim, bias=False)
-        self.k_proj = nn.Linear(config.hidden_size, config.num_kv_heads * config.head_dim, bias=False)
-        self.v_proj = nn.Linear(config.hidden_size, config.num_kv_heads * config.head_dim, bias=False)
-        self.o_proj = nn.Linear(config.num_heads * config.head_dim, config.hidden_size, bias=False)
+        self.q_proj = Linear(config.hidden_size, config.num_heads * config.head_dim, bias=False)
+        self.k_proj = Linear(config.hidden_size, config.num_kv_heads * config.head_dim, bias=False)
+        self.v_proj = Linear(config.hidden_size, config.num_kv_heads * config.head_dim, bias=False)
+        self.o_proj = Linear(config.num_heads * config.head_dim, config.hidden_size, bias=False)
         self.q_norm = RMSNorm(config.head_dim, config.rms_norm_eps)
         self.k_norm = RMSNorm(config.head_dim, config.rms_norm_eps)
         # q/k/v weights as one tensor for the fused decode step: set at load (Qwen3ForCausalLM.fuse_projections)
@@ -159,9 +176,9 @@ class Attention(nn.Module):
 class MLP(nn.Module):
     def __init__(self, config: LLMConfig):
         super().__init__()
-        self.gate_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
-        self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
-        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
+        self.gate_proj = Linear(config.hidden_size, config.intermediate_size, bias=False)
+        self.up_proj = Linear(config.hidden_size, config.intermediate_size, bias=False)
+        self.down_proj = Linear(config.intermediate_size, config.hidden_size, bias=False)
         # gate/up weights as one tensor for the fused decode step, as Attention.qkv_weight.
         self.gate_up_weight: torch.Tensor | None = None
 
@@ -198,7 +215,7 @@ class Qwen3ForCausalLM(nn.Module):
         super().__init__()
         self.config = config
         self.model = Qwen3Body(config)
-        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.lm_head = Linear(config.hidden_size, config.vocab_size, bias=False)
         if config.tie_word_embeddings:
             self.tie_weights()
         self.rotary = RotaryTable(config)
