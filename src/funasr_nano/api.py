@@ -274,9 +274,6 @@ def load_model(
         if int8:
             raise UsageError(f"{option('int8', True)} is a torch-backend option; MLX quantizes with "
                              "`funasr-nano convert --bits 8`")
-        if ctc_drafts:
-            raise UsageError(f"{option('ctc_drafts', ctc_drafts)} is a torch-backend option for now: use "
-                             f"{option('backend', 'torch')}")
         from .backends.mlx.backend import MLXBackend, read_weights
 
         weights = read_weights(model_dir)
@@ -286,6 +283,7 @@ def load_model(
         engine = MLXBackend.load(
             config, model_dir, stop_ids, device, dtype, batch_size, weights,
             ctc_tensors, str(ctc_head) if borrowed is not None else None,
+            _drafter(ctc_drafts, ctc_tokenizer, tokenizer, stop_ids, why), ctc_drafts or 8,
         )
         return FunASRNano(config, tokenizer, engine, model_dir, ctc_tokenizer, why)
     else:
@@ -294,16 +292,22 @@ def load_model(
         core, own_ctc = load_checkpoint(model_dir)
         ctc_config, ctc_tensors, ctc_tokenizer, why = _ctc_parts(config, model_dir, own_ctc, ctc_head, borrowed)
         config = replace(config, ctc=ctc_config)
-        drafter = None
-        if ctc_drafts:
-            if ctc_tokenizer is None:
-                raise UsageError(f"{option('ctc_drafts', ctc_drafts)} needs a CTC head, and there is none: {why}")
-            drafter = CTCDrafter(ctc_tokenizer, tokenizer.encode, stop_ids[0])
         engine = TorchBackend(
             config, core, stop_ids, device, dtype, batch_size, str(model_dir / "model.pt"), int8,
-            ctc_tensors, str(ctc_head) if borrowed is not None else None, drafter, ctc_drafts or 8,
+            ctc_tensors, str(ctc_head) if borrowed is not None else None,
+            _drafter(ctc_drafts, ctc_tokenizer, tokenizer, stop_ids, why), ctc_drafts or 8,
         )
         return FunASRNano(config, tokenizer, engine, model_dir, ctc_tokenizer, why)
+
+
+def _drafter(count: int, ctc_tokenizer: CTCTokenizer | None, tokenizer: PromptTokenizer, stop_ids: Sequence[int],
+             why: str) -> CTCDrafter | None:
+    """What turns the CTC head's greedy ids into drafts, when ``ctc_drafts`` asks for them."""
+    if not count:
+        return None
+    if ctc_tokenizer is None:
+        raise UsageError(f"{option('ctc_drafts', count)} needs a CTC head, and there is none: {why}")
+    return CTCDrafter(ctc_tokenizer, tokenizer.encode, stop_ids[0])
 
 
 def _ctc_parts(

@@ -5,13 +5,14 @@ would have produced, plus the one token greedy gives after it, so the output is 
 the draft says; a good draft only makes it come sooner. The draft is the CTC transcript in the LLM's
 vocabulary. Where the LLM's text departs from it (inverse text normalization writes "26" for what CTC
 spells out, a misheard word), drafting resumes where the newest tokens occur in the draft again.
-Backend-neutral: the torch and MLX engines call :func:`propose`; the API builds the :class:`CTCDrafter`.
+Backend-neutral: the torch and MLX engines keep a :class:`RowDraft` per sequence and count in
+:class:`DraftStats`; the API builds the :class:`CTCDrafter`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..text.ctc_tokenizer import CTCTokenizer, greedy_text
 
@@ -69,3 +70,51 @@ def _after(draft: Sequence[int], tail: Sequence[int], expected: int, limit: int)
         return None
     start = min(ends, key=lambda end: (abs(end - expected), end))
     return start, list(draft[start : start + limit])
+
+
+@dataclass
+class DraftStats:
+    """How drafting went since an engine was made: its steps, and the rows that verified a proposal."""
+
+    plain_steps: int = 0  # decode steps without any proposal
+    verify_steps: int = 0
+    rows: int = 0  # rows verifying a proposal, summed over the verify steps
+    drafted: int = 0  # draft ids those rows verified
+    accepted: int = 0  # of them, the ones greedy decoding agreed with
+
+    @property
+    def tokens_per_row(self) -> float:
+        """Tokens a proposal's row gained per verify step (its accepted drafts and greedy's next token)."""
+        return (self.accepted + self.rows) / self.rows if self.rows else 0.0
+
+
+@dataclass
+class RowDraft:
+    """One sequence's draft and where its output stands in it."""
+
+    ids: list[int]
+    most: int  # draft ids per step, at most (the engine's k)
+    length: int = 0  # ids to propose next: shrinks after a rejection, grows after a full acceptance
+    shift: int = 0  # the draft's index of the next token, less the tokens decoded (as last proposed)
+    proposed: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.length = self.length or self.most
+
+    def propose(self, tokens: Sequence[int], room: int) -> list[int]:
+        """The draft ids to verify after ``tokens`` (the output so far), at most ``room`` of them."""
+        start, self.proposed = propose(self.ids, tokens, len(tokens) + self.shift, min(self.length, room))
+        if self.proposed:
+            self.shift = start - len(tokens)
+        return self.proposed
+
+    def accepted(self, count: int, stats: DraftStats) -> None:
+        """Greedy agreed with the first ``count`` ids of the proposal just verified."""
+        proposed = len(self.proposed)
+        stats.rows += 1
+        stats.drafted += proposed
+        stats.accepted += count
+        # Where drafts keep failing, verifying fewer of them costs less (a CPU pays for every verified
+        # id); where they hold, more of them pay off.
+        self.length = min(self.most, 2 * proposed) if count == proposed else count + 1
+        self.proposed = []

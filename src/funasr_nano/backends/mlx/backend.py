@@ -5,7 +5,7 @@ Linux, used by CI)."""
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,8 +20,10 @@ from ...errors import UsageError, option
 from ...frontend.features import extract_features
 from .. import LENGTH, STOP, Event, Request, position_limit_message
 from ..alignment import CTCResult
+from ..drafts import DraftStats
 from .convert import read_converted
 from .ctc_head import CTCHead
+from .drafted import DraftedBatch
 from .generate import StaticBatch
 from .model import FunASRNanoMLX, arrays_from_state_dict, check_array_shapes, load_arrays
 from .quantization import Quantization, apply_layout
@@ -86,7 +88,16 @@ class MLXBackend:
         batch_size: int = 32,
         quantization: Quantization | None = None,
         ctc_head: CTCHead | None = None,
+        drafter: Callable[[list[int]], list[int]] | None = None,
+        draft_tokens: int = 8,
     ):
+        """drafter: CTC greedy ids -> a draft in the LLM's ids (``drafts.CTCDrafter``): with it every batch
+        decodes by verifying up to ``draft_tokens`` draft ids a step (needs ``ctc_head``)."""
+        if drafter is not None and ctc_head is None:
+            raise UsageError("CTC drafts need a CTC head: this checkpoint has none (pass a ctc_head)")
+        self.drafter = drafter
+        self.draft_tokens = draft_tokens
+        self.draft_stats = DraftStats()
         self.model = model
         self.stop_ids = frozenset(stop_ids)
         self.mx_device = device
@@ -95,7 +106,7 @@ class MLXBackend:
         self.quantization = quantization
         self.ctc_head = ctc_head
         self._waiting: deque[tuple[Hashable, Request]] = deque()
-        self._batch: StaticBatch | None = None
+        self._batch: StaticBatch | DraftedBatch | None = None
         self._rows: list[tuple[Hashable, int, list[int]]] = []  # per batch row: key, budget, tokens so far
         self._ctc_hidden: dict[Hashable, mx.array] = {}  # kept for align()
 
@@ -111,6 +122,8 @@ class MLXBackend:
         weights: Weights | None = None,
         ctc_tensors: Mapping[str, torch.Tensor | mx.array] | None = None,
         ctc_source: str | None = None,
+        drafter: Callable[[list[int]], list[int]] | None = None,
+        draft_tokens: int = 8,
     ) -> MLXBackend:
         """weights: what :func:`read_weights` read from ``model_dir`` (read here when None). ctc_tensors: the CTC
         head's tensors (``ctc_decoder.*``, ``ctc.*``; the checkpoint's own or a borrowed head's), from
@@ -133,7 +146,7 @@ class MLXBackend:
             head = None
             if ctc_tensors and config.ctc is not None:
                 head = CTCHead.from_tensors(config.ctc, ctc_tensors, ctc_source or str(weights.source))
-        return cls(model, stop_ids, chosen, batch_size, weights.quantization, head)
+        return cls(model, stop_ids, chosen, batch_size, weights.quantization, head, drafter, draft_tokens)
 
     def encode_waveforms(self, waveforms: Sequence[np.ndarray]) -> list[mx.array]:
         """16 kHz segments -> audio embeddings [ceil(T_lfr/8), H] on this backend's stream."""
@@ -183,14 +196,11 @@ class MLXBackend:
         events: list[Event] = []
         with mx.stream(self.mx_device):
             produced = self._batch.step()
-        for row, token in produced:
+        for row, new, stopped in produced:
             key, budget, tokens = self._rows[row]
-            if token is None:
-                events.append(Event(key, [], True, STOP))
-                continue
-            tokens.append(token)
-            done = len(tokens) >= budget
-            events.append(Event(key, [token], done, LENGTH if done else None))
+            tokens.extend(new)
+            done = stopped or len(tokens) >= budget
+            events.append(Event(key, new, done, (STOP if stopped else LENGTH) if done else None))
         if self._batch.finished:
             self._batch, self._rows = None, []
         return events
@@ -218,7 +228,8 @@ class MLXBackend:
     def _start(self, work: list[tuple[Hashable, Request]]) -> None:
         # Segments of similar length share a batch, which keeps left padding small.
         work = sorted(work, key=lambda item: item[1].audio.size)
-        head = self.ctc_head if any(request.align for _, request in work) else None
+        drafting = self.drafter is not None and self.ctc_head is not None
+        head = self.ctc_head if drafting or any(request.align for _, request in work) else None
         audio, ctc_hidden = self.encode_waveforms_with_ctc([request.audio for _, request in work], head)
         if ctc_hidden is not None:
             for (key, request), h in zip(work, ctc_hidden, strict=True):
@@ -227,5 +238,11 @@ class MLXBackend:
         with mx.stream(self.mx_device):
             embeddings = [self.model.prompt_embeddings(r.prompt, a) for (_, r), a in zip(work, audio, strict=True)]
             budgets = [request.max_new_tokens for _, request in work]
-            self._batch = StaticBatch(self.model.llm, embeddings, budgets, self.stop_ids)
+            if drafting and ctc_hidden is not None:
+                assert self.drafter is not None and self.ctc_head is not None
+                drafts: list[list[int] | None] = [self.drafter(ids) for ids in self.ctc_head.greedy(ctc_hidden)]
+                self._batch = DraftedBatch(self.model.llm, embeddings, budgets, self.stop_ids, drafts,
+                                           self.draft_tokens, self.draft_stats)
+            else:
+                self._batch = StaticBatch(self.model.llm, embeddings, budgets, self.stop_ids)
         self._rows = [(key, request.max_new_tokens, []) for key, request in work]

@@ -53,6 +53,10 @@ class CTCHead(nn.Module):
         """encoder output [B, T, D] (padded; key_mask as for the encoder) -> ctc_decoder output [B, T, W]."""
         return self.ctc_decoder(encoded.astype(mx.float32), key_mask)
 
+    def greedy(self, hidden: Sequence[mx.array]) -> list[list[int]]:
+        """Per segment (hidden [T_i, W]): the best id of each frame (as the argmax of ``run``'s log-probs)."""
+        return [mx.argmax(self.ctc.ctc_lo(h), axis=-1).tolist() for h in hidden]
+
     def run(self, hidden: Sequence[mx.array | None], targets: Sequence[list[int] | None]) -> list[CTCResult | None]:
         """Per segment (hidden [T_i, W]): greedy ids and the alignment of its targets, all segments' Viterbi
         in one batch. None for segments whose targets are None (no CTC wanted)."""

@@ -66,25 +66,25 @@ class StaticBatch:
         if all(self.done):
             self.tokens = None
 
-    def step(self) -> list[tuple[int, int | None]]:
-        """(row, token) for each row that got one, (row, None) for a row that just stopped."""
+    def step(self) -> list[tuple[int, list[int], bool]]:
+        """(row, [token], False) for each row that got one, (row, [], True) for a row that just stopped."""
         assert self.tokens is not None
         self.produced += 1
         upcoming = None
         if self.produced < self.longest_budget:
             upcoming = self._forward(self.llm.embed(self.tokens)[:, None, :])
             mx.async_eval(upcoming)
-        out: list[tuple[int, int | None]] = []
+        out: list[tuple[int, list[int], bool]] = []
         for row, token in enumerate(self.tokens.tolist()):
             if self.done[row]:
                 continue
             if token in self.stop_ids:
                 self.done[row] = True
-                out.append((row, None))
+                out.append((row, [], True))
             else:
                 self.counts[row] += 1
                 self.done[row] = self.counts[row] >= self.budgets[row]
-                out.append((row, token))
+                out.append((row, [token], False))
         self.tokens = None if all(self.done) or upcoming is None else upcoming
         return out
 

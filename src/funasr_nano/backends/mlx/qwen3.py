@@ -42,6 +42,17 @@ class KVCache:
         self.capacity = capacity
         self.offset = 0  # tokens already written
 
+    def grow(self, capacity: int) -> None:
+        """Room for ``capacity`` tokens, what is written kept (a drafted batch's verify steps use more than
+        one index per token)."""
+        if capacity <= self.capacity:
+            return
+        for store in (self.keys, self.values):
+            for layer, array in enumerate(store):
+                extra = mx.zeros((*array.shape[:2], capacity - self.capacity, array.shape[3]), dtype=array.dtype)
+                store[layer] = mx.concatenate([array, extra], axis=2)
+        self.capacity = capacity
+
     def update(self, layer: int, keys: mx.array, values: mx.array) -> tuple[mx.array, mx.array]:
         """Write [B, kv_heads, S, D] at the current offset; return everything written so far."""
         end = self.offset + keys.shape[2]

@@ -13,6 +13,7 @@ from ...dtypes import dtype_name
 from ...errors import UsageError, option
 from .. import Event, Request, position_limit_message
 from ..alignment import CTCResult
+from ..drafts import DraftStats
 from .ctc_head import CTCHead
 from .engine import GenerationRequest, GreedyEngine
 from .model import FunASRNanoTorch
@@ -94,6 +95,10 @@ class TorchBackend:
         self._encoded_at = 0.0
         self._unencoded: deque[tuple[Hashable, Request]] = deque()
         self._ctc_hidden: dict[Hashable, torch.Tensor] = {}  # kept for align()
+
+    @property
+    def draft_stats(self) -> DraftStats:
+        return self.engine.draft_stats
 
     def fits(self, request: Request) -> bool:
         return request.positions <= self.engine.max_positions

@@ -29,7 +29,7 @@ import torch
 
 from ...errors import UsageError
 from .. import LENGTH, STOP, Event, position_limit_message
-from ..drafts import propose
+from ..drafts import DraftStats, RowDraft
 from .fused import TritonDecodeStep, supports_fused_decode
 from .qwen3 import KVCache, Qwen3ForCausalLM, attention_mask
 
@@ -51,22 +51,6 @@ class GenerationRequest:
 _NO_EMBEDDINGS = torch.empty(0)
 
 
-@dataclass
-class DraftStats:
-    """How drafting went since the engine was made: its steps, and the rows that verified a proposal."""
-
-    plain_steps: int = 0  # decode steps without any proposal
-    verify_steps: int = 0
-    rows: int = 0  # rows verifying a proposal, summed over the verify steps
-    drafted: int = 0  # draft ids those rows verified
-    accepted: int = 0  # of them, the ones greedy decoding agreed with
-
-    @property
-    def tokens_per_row(self) -> float:
-        """Tokens a proposal's row gained per verify step (its accepted drafts and greedy's next token)."""
-        return (self.accepted + self.rows) / self.rows if self.rows else 0.0
-
-
 @dataclass(eq=False)
 class _Sequence:
     key: Hashable
@@ -77,9 +61,7 @@ class _Sequence:
     stopped: bool = False  # a stop token has been read back
     finished: bool = False  # its last event is out (or it was cancelled): rows still read back are skipped
     tokens: list[int] = field(default_factory=list)
-    draft: list[int] = field(default_factory=list)
-    draft_shift: int = 0  # the draft's index of the next token, less the tokens decoded (as last proposed)
-    draft_length: int = 1  # ids to propose next: shrinks after a rejection, grows after a full acceptance
+    draft: RowDraft | None = None
 
     @property
     def needs_steps(self) -> bool:
@@ -237,8 +219,8 @@ class GreedyEngine:
             raise UsageError(position_limit_message(request.embeddings.shape[0] + request.max_new_tokens,
                                                     self.max_positions))
         self._waiting.append(_Sequence(key, request.max_new_tokens, request.embeddings.shape[0], request.embeddings,
-                                       draft=list(request.draft or []) if self.draft_tokens else [],
-                                       draft_length=self.draft_tokens))
+                                       draft=RowDraft(list(request.draft), self.draft_tokens)
+                                       if self.draft_tokens and request.draft else None))
 
     def cancel(self, keys: Iterable[Hashable]) -> None:
         """Forget these requests: no more events for them; their slots take other work at once."""
@@ -253,7 +235,7 @@ class GreedyEngine:
     def step(self) -> list[Event]:
         """Prefill newly admitted requests or decode one token for every busy slot, and return what the
         host read back meanwhile (``lag`` steps behind the device): each request's new tokens, and its end."""
-        drafting = any(s.draft for s in self._active.values())
+        drafting = any(s.draft is not None for s in self._active.values())
         events = self._collect(self._reader.ready(keep=0 if drafting else None))
         self._active = {slot: s for slot, s in self._active.items() if s.needs_steps}
         admitted = self._admit()
@@ -412,15 +394,11 @@ class GreedyEngine:
         """slot -> the draft ids to verify next, for the rows whose output is following their draft."""
         proposals = {}
         for slot, sequence in self._active.items():
-            if not sequence.draft:
-                continue
-            # the last token a step may produce is greedy's own: room for the budget's others
-            room = min(sequence.draft_length, sequence.budget - sequence.scheduled - 1)
-            decoded = len(sequence.tokens)
-            start, ids = propose(sequence.draft, sequence.tokens, decoded + sequence.draft_shift, room)
-            if ids:
-                proposals[slot] = ids
-                sequence.draft_shift = start - decoded
+            if sequence.draft is not None:
+                # the last token a step may produce is greedy's own: room for the budget's others
+                ids = sequence.draft.propose(sequence.tokens, sequence.budget - sequence.scheduled - 1)
+                if ids:
+                    proposals[slot] = ids
         return proposals
 
     def _verify(self, batch: int, kv_len: int, proposals: dict[int, list[int]]) -> list[Event]:
@@ -449,15 +427,8 @@ class GreedyEngine:
             accepted = rows[slot][-1]
             values[slot] = rows[slot][: accepted + 1]
             sequence.scheduled += accepted + 1
-            if slot in proposals:
-                proposed = len(proposals[slot])
-                stats.rows += 1
-                stats.drafted += proposed
-                stats.accepted += accepted
-                # Where drafts keep failing, verifying fewer of them costs less (a CPU pays for every
-                # verified id); where they hold, more of them pay off.
-                full = accepted == proposed
-                sequence.draft_length = min(self.draft_tokens, 2 * proposed) if full else accepted + 1
+            if slot in proposals and sequence.draft is not None:
+                sequence.draft.accepted(accepted, stats)
         events = self._collect([(values, list(self._active.items()))])
         # read at once, so the finished ones leave now (the engine is idle after its last event)
         self._active = {slot: s for slot, s in self._active.items() if s.needs_steps}
