@@ -7,7 +7,8 @@
 --real (a model with a CTC head: the demo model): every clip of the test set decoded one at a time and all
 together, plain and with the CTC head's drafts (``load_model(ctc_drafts=k)``) for each k; the texts are
 compared with the plain ones, and the engine's counters give the acceptance (draft ids greedy agreed with,
-of those verified) and the tokens a verifying row gained per step. ``--ctc-head`` adds runs with other heads.
+of those verified) and the tokens a verifying row gained per step (summed over the timed runs).
+``--ctc-head`` adds runs with other heads; ``--backend mlx`` runs it on MLX.
 
 --synthetic (any model; the full-size random checkpoint, whose CTC head, if any, says nothing): L1's prompt
 (41.26 s, 124 new tokens, batch 1) decoded by the engine plain and with drafts made from the plain greedy
@@ -23,6 +24,7 @@ import argparse
 import json
 import statistics
 import time
+from dataclasses import fields, replace
 from pathlib import Path
 
 import torch
@@ -42,6 +44,11 @@ from funasr_nano import load_model
 from funasr_nano.backends import generate
 from funasr_nano.backends.drafts import DraftStats
 from funasr_nano.backends.torch.engine import GenerationRequest, GreedyEngine
+
+
+def since(before: DraftStats, now: DraftStats) -> DraftStats:
+    """The counts added between two readings of an engine's counters."""
+    return DraftStats(*(getattr(now, f.name) - getattr(before, f.name) for f in fields(DraftStats)))
 
 
 def stats_record(stats: DraftStats) -> dict:
@@ -66,20 +73,21 @@ def real(args: argparse.Namespace) -> dict:
         for k in [0, *args.draft_tokens]:
             if k == 0 and head is not None:
                 continue
-            model = load_model(args.model, device=args.device, dtype=args.dtype, ctc_drafts=k, ctc_head=head)
+            model = load_model(args.model, device=args.device, dtype=args.dtype, backend=args.backend,
+                               ctc_drafts=k, ctc_head=head)
             model.transcribe(files[0])  # warm-up (graphs, allocator)
             list(model.transcribe_many(files))
-            engine = model.backend.engine
+            backend = model.backend
             singles, texts = [], []
-            engine.draft_stats = DraftStats()
+            before = replace(backend.draft_stats)
             for path in files:
                 sync(args.device)
                 started = time.perf_counter()
                 texts.append(model.transcribe(path).text)
                 sync(args.device)
                 singles.append(time.perf_counter() - started)
-            single_stats = stats_record(engine.draft_stats)
-            engine.draft_stats = DraftStats()
+            single_stats = stats_record(since(before, backend.draft_stats))
+            before = replace(backend.draft_stats)
             seconds, results = timed(lambda m=model: list(m.transcribe_many(files)), args.device, args.repeats)
             batched = [r.text for r in results]
             if reference is None:
@@ -90,7 +98,7 @@ def real(args: argparse.Namespace) -> dict:
                 "one_at_a_time": {"total_s": round(sum(singles), 4),
                                   "median_clip_s": round(statistics.median(singles), 5),
                                   "drafts": single_stats},
-                "all_together": {**summary(seconds), "drafts": stats_record(engine.draft_stats)},
+                "all_together": {**summary(seconds), "drafts": stats_record(since(before, backend.draft_stats))},
                 "texts_equal_plain_one_at_a_time": sum(a == b for a, b in zip(texts, reference, strict=True)),
                 "texts_equal_plain_together": sum(a == b for a, b in zip(batched, reference, strict=True)),
             }
@@ -134,14 +142,14 @@ def engine_runs(llm, stop_ids, requests: list[GenerationRequest], ks: list[int],
                        for r, x in zip(requests, ids, strict=True)]
             engine = GreedyEngine(llm, stop_ids, max_batch=batch, draft_tokens=k)
             generate(engine, drafted)
-            engine.draft_stats = DraftStats()
+            before = replace(engine.draft_stats)
             seconds, got = timed(lambda e=engine, d=drafted: generate(e, d), device, repeats)
             same = [agreement(a, b)["equal_fraction"] for a, b in zip(got, ids, strict=True)]
             median = summary(seconds)["median_s"]
             row = {**summary(seconds), "speedup_vs_plain": round(out["plain"]["median_s"] / median, 3),
                    "ids_equal_plain": sum(a == b for a, b in zip(got, ids, strict=True)), "rows": batch,
                    "mean_equal_fraction": round(statistics.mean(same), 4),
-                   "drafts": stats_record(engine.draft_stats)}
+                   "drafts": stats_record(since(before, engine.draft_stats))}
             out[f"k{k}_{kind}"] = row
             print(json.dumps({f"k{k}_{kind}": row}), flush=True)
             engine.release()
@@ -168,6 +176,7 @@ def main() -> None:
     parser.add_argument("--model", required=True)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--backend", default="torch", choices=("torch", "mlx"), help="--real only")
     parser.add_argument("--draft-tokens", default="4,8,16", type=lambda s: [int(x) for x in s.split(",")])
     parser.add_argument("--real", action="store_true")
     parser.add_argument("--testset", type=Path, default=Path("tests/data/demo"))

@@ -108,20 +108,24 @@ class RotaryTable(nn.Module):
         return self.cos[positions].to(dtype), self.sin[positions].to(dtype)
 
 
-# Up to this many rows go through Linear's CPU path (a verify step, a small batch's decode step).
+# Up to this many rows go through Linear's CPU path (decode steps of small batches, verify steps).
 _FEW_ROWS = 32
 
 
 class Linear(nn.Linear):
-    """A bias-free ``nn.Linear`` whose CPU float32 product for 2 to 32 rows is computed as ``W @ x^T``: for
-    ``x @ W^T`` with a few rows, MKL repacks the weight, which costs the LM head two to four times the
-    weight read that bounds a decode step (a single row is left as it is: its ids must not move)."""
+    """A bias-free ``nn.Linear`` whose CPU float32 product for up to 32 rows is computed as ``W @ x^T``, which
+    MKL spreads over all cores without repacking the weight: for ``x @ W^T`` it runs one row on one thread
+    (a decode step then reads the weights at one core's bandwidth) and repacks the weight for a few rows
+    (a two-row LM head cost twice a one-row one). A single row goes in twice, as two columns."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.numel() // x.shape[-1] if x.shape[-1] else 0
-        if 1 < rows <= _FEW_ROWS and x.device.type == "cpu" and x.dtype == torch.float32 and self.bias is None:
-            product = self.weight @ x.reshape(rows, x.shape[-1]).T
-            return product.T.reshape(*x.shape[:-1], self.out_features)
+        if 0 < rows <= _FEW_ROWS and x.device.type == "cpu" and x.dtype == torch.float32 and self.bias is None:
+            columns = x.reshape(rows, x.shape[-1])
+            if rows == 1:
+                columns = torch.cat([columns, columns])
+            product = self.weight @ columns.T
+            return product[:, :rows].T.reshape(*x.shape[:-1], self.out_features)
         return super().forward(x)
 
 
