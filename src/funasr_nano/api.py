@@ -14,7 +14,8 @@ from .backends.drafts import MAX_DRAFTS, CTCDrafter
 from .backends.selection import choose_backend
 from .checkpoint import LLM_SUBDIR, load_checkpoint, load_ctc_head, model_name, resolve_model_dir
 from .config import ModelConfig, ctc_config_for_borrowed, read_config
-from .decoding.live import Decodes, InlineDecodes, LiveStream
+from .decoding.live import LiveStream
+from .decoding.live_decodes import Decodes, InlineDecodes
 from .decoding.live_events import LiveOptions
 from .decoding.pieces import DecodedRecording, DecodeSettings, Recording, open_recording
 from .decoding.scheduler import RecordingDone, Scheduler, SegmentDone, TextDelta, decode_recordings

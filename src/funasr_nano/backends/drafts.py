@@ -11,7 +11,7 @@ Backend-neutral: the torch and MLX engines keep a :class:`RowDraft` per sequence
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from ..text.ctc_tokenizer import CTCTokenizer, greedy_text
@@ -70,6 +70,14 @@ def _after(draft: Sequence[int], tail: Sequence[int], expected: int, limit: int)
         return None
     start = min(ends, key=lambda end: (abs(end - expected), end))
     return start, list(draft[start : start + limit])
+
+
+def step_width(proposals: Iterable[list[int]], most: int) -> int:
+    """Draft ids a verify step feeds each row: its longest proposal's count, rounded up to a power of two (few
+    shapes for graphs and kernels), at most ``most``; 0 without proposals. A row verifies no more ids than
+    it proposes, so a step costs what its widest row needs."""
+    longest = max((len(ids) for ids in proposals), default=0)
+    return min(most, 1 << (longest - 1).bit_length()) if longest else 0
 
 
 @dataclass

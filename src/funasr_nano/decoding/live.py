@@ -16,7 +16,6 @@ import itertools
 import threading
 from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field, replace
-from typing import Protocol
 
 import numpy as np
 
@@ -31,9 +30,10 @@ from ..text.detokenize import sendable
 from ..text.partial import held_back, whole_words
 from ..text.prompt import PromptIds, clean_text
 from .guards import token_budget
+from .live_decodes import Decodes
 from .live_events import Failed, Final, LiveEvent, LiveOptions, Partial, SpeechStarted, SpeechStopped
-from .pieces import DecodedRecording, DecodeSettings, Recording, open_recording
-from .scheduler import Output, RecordingDone, Scheduler
+from .pieces import DecodedRecording, DecodeSettings, open_recording
+from .scheduler import Output, RecordingDone
 
 
 @dataclass
@@ -49,47 +49,6 @@ class _Utterance:
 
 
 _TAIL_SAMPLES = FRAME_SAMPLES  # kept beyond the prefix padding while nobody speaks
-
-Deliver = Callable[[Output | BaseException], None]
-
-
-class Decodes(Protocol):
-    """Where a stream's decodes run: its own scheduler on the caller's thread (:class:`InlineDecodes`) or
-    a scheduler other work shares (the server's worker)."""
-
-    def submit(self, recording: Recording, deliver: Deliver) -> None: ...
-
-    def cancel(self, key: Hashable) -> None: ...
-
-    def run(self) -> None:
-        """Do the work submitted so far, or nothing where another thread does it."""
-        ...
-
-
-class InlineDecodes:
-    """A scheduler stepped by :meth:`run`, on the caller's thread."""
-
-    def __init__(self, scheduler: Scheduler):
-        self.scheduler = scheduler
-        self._deliver: dict[Hashable, Deliver] = {}
-
-    def submit(self, recording: Recording, deliver: Deliver) -> None:
-        self._deliver[recording.key] = deliver
-        self.scheduler.submit(recording)
-
-    def cancel(self, key: Hashable) -> None:
-        self.scheduler.cancel(key)
-        self._deliver.pop(key, None)
-
-    def run(self) -> None:
-        while not self.scheduler.idle:
-            for output in self.scheduler.step():
-                deliver = self._deliver.get(output.recording)
-                if deliver is not None:
-                    if isinstance(output, RecordingDone):
-                        del self._deliver[output.recording]
-                    deliver(output)
-
 
 class LiveStream:
     """One live audio stream. :meth:`feed` audio as it arrives, take the events with :meth:`poll` (or

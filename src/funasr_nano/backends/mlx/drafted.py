@@ -16,7 +16,7 @@ import numpy as np
 
 from ...errors import UsageError
 from .. import position_limit_message
-from ..drafts import DraftStats, RowDraft
+from ..drafts import DraftStats, RowDraft, step_width
 from .generate import attention_mask
 from .qwen3 import KVCache, Qwen3ForCausalLM
 
@@ -87,9 +87,7 @@ class DraftedBatch:
                 ids = draft.propose(self.tokens[row], self.budgets[row] - len(self.tokens[row]) - 1)
                 if ids:
                     proposals[row] = ids
-        longest = max((len(ids) for ids in proposals.values()), default=0)
-        width = min(self.most, 1 << (longest - 1).bit_length()) if longest else 0
-        steps = width + 1
+        steps = step_width(proposals.values(), self.most) + 1
         inputs = np.zeros((rows, steps), np.int32)
         for row in range(rows):
             inputs[row, 0] = self.tokens[row][-1] if self.tokens[row] else 0

@@ -12,26 +12,26 @@ updates it itself, so steps queue up without the host looking at tokens. The hos
 On CUDA with bf16/fp16 the step is the fused Triton step, replayed from CUDA graphs; elsewhere it
 is the eager reference model. On CUDA the prefill is replayed from a CUDA graph per prompt shape too.
 
-With ``draft_tokens`` k > 0, requests that carry a draft (the CTC transcript in the LLM's ids) decode by
-verification: a step feeds each row's newest token and up to k draft ids, keeps the longest prefix that
-greedy decoding would produce plus greedy's next token, so one read of the weights yields up to k + 1 tokens
-and the tokens are greedy's. Choosing a draft needs the tokens so far, so while drafts are in play the
-host reads every step back before the next (no lag).
+With ``draft_tokens`` k > 0, requests that carry a draft decode by verify steps (``verify.py``: up to k + 1
+tokens per read of the weights, greedy's tokens); choosing a draft needs the tokens so far, so while
+drafts are in play the host reads every step back before the next.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Hashable, Iterable, Iterator, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import torch
 
 from ...errors import UsageError
 from .. import LENGTH, STOP, Event, position_limit_message
-from ..drafts import DraftStats, RowDraft
+from ..drafts import DraftStats, RowDraft, step_width
 from .fused import TritonDecodeStep, supports_fused_decode
 from .qwen3 import KVCache, Qwen3ForCausalLM, attention_mask
+from .readback import TokenReader
+from .verify import verify_step
 
 BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 # Cache length grows in coarse steps so that calls of similar size reuse the cache and its graphs.
@@ -77,46 +77,6 @@ def bucket_for(busy: int, slots: int) -> int:
     return next((b for b in BUCKETS if busy <= b < slots), slots)
 
 
-class _TokenReader:
-    """Device token rows to host, read ``lag`` pushes later so the GPU always has work queued."""
-
-    def __init__(self, device: torch.device, width: int, lag: int):
-        self.cuda = device.type == "cuda"
-        self.lag = lag
-        depth = lag + 4
-        self._buffers = [torch.empty(width, dtype=torch.long, pin_memory=self.cuda) for _ in range(depth)]
-        self._events = [torch.cuda.Event() for _ in range(depth)] if self.cuda else []
-        self._pending: deque[tuple[int, int, list[tuple[int, _Sequence]]]] = deque()
-        self._next = 0
-
-    def push(self, tokens: torch.Tensor, owners: list[tuple[int, _Sequence]]) -> None:
-        """Queue a copy of ``tokens``; owners maps row index -> sequence that row belongs to."""
-        index = self._next
-        self._next = (index + 1) % len(self._buffers)
-        count = tokens.shape[0]
-        self._buffers[index][:count].copy_(tokens, non_blocking=self.cuda)
-        if self.cuda:
-            self._events[index].record()
-        self._pending.append((index, count, owners))
-
-    @property
-    def pending(self) -> bool:
-        return bool(self._pending)
-
-    def ready(self, keep: int | None = None) -> Iterator[tuple[list[int], list[tuple[int, _Sequence]]]]:
-        """Rows whose copy is done, oldest first; waits for those beyond the newest ``keep``."""
-        keep = self.lag if keep is None else keep
-        while self._pending:
-            index, count, owners = self._pending[0]
-            # Within the lag, a row is read early only if its copy is already done.
-            if len(self._pending) <= keep and not (self.cuda and self._events[index].query()):
-                return
-            self._pending.popleft()
-            if self.cuda:
-                self._events[index].synchronize()
-            yield self._buffers[index][:count].tolist(), owners
-
-
 class GreedyEngine:
     def __init__(
         self, llm: Qwen3ForCausalLM, stop_ids: Sequence[int], max_batch: int = 32, cuda_graphs: bool = True,
@@ -140,7 +100,7 @@ class GreedyEngine:
         self.cache: KVCache | None = None
         # Per slot: the newest token (the next step's input) and its position (where its K/V go).
         self.tokens = self.positions = self.slot_ids = torch.empty(0, dtype=torch.long)
-        self._reader = _TokenReader(torch.device("cpu"), 0, 0)
+        self._reader = TokenReader(torch.device("cpu"), 0, 0)
         self._graphs = self._prefill_graphs = self._verify_graphs = None
         self._waiting: deque[_Sequence] = deque()
         self._active: dict[int, _Sequence] = {}  # slot -> the sequence decoding there
@@ -169,7 +129,7 @@ class GreedyEngine:
         self.tokens = torch.zeros(slots, dtype=torch.long, device=self.device)
         self.positions = torch.zeros(slots, dtype=torch.long, device=self.device)
         self.slot_ids = torch.arange(slots, device=self.device)
-        self._reader = _TokenReader(self.device, slots, self.lag)
+        self._reader = TokenReader(self.device, slots, self.lag)
         if self.cuda_graphs:
             from .cuda_graphs import StepGraphs
 
@@ -343,9 +303,7 @@ class GreedyEngine:
 
     def _prefill_group(self, prompts: list[torch.Tensor], slots: list[int]) -> torch.Tensor:
         lengths = [p.shape[0] for p in prompts]
-        hidden = torch.nn.utils.rnn.pad_sequence(
-            [p.to(device=self.device, dtype=self.dtype) for p in prompts], batch_first=True
-        )
+        hidden = torch.nn.utils.rnn.pad_sequence([p.to(device=self.device, dtype=self.dtype) for p in prompts], True)
         if self._prefill_graphs is None:
             return self._prefill_device(hidden, self._to_device(lengths), self._to_device(slots))
         # Graphs are kept per shape: round the padded length so that similar prompts share one.
@@ -405,10 +363,7 @@ class GreedyEngine:
         """One verify step of every busy slot (a slot without a proposal gets its next token as in a plain
         step); read back at once, since the next proposals depend on what was accepted."""
         assert self.cache is not None
-        # as wide as the longest proposal (a power of two: few graph shapes): a row verifies no more ids
-        # than it proposes, and a step costs what its widest row needs
-        longest = max(len(ids) for ids in proposals.values())
-        width = min(self.draft_tokens, 1 << (longest - 1).bit_length())
+        width = step_width(proposals.values(), self.draft_tokens)
         drafts = torch.zeros(batch, width, dtype=torch.long)
         counts = torch.zeros(batch, dtype=torch.long)
         for slot, ids in proposals.items():
@@ -435,24 +390,8 @@ class GreedyEngine:
         return events
 
     def _verify_device(self, drafts: torch.Tensor, counts: torch.Tensor, kv_len: int | None = None) -> torch.Tensor:
-        """drafts [B, k] (the first counts[b] of row b real): feeds each slot's newest token and its drafts,
-        advances each slot past the accepted ones and greedy's next token. Returns [B, k + 2]: greedy's token
-        after each input, then the number of drafts accepted. Device work only (graph-capturable: ``kv_len``
-        None attends over the whole cache)."""
+        """:func:`verify_step` on this engine's cache and decode state (graph-capturable: ``kv_len`` None
+        attends over the whole cache)."""
         assert self.cache is not None
-        batch, k = drafts.shape
-        last = self.cache.max_len - 1
-        steps = torch.arange(k + 1, device=self.device)
-        ids = torch.cat([self.tokens[:batch, None], drafts], dim=1)
-        # Columns past a row's drafts are padding: what they write lies beyond the accepted tokens, where
-        # later steps write before anything attends there.
-        positions = (self.positions[:batch, None] + steps).clamp(max=last)
-        kv_len = self.cache.max_len if kv_len is None else kv_len
-        mask = attention_mask(positions, positions[:, -1] + 1, kv_len, self.group)
-        hidden = self.llm(self.llm.embed(ids), self.cache, self.slot_ids[:batch], positions, mask, kv_len)
-        greedy = self.llm.logits(hidden).argmax(-1)
-        agree = (drafts == greedy[:, :-1]) & (steps[None, :k] < counts[:, None])
-        accepted = agree.long().cumprod(dim=1).sum(dim=1)
-        self.tokens[:batch] = greedy.gather(1, accepted[:, None])[:, 0]
-        self.positions[:batch] = (self.positions[:batch] + accepted + 1).clamp(max=last)
-        return torch.cat([greedy, accepted[:, None]], dim=1)
+        return verify_step(self.llm, self.cache, self.tokens, self.positions, self.slot_ids, drafts, counts, self.group,
+                           self.cache.max_len if kv_len is None else kv_len)
