@@ -160,7 +160,9 @@ def test_ctrl_c_leaves_finished_outputs_and_skip_existing_resumes(long_wav, tmp_
     inputs = tmp_path / "in"
     inputs.mkdir()
     (inputs / "a.flac").write_bytes(short.read_bytes())
-    (inputs / "b.wav").write_bytes(long_wav.read_bytes())
+    # long enough that the CLI is still decoding it when the signal comes, however fast decoding gets
+    samples, rate = soundfile.read(long_wav, dtype="float32")
+    soundfile.write(inputs / "b.wav", np.tile(samples, 4), rate, subtype="FLOAT")
     out = tmp_path / "out"
     command = [
         sys.executable,
