@@ -193,6 +193,7 @@ def train(
     lr: float,
     seed: int,
     time_limit: float,
+    spell: bool = False,
 ) -> list[dict]:
     from funasr_nano.backends.torch.encoder import padding_masks
 
@@ -206,6 +207,7 @@ def train(
         else:
             targets.append(("ctc", tokenizer.encode(clip["text"])))
     usable = [i for i, (kind, t) in enumerate(targets) if t != [-1] and t]
+    spelled = [tokenizer.encode(clip["text"]) for clip in clips]
     params = [p for p in head.parameters()]
     for p in params:
         p.requires_grad_(True)
@@ -224,7 +226,9 @@ def train(
         _, key_mask = padding_masks(lengths, padded.shape[1], torch.float32)
         log_probs = F.log_softmax(head.ctc.ctc_lo(head.ctc_decoder(padded, key_mask)), dim=-1)
         frame_rows = [k for k, i in enumerate(rows) if targets[i][0] == "frames"]
-        ctc_rows = [k for k, i in enumerate(rows) if targets[i][0] == "ctc"]
+        # with spell, the timed clips also take the plain CTC loss of their text, so that the head's greedy
+        # transcript reads right (CTC drafts), not only its alignment
+        ctc_rows = [k for k, i in enumerate(rows) if targets[i][0] == "ctc" or (spell and k in frame_rows)]
         loss = torch.zeros((), device=device)
         frame_loss = ctc_loss = torch.zeros((), device=device)
         if frame_rows:
@@ -235,7 +239,7 @@ def train(
             frame_loss = F.nll_loss(log_probs[frame_rows].transpose(1, 2), labels, ignore_index=-100)
             loss = loss + frame_loss
         if ctc_rows:
-            seqs = [targets[rows[k]][1] for k in ctc_rows]
+            seqs = [spelled[rows[k]] for k in ctc_rows]
             ctc_loss = F.ctc_loss(
                 log_probs[ctc_rows].transpose(0, 1),
                 torch.tensor([x for s in seqs for x in s], device=device),
@@ -286,6 +290,8 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--device", default="cpu", help="where the encoder and the head run (cuda on the GPU machine)")
     parser.add_argument("--time-limit", type=float, default=1200.0, help="seconds of training at most")
+    parser.add_argument("--spell", action="store_true",
+                        help="also train the timed clips with plain CTC (a head whose greedy text spells)")
     parser.add_argument("--log", type=Path, default=None, help="write the run's record (JSON) here")
     parser.add_argument("--head-only", action="store_true", help="write only the head's tensors to --out")
     parser.add_argument(
@@ -313,7 +319,8 @@ def main() -> None:
         flush=True,
     )
     with torch.enable_grad():
-        log = train(head, clips, encoded, tokenizer, args.steps, args.batch, args.lr, args.seed, args.time_limit)
+        log = train(head, clips, encoded, tokenizer, args.steps, args.batch, args.lr, args.seed, args.time_limit,
+                    args.spell)
     tensors = {k: v.detach().to(torch.bfloat16).cpu().contiguous() for k, v in head.state_dict().items()}
     if args.head_only:
         torch.save(tensors, args.out)  # small enough to come back from the GPU machine
