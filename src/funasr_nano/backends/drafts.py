@@ -24,7 +24,8 @@ MAX_DRAFTS = 64  # draft tokens per verify step, at most (a step's width grows w
 
 @dataclass(frozen=True)
 class CTCDrafter:
-    """CTC greedy ids (one per frame) -> the draft in the LLM's ids, ending with the stop token."""
+    """CTC greedy ids (one per frame) -> the draft in the LLM's ids, ending with the stop token; no draft
+    (empty) when the CTC text is empty, so the engine decodes that segment without reading every step back."""
 
     ctc_tokenizer: CTCTokenizer
     encode: Callable[[str], list[int]]  # the LLM tokenizer's text -> ids
@@ -32,7 +33,7 @@ class CTCDrafter:
 
     def __call__(self, frame_ids: Sequence[int]) -> list[int]:
         text = greedy_text(self.ctc_tokenizer, list(frame_ids)).strip()
-        return [*self.encode(text), self.stop_id] if text else [self.stop_id]
+        return [*self.encode(text), self.stop_id] if text else []
 
 
 def propose(draft: Sequence[int], tokens: Sequence[int], expected: int, limit: int) -> tuple[int, list[int]]:

@@ -89,6 +89,8 @@ class SileroVAD:
                                    for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")})
         self.head = (state[prefix + "decoder.decoder.2.weight"], state[prefix + "decoder.decoder.2.bias"])
         self._stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
+        if self._stream is not None:
+            self._stream.wait_stream(torch.cuda.current_stream(self.device))  # the weights' copies are done
 
     def _own_stream(self) -> AbstractContextManager:
         return torch.cuda.stream(self._stream) if self._stream is not None else nullcontext()
@@ -369,4 +371,4 @@ class SpeechScanner:
                                             for row in range(0, len(frames), 256)]))
         windows = torch.from_numpy(padded).unfold(0, CONTEXT_SAMPLES + FRAME_SAMPLES, FRAME_SAMPLES)
         found, self._state = self.vad.pass_probabilities(windows, self._state)
-        self._probabilities.append(found.cpu().numpy())
+        self._probabilities.append(found.numpy())

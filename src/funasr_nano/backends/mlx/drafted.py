@@ -22,7 +22,7 @@ from .qwen3 import KVCache, Qwen3ForCausalLM
 
 
 class DraftedBatch:
-    """:class:`~.generate.StaticBatch`'s work (same constructor, ``step``, ``cancel``, ``finished``) with a
+    """:class:`~.generate.StaticBatch`'s work (the same ``step``, ``cancel``, ``finished``) with a
     draft per row (None: the row decodes a token per step) and up to ``draft_tokens`` of it per step."""
 
     def __init__(self, llm: Qwen3ForCausalLM, prompts: Sequence[mx.array], budgets: Sequence[int],

@@ -14,6 +14,9 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+# Other threads keep using the GPU while the worker captures (a server's live streams run their VAD passes
+# there): with the default "global" mode their work would invalidate the capture.
+CAPTURE_MODE = "thread_local"
 
 class StepGraphs:
     def __init__(self, step: Callable[[int], None], state: list[torch.Tensor]):
@@ -42,7 +45,7 @@ class StepGraphs:
         for tensor, copy in zip(self._state, saved, strict=True):
             tensor.copy_(copy)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self._pool):
+        with torch.cuda.graph(graph, pool=self._pool, capture_error_mode=CAPTURE_MODE):
             self._step(batch)
         return graph
 
@@ -81,8 +84,10 @@ class ShapeGraphs:
 
     def _capture(self, key: tuple, inputs: tuple[torch.Tensor, ...]) -> None:
         static_inputs = [t.clone() for t in inputs]
-        # A second real run on a side stream, as torch.cuda.graph wants before a capture; it repeats
-        # the first one's writes exactly (same inputs), apart from the state it advances, which is put back.
+        # A second real run on a side stream, as torch.cuda.graph wants before a capture, from the state the
+        # first one left: the state it advances is put back; what else it writes either repeats the first
+        # run's writes (same inputs) or, for a verify step, lies beyond the decoded positions, which later
+        # steps write before anything attends there.
         saved = [t.clone() for t in self._state]
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
@@ -92,7 +97,7 @@ class ShapeGraphs:
         for tensor, copy in zip(self._state, saved, strict=True):
             tensor.copy_(copy)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self._pool):
+        with torch.cuda.graph(graph, pool=self._pool, capture_error_mode=CAPTURE_MODE):
             output = self._fn(*static_inputs)
         self._graphs[key] = (graph, static_inputs, output)
         if len(self._graphs) > self._capacity:

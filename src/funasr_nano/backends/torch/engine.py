@@ -141,7 +141,7 @@ class GreedyEngine:
             self._prefill_graphs = ShapeGraphs(self._prefill_device, capacity=128)
             if self.draft_tokens:
                 # one per batch bucket and draft width; over the whole cache length, which a graph cannot vary
-                shapes = len(BUCKETS) * self.draft_tokens.bit_length()
+                shapes = len(BUCKETS) * ((self.draft_tokens - 1).bit_length() + 1)
                 self._verify_graphs = ShapeGraphs(self._verify_device, shapes, [self.tokens, self.positions])
 
     def release(self) -> None:
