@@ -49,9 +49,9 @@ def propose(draft: Sequence[int], tokens: Sequence[int], expected: int, limit: i
     """
     if limit <= 0 or not tokens:
         return expected, []
-    if 0 < expected <= len(draft) and draft[expected - 1] == tokens[-1]:
-        return expected, list(draft[expected : expected + limit])
-    if 1 < expected < len(draft) and len(tokens) > 1 and draft[expected - 2] == tokens[-2]:
+    follows = 0 < expected <= len(draft) and draft[expected - 1] == tokens[-1]
+    replaced = 1 < expected < len(draft) and len(tokens) > 1 and draft[expected - 2] == tokens[-2]
+    if follows or replaced:
         return expected, list(draft[expected : expected + limit])
     for size in range(min(_ANCHOR, len(tokens)), 1, -1):
         found = _after(draft, tokens[-size:], expected, limit)

@@ -18,6 +18,28 @@ import torch
 # there): with the default "global" mode their work would invalidate the capture.
 CAPTURE_MODE = "thread_local"
 
+
+def capture(run: Callable[[], torch.Tensor | None], state: Sequence[torch.Tensor], pool: tuple
+            ) -> tuple[torch.cuda.CUDAGraph, torch.Tensor | None]:
+    """A graph of ``run`` and the output its capture holds. First a real run on a side stream, as
+    torch.cuda.graph wants (it compiles the Triton kernels and sets up cuBLAS outside the capture); the
+    ``state`` it advances is put back, and what else it writes is rewritten identically by the next real
+    run, lies beyond the decoded positions (which later steps write before anything attends there), or
+    belongs to idle slots."""
+    saved = [t.clone() for t in state]
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        run()
+    torch.cuda.current_stream().wait_stream(side)
+    for tensor, copy in zip(state, saved, strict=True):
+        tensor.copy_(copy)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, pool=pool, capture_error_mode=CAPTURE_MODE):
+        output = run()
+    return graph, output
+
+
 class StepGraphs:
     def __init__(self, step: Callable[[int], None], state: list[torch.Tensor]):
         """step(batch) runs one decode step of the slots [0, batch); state lists the tensors it mutates."""
@@ -29,25 +51,8 @@ class StepGraphs:
     def replay(self, batch: int) -> None:
         graph = self._graphs.get(batch)
         if graph is None:
-            graph = self._graphs[batch] = self._capture(batch)
+            graph = self._graphs[batch] = capture(lambda: self._step(batch), self._state, self._pool)[0]
         graph.replay()
-
-    def _capture(self, batch: int) -> torch.cuda.CUDAGraph:
-        # The warm-up step compiles the Triton kernels and sets up cuBLAS outside the capture; it
-        # really runs, so the state it advances is put back (the K/V it writes are rewritten
-        # identically by the next real step, or belong to idle slots).
-        saved = [t.clone() for t in self._state]
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            self._step(batch)
-        torch.cuda.current_stream().wait_stream(side)
-        for tensor, copy in zip(self._state, saved, strict=True):
-            tensor.copy_(copy)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self._pool, capture_error_mode=CAPTURE_MODE):
-            self._step(batch)
-        return graph
 
 
 class ShapeGraphs:
@@ -84,21 +89,8 @@ class ShapeGraphs:
 
     def _capture(self, key: tuple, inputs: tuple[torch.Tensor, ...]) -> None:
         static_inputs = [t.clone() for t in inputs]
-        # A second real run on a side stream, as torch.cuda.graph wants before a capture, from the state the
-        # first one left: the state it advances is put back; what else it writes either repeats the first
-        # run's writes (same inputs) or, for a verify step, lies beyond the decoded positions, which later
-        # steps write before anything attends there.
-        saved = [t.clone() for t in self._state]
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            self._fn(*static_inputs)
-        torch.cuda.current_stream().wait_stream(side)
-        for tensor, copy in zip(self._state, saved, strict=True):
-            tensor.copy_(copy)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self._pool, capture_error_mode=CAPTURE_MODE):
-            output = self._fn(*static_inputs)
+        graph, output = capture(lambda: self._fn(*static_inputs), self._state, self._pool)
+        assert output is not None
         self._graphs[key] = (graph, static_inputs, output)
         if len(self._graphs) > self._capacity:
             self._graphs.popitem(last=False)

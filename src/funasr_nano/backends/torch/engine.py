@@ -276,7 +276,7 @@ class GreedyEngine:
                                 (STOP if sequence.stopped else LENGTH) if done else None))
         return events
 
-    def _to_device(self, values: list[int]) -> torch.Tensor:
+    def _to_device(self, values: list[int] | list[list[int]]) -> torch.Tensor:
         tensor = torch.tensor(values, dtype=torch.long)
         if self.device.type == "cuda":
             # From pinned memory the copy is asynchronous: no wait for the queued steps.
@@ -364,12 +364,9 @@ class GreedyEngine:
         step); read back at once, since the next proposals depend on what was accepted."""
         assert self.cache is not None
         width = step_width(proposals.values(), self.draft_tokens)
-        drafts = torch.zeros(batch, width, dtype=torch.long)
-        counts = torch.zeros(batch, dtype=torch.long)
-        for slot, ids in proposals.items():
-            drafts[slot, : len(ids)] = torch.tensor(ids)
-            counts[slot] = len(ids)
-        drafts, counts = drafts.to(self.device), counts.to(self.device)
+        rows_in = [proposals.get(slot, []) for slot in range(batch)]
+        drafts = self._to_device([ids + [0] * (width - len(ids)) for ids in rows_in])
+        counts = self._to_device([len(ids) for ids in rows_in])
         if self._verify_graphs is not None:
             out = self._verify_graphs(drafts, counts)
         else:
