@@ -14,7 +14,7 @@ RSS is its ``VmHWM`` (/proc) after the response, the baseline a server that answ
     python -m benchmarks.long_files --minutes 5 60 180 \\
         --out benchmarks/results/2026-12-03-cpu-long-files-demo.json
     # GPU, full-size random checkpoint (python -m benchmarks.build_checkpoint DIR first):
-    python -m benchmarks.long_files --model DIR --device cuda --minutes 5 60 180 600 \\
+    python -m benchmarks.long_files --model DIR --device cuda --max-new-tokens 30 --minutes 5 60 180 600 \\
         --out benchmarks/results/2026-12-XX-h200-long-files-random.json
     python -m benchmarks.long_files --server --minutes 5 60 --out ...   # uploads to the server
 """
@@ -123,7 +123,7 @@ def server_run(args: argparse.Namespace, path: Path) -> dict:
         dtype="auto",
         batch_size=args.batch_size or 32,
         batch_window_ms=10.0,
-        max_new_tokens=None,
+        max_new_tokens=args.max_new_tokens,
         startup_timeout=600.0,
     )
     server = Server(
@@ -139,12 +139,49 @@ def server_run(args: argparse.Namespace, path: Path) -> dict:
     return {"wall_s": wall, "peak_rss_mb": peak, "segments": len(answer.get("segments", []))}
 
 
+def report(args: argparse.Namespace, cli: list[str], baseline: dict, rows: list[dict]) -> dict:
+    what = "server" if args.server else "CLI"
+    return {
+        **provenance(f"long files: {what} peak RSS and wall time against duration", args.device),
+        "model": args.model,
+        "input": f"16 kHz PCM_16 {'FLAC' if args.server else 'WAV'}: demo clips tiled with 0.3-2.5 s pauses of "
+        "light noise",
+        **(
+            {
+                "server": f"funasr-nano serve --max-audio-s {args.max_audio_s:g} --max-upload-mb 16384, one per "
+                "length; POST /v1/audio/transcriptions response_format=verbose_json",
+                "rss": "VmHWM of the server process after the response",
+            }
+            if args.server
+            else {
+                "cli": " ".join(cli[1:]) + " FILE -o DIR",
+                "rss": "ru_maxrss of the CLI process (getrusage RUSAGE_CHILDREN of a process running only it)",
+            }
+        ),
+        "baseline": {
+            "what": f"the same {what} on one demo clip (model loaded, VAD, one decode)",
+            "peak_rss_mb": round(baseline["peak_rss_mb"], 1),
+            "wall_s": round(baseline["wall_s"], 1),
+        },
+        "runs": rows,
+    }
+
+
+def write(args: argparse.Namespace, record: dict) -> None:
+    """Rewritten after every length, so a run cut short keeps the lengths it finished."""
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(record, indent=2) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, nargs="+", default=[5, 60, 180])
     parser.add_argument("--model", default="demo")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--max-new-tokens", type=int, default=None,
+                        help="token budget per segment (random weights never stop)")
     parser.add_argument("--tmp", default=tempfile.gettempdir())
     parser.add_argument("--out", type=Path)
     parser.add_argument("--server", action="store_true", help="FLAC uploads to funasr-nano serve instead of the CLI")
@@ -154,6 +191,8 @@ def main() -> None:
     cli = [python, "-m", "funasr_nano", "transcribe", "-m", args.model, "--device", args.device, "-q"]
     if args.batch_size:
         cli += ["--batch-size", str(args.batch_size)]
+    if args.max_new_tokens:
+        cli += ["--max-new-tokens", str(args.max_new_tokens)]
     work = Path(tempfile.mkdtemp(prefix="funasr-nano-long-", dir=args.tmp))
     rows = []
     try:
@@ -186,39 +225,12 @@ def main() -> None:
             }
             rows.append(row)
             print(json.dumps(row), flush=True)
+            write(args, report(args, cli, baseline, rows))
             wav.unlink()
             shutil.rmtree(out, ignore_errors=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    what = "server" if args.server else "CLI"
-    report = {
-        **provenance(f"long files: {what} peak RSS and wall time against duration", args.device),
-        "model": args.model,
-        "input": f"16 kHz PCM_16 {'FLAC' if args.server else 'WAV'}: demo clips tiled with 0.3-2.5 s pauses of "
-        "light noise",
-        **(
-            {
-                "server": f"funasr-nano serve --max-audio-s {args.max_audio_s:g} --max-upload-mb 16384, one per "
-                "length; POST /v1/audio/transcriptions response_format=verbose_json",
-                "rss": "VmHWM of the server process after the response",
-            }
-            if args.server
-            else {
-                "cli": " ".join(cli[1:]) + " FILE -o DIR",
-                "rss": "ru_maxrss of the CLI process (getrusage RUSAGE_CHILDREN of a process running only it)",
-            }
-        ),
-        "baseline": {
-            "what": f"the same {what} on one demo clip (model loaded, VAD, one decode)",
-            "peak_rss_mb": round(baseline["peak_rss_mb"], 1),
-            "wall_s": round(baseline["wall_s"], 1),
-        },
-        "runs": rows,
-    }
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps(report, indent=2))
+    print(json.dumps(report(args, cli, baseline, rows), indent=2))
 
 
 if __name__ == "__main__":
