@@ -240,3 +240,25 @@ def test_triton_decode_step_matches_the_reference_step(monkeypatch, small_batch_
         fused = GreedyEngine(llm, [], max_batch=max_batch)
         fused.fused = step
         assert generate(fused, wanted) == reference
+
+
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton not installed")
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the Triton interpreter check is for CPU-only machines")
+def test_verify_steps_through_the_fused_step_give_the_reference_ids(monkeypatch):
+    """The drafts of a verify step run as rows of the fused step (each attending up to its own position):
+    right and damaged drafts give the reference step's ids."""
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    from test_drafts import damaged
+
+    from funasr_nano.backends.torch.fused import TritonDecodeStep
+
+    llm = tiny_llm(torch.float16)
+    llm.fuse_projections()
+    wanted = requests(torch.float16)[:3]
+    reference = generate(GreedyEngine(llm, [], max_batch=2), wanted)
+    drafted = [GenerationRequest(r.embeddings, r.max_new_tokens, ids if i % 2 == 0 else damaged(ids, i))
+               for i, (r, ids) in enumerate(zip(wanted, reference, strict=True))]
+    engine = GreedyEngine(llm, [], max_batch=2, draft_tokens=4)
+    engine.fused = TritonDecodeStep(llm, small_batch_gemv=False)
+    assert generate(engine, drafted) == reference
+    assert engine.draft_stats.verify_steps > 0 and engine.draft_stats.accepted > 0

@@ -391,4 +391,4 @@ class GreedyEngine:
         attends over the whole cache)."""
         assert self.cache is not None
         return verify_step(self.llm, self.cache, self.tokens, self.positions, self.slot_ids, drafts, counts, self.group,
-                           self.cache.max_len if kv_len is None else kv_len)
+                           self.cache.max_len if kv_len is None else kv_len, self.fused)

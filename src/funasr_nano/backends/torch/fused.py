@@ -73,13 +73,19 @@ class TritonDecodeStep:
         )
 
     def __call__(self, cache: KVCache, tokens: torch.Tensor, positions: torch.Tensor, slots: torch.Tensor) -> None:
-        if self.small_batch_gemv and tokens.shape[0] <= self.ops.GEMV_MAX_ROWS:
-            logits = self._gemv_layers(cache, tokens, positions, slots)
-        else:
-            logits = self._gemm_layers(cache, tokens, positions, slots)
-        tokens.copy_(logits.argmax(-1))
+        tokens.copy_(self.logits(cache, tokens, positions, slots).argmax(-1))
         # A finished slot still inside the batch keeps stepping; clamping keeps its writes in its own rows.
         positions.add_(1).clamp_(max=cache.max_len - 1)
+
+    def logits(
+        self, cache: KVCache, tokens: torch.Tensor, positions: torch.Tensor, slots: torch.Tensor
+    ) -> torch.Tensor:
+        """Next-token logits [T, V] of T tokens, each at its own (slot, position): writes their K/V first, and each
+        attends to its slot's keys 0..position. Several tokens of one slot at consecutive positions are a causal
+        block (a verify step's drafts): every layer stores all keys before any token attends."""
+        if self.small_batch_gemv and tokens.shape[0] <= self.ops.GEMV_MAX_ROWS:
+            return self._gemv_layers(cache, tokens, positions, slots)
+        return self._gemm_layers(cache, tokens, positions, slots)
 
     def _attend(self, cache: KVCache, index: int, qkv: torch.Tensor, positions: torch.Tensor,
                 slots: torch.Tensor) -> torch.Tensor:
