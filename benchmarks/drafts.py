@@ -75,7 +75,9 @@ def real(args: argparse.Namespace) -> dict:
                 continue
             model = load_model(args.model, device=args.device, dtype=args.dtype, backend=args.backend,
                                ctc_drafts=k, ctc_head=head)
-            model.transcribe(files[0])  # warm-up (graphs, allocator)
+            # warm-up of both timed passes: every prompt shape's graphs, the kernels' compilations, the allocator
+            for path in files:
+                model.transcribe(path)
             list(model.transcribe_many(files))
             backend = model.backend
             singles, texts = [], []
