@@ -117,6 +117,9 @@ def _git(*words: str) -> str:
 
 
 def git_commit() -> str:
+    """HEAD (plus '-dirty'), or BENCH_GIT_COMMIT where the tree was copied without its history (the GPU machine)."""
+    if os.environ.get("BENCH_GIT_COMMIT"):
+        return os.environ["BENCH_GIT_COMMIT"]
     try:
         return _git("rev-parse", "HEAD").strip() + ("-dirty" if _git("status", "--porcelain").strip() else "")
     except (OSError, subprocess.CalledProcessError):
