@@ -7,9 +7,12 @@ only ``ctc_decoder`` and ``ctc.ctc_lo`` are trained, starting from their current
 
 - English and Mandarin sentences from the corpus's training split, spoken by training voices with their
   word times (training/timed_speech.py); a quarter are two sentences joined by a pause; leading and
-  trailing silence, noise and gain vary. Each word's CTC tokens are the frame targets over the frames its
-  speech covers (one frame = 60 ms, the official convention; a word's tokens share its frames in order),
-  punctuation takes the frame after its word, and everything else is blank: a cross-entropy per frame.
+  trailing silence, noise and gain vary. With ``--word-by-word F``, a share F of them is spoken a word
+  (a Chinese character) at a time, joined by short pauses, as the timing benchmark's dictation clips
+  are (the benchmark's sentences are never used). Each word's CTC tokens are the frame targets over the
+  frames its speech covers (one frame = 60 ms, the official convention; a word's tokens share its frames
+  in order), punctuation takes the frame after its word, and everything else is blank: a cross-entropy
+  per frame.
 - Japanese has no word events (espeak-ng reads a kana sentence as one word): its clips keep the plain
   CTC loss, so the head still spells Japanese.
 
@@ -26,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import re
 import time
 from pathlib import Path
 
@@ -108,21 +112,69 @@ def candidate_rows(corpus: Path) -> list[dict]:
     return rows
 
 
+def _letters(text: str) -> str:
+    return "".join(c for c in text.lower() if c.isalnum())
+
+
 def pick_sentences(rows: list[dict], lang: str, count: int, rng: random.Random) -> list[str]:
     return rng.sample([r["speech"] for r in rows if r["lang"] == lang], count)
 
 
-def make_clips(corpus: Path, per_language: int, seed: int, processes: int) -> list[dict]:
-    """Clips with audio (float32) and, for en/zh, word times; Japanese without."""
+def word_pieces(text: str, lang: str) -> list[tuple[int, int]]:
+    """The pieces of ``text`` spoken one at a time in a word-by-word clip: English words, Chinese
+    characters (punctuation stays in the text, unspoken)."""
+    if lang == "en":  # a word's letters: its punctuation is timed after it, as in whole sentences
+        return [(m.start(), m.end()) for m in re.finditer(r"[^\W_](?:\S*[^\W_])?", text)]
+    return [(i, i + 1) for i, char in enumerate(text) if char.isalnum()]
+
+
+def speak_word_by_word(
+    texts: list[str], lang: str, voices: list[Voice], rng: random.Random, processes: int
+) -> list[tuple[np.ndarray, list[TimedWord]] | None]:
+    """Each text spoken piece by piece (word_pieces) by one voice, the pieces joined by 0.05-0.5 s of
+    silence: the rhythm of someone dictating, which whole sentences never show the head."""
+    pieces = [word_pieces(text, lang) for text in texts]
+    jobs = [(text[a:b], voice) for text, voice, spans in zip(texts, voices, pieces, strict=True) for a, b in spans]
+    spoken = iter(speak_timed_many(jobs, processes))
+    out: list[tuple[np.ndarray, list[TimedWord]] | None] = []
+    for spans in pieces:
+        said = [next(spoken) for _ in spans]
+        if not spans or any(s is None or not s[1] for s in said):
+            out.append(None)
+            continue
+        audio, words, at = [], [], 0.0
+        for (a, b), (samples, timed) in zip(spans, said, strict=True):  # type: ignore[misc]
+            if audio:
+                gap = rng.uniform(0.05, 0.5)
+                audio.append(np.zeros(round(gap * SAMPLE_RATE), np.int16))
+                at += gap
+            words.append(TimedWord(a, b, at + timed[0].start, at + timed[-1].end))
+            audio.append(samples)
+            at += samples.size / SAMPLE_RATE
+        out.append((np.concatenate(audio), words))
+    return out
+
+
+def make_clips(
+    corpus: Path, per_language: int, seed: int, processes: int, word_by_word: float = 0.0,
+    exclude: frozenset[str] = frozenset(),
+) -> list[dict]:
+    """Clips with audio (float32) and, for en/zh, word times; Japanese without. A ``word_by_word`` share of
+    the en/zh sentences is spoken a word (character) at a time; sentences whose letters match one in
+    ``exclude`` (a benchmark's) are never used."""
     rng = random.Random(seed)
-    rows = candidate_rows(corpus)
+    rows = [r for r in candidate_rows(corpus) if _letters(r["speech"]) not in exclude]
     clips: list[dict] = []
     for lang in ("en", "zh"):
         texts = pick_sentences(rows, lang, per_language, rng)
         jobs = [(text, pick_voice(rng, lang, held_out=False)) for text in texts]
-        for (text, _), spoken in zip(jobs, speak_timed_many(jobs, processes), strict=True):
-            if spoken is not None and spoken[1]:
-                clips.append({"lang": lang, "parts": [(text, spoken[0], spoken[1])]})
+        split = round(len(jobs) * (1 - word_by_word))
+        spoken = speak_timed_many(jobs[:split], processes) + speak_word_by_word(
+            [t for t, _ in jobs[split:]], lang, [v for _, v in jobs[split:]], rng, processes
+        )
+        for (text, _), said in zip(jobs, spoken, strict=True):
+            if said is not None and said[1]:
+                clips.append({"lang": lang, "parts": [(text, said[0], said[1])]})
     texts = pick_sentences(rows, "ja", per_language // 2, rng)
     jobs: list[tuple[str, Voice]] = [(text, pick_voice(rng, "ja", held_out=False)) for text in texts]
     for (text, _), audio in zip(jobs, speak_many(jobs, processes), strict=True):
@@ -292,6 +344,8 @@ def main() -> None:
     parser.add_argument("--time-limit", type=float, default=1200.0, help="seconds of training at most")
     parser.add_argument("--spell", action="store_true",
                         help="also train the timed clips with plain CTC (a head whose greedy text spells)")
+    parser.add_argument("--word-by-word", type=float, default=0.0,
+                        help="the share of en/zh sentences spoken a word (character) at a time with pauses")
     parser.add_argument("--log", type=Path, default=None, help="write the run's record (JSON) here")
     parser.add_argument("--head-only", action="store_true", help="write only the head's tensors to --out")
     parser.add_argument(
@@ -310,7 +364,10 @@ def main() -> None:
     model = funasr_nano.load_model(str(args.model), device=args.device, dtype="float32")
     head, tokenizer = model.backend.ctc_head, model.ctc_tokenizer
     began = time.time()
-    clips = make_clips(args.corpus, args.clips, args.seed, args.processes)
+    from benchmarks.timestamps import EN_SENTENCES, ZH_SENTENCES
+
+    exclude = frozenset(_letters(text) for text in EN_SENTENCES + ZH_SENTENCES)  # the timing benchmark's own
+    clips = make_clips(args.corpus, args.clips, args.seed, args.processes, args.word_by_word, exclude)
     made = time.time()
     encoded = encoder_outputs(model, clips)
     print(
