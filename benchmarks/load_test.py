@@ -285,7 +285,9 @@ def main() -> int:
     args = parser.parse_args()
 
     clips = make_clips()
-    server = Server(args, "--max-queue", str(max(64, 2 * args.clients)), *(["--no-vad"] if args.no_vad else []))
+    # the server sized for the load: every client's upload may be arriving at once
+    server = Server(args, "--max-queue", str(max(64, 2 * args.clients)), "--max-uploads", str(max(64, args.clients)),
+                    *(["--no-vad"] if args.no_vad else []))
     try:
         client = Client(server.port, args.request_timeout)
         references, single = [], []
