@@ -140,7 +140,8 @@ class GreedyEngine:
             # power-of-two prompt counts up to the slot count, times padded lengths of up to ~1000 tokens
             self._prefill_graphs = ShapeGraphs(self._prefill_device, capacity=128)
             if self.draft_tokens:
-                # one per batch bucket and draft width; over the whole cache length, which a graph cannot vary
+                # one per batch bucket and draft width; the eager verify attends over the whole cache length
+                # (a graph cannot vary it), the fused one up to each row's own position
                 shapes = len(BUCKETS) * ((self.draft_tokens - 1).bit_length() + 1)
                 self._verify_graphs = ShapeGraphs(self._verify_device, shapes, [self.tokens, self.positions])
 
@@ -388,7 +389,7 @@ class GreedyEngine:
 
     def _verify_device(self, drafts: torch.Tensor, counts: torch.Tensor, kv_len: int | None = None) -> torch.Tensor:
         """:func:`verify_step` on this engine's cache and decode state (graph-capturable: ``kv_len`` None
-        attends over the whole cache)."""
+        attends over the whole cache where the eager forward runs; the fused step ignores it)."""
         assert self.cache is not None
         return verify_step(self.llm, self.cache, self.tokens, self.positions, self.slot_ids, drafts, counts, self.group,
                            self.cache.max_len if kv_len is None else kv_len, self.fused)
