@@ -16,21 +16,11 @@ import argparse
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from benchmarks.common import L1_TOKENS, l1_audio
+from benchmarks.common import L1_TOKENS, l1_audio, timed
 from benchmarks.drafts import synthetic_drafts
 from funasr_nano import load_model
 from funasr_nano.backends import generate
 from funasr_nano.backends.torch.engine import GenerationRequest, GreedyEngine
-
-
-def milliseconds(fn) -> float:
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    torch.cuda.synchronize()
-    start.record()
-    fn()
-    end.record()
-    torch.cuda.synchronize()
-    return start.elapsed_time(end)
 
 
 @torch.inference_mode()
@@ -56,8 +46,8 @@ def main() -> None:
             engine = GreedyEngine(llm, stops, max_batch=1, draft_tokens=k, cuda_graphs=graphs)
             generate(engine, drafted)  # warm-up: graphs, kernels
             before = engine.draft_stats.verify_steps
-            got: list[list[int]] = []
-            ms = milliseconds(lambda e=engine, d=drafted, out=got: out.extend(generate(e, d)))
+            seconds, got = timed(lambda e=engine, d=drafted: generate(e, d), "cuda", 1)
+            ms = seconds[0] * 1e3
             steps = engine.draft_stats.verify_steps - before
             prefix = next((i for i, (a, b) in enumerate(zip(got[0], ids, strict=False)) if a != b), len(ids))
             print(f"{kind} drafts, verify graphs {graphs}: {ms:.1f} ms (prefill included), {steps} verify steps, "
@@ -69,8 +59,8 @@ def main() -> None:
                     torch.cuda.synchronize()
                 print(trace.key_averages().table(sort_by="cuda_time_total", row_limit=15), flush=True)
             engine.release()
-    print(f"plain: {milliseconds(lambda: generate(plain, [request])):.1f} ms for {len(ids)} tokens (prefill included)",
-          flush=True)
+    seconds, _ = timed(lambda: generate(plain, [request]), "cuda", 1)
+    print(f"plain: {seconds[0] * 1e3:.1f} ms for {len(ids)} tokens (prefill included)", flush=True)
 
 
 if __name__ == "__main__":

@@ -125,14 +125,15 @@ def recordings(count: int, seed: int, whole: bool) -> list[dict]:
     return items
 
 
-def _norm(word: str) -> str:
+def letters(word: str) -> str:
+    """A word as compared: lower-case letters and digits only."""
     return "".join(c for c in word.lower() if c.isalnum())
 
 
 def score(item: dict, words: list) -> list[dict]:
     """Errors of the decoded words that match spoken words (in order)."""
-    spoken = [_norm(w["word"]) for w in item["words"]]
-    decoded = [_norm(w.word) for w in words]
+    spoken = [letters(w["word"]) for w in item["words"]]
+    decoded = [letters(w.word) for w in words]
     matcher = difflib.SequenceMatcher(a=spoken, b=decoded, autojunk=False)
     errors = []
     for block in matcher.get_matching_blocks():

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from benchmarks.timestamps import EN_SENTENCES, ZH_SENTENCES, letters
 from funasr_nano.frontend.features import extract_features
 from funasr_nano.text.ctc_tokenizer import CTCTokenizer
 from training.synth import SAMPLE_RATE, Voice, pick_voice, speak_many
@@ -112,10 +113,6 @@ def candidate_rows(corpus: Path) -> list[dict]:
     return rows
 
 
-def _letters(text: str) -> str:
-    return "".join(c for c in text.lower() if c.isalnum())
-
-
 def pick_sentences(rows: list[dict], lang: str, count: int, rng: random.Random) -> list[str]:
     return rng.sample([r["speech"] for r in rows if r["lang"] == lang], count)
 
@@ -163,7 +160,7 @@ def make_clips(
     the en/zh sentences is spoken a word (character) at a time; sentences whose letters match one in
     ``exclude`` (a benchmark's) are never used."""
     rng = random.Random(seed)
-    rows = [r for r in candidate_rows(corpus) if _letters(r["speech"]) not in exclude]
+    rows = [r for r in candidate_rows(corpus) if letters(r["speech"]) not in exclude]
     clips: list[dict] = []
     for lang in ("en", "zh"):
         texts = pick_sentences(rows, lang, per_language, rng)
@@ -364,9 +361,7 @@ def main() -> None:
     model = funasr_nano.load_model(str(args.model), device=args.device, dtype="float32")
     head, tokenizer = model.backend.ctc_head, model.ctc_tokenizer
     began = time.time()
-    from benchmarks.timestamps import EN_SENTENCES, ZH_SENTENCES
-
-    exclude = frozenset(_letters(text) for text in EN_SENTENCES + ZH_SENTENCES)  # the timing benchmark's own
+    exclude = frozenset(letters(text) for text in EN_SENTENCES + ZH_SENTENCES)  # the timing benchmark's own
     clips = make_clips(args.corpus, args.clips, args.seed, args.processes, args.word_by_word, exclude)
     made = time.time()
     encoded = encoder_outputs(model, clips)
