@@ -31,6 +31,7 @@ import json
 import multiprocessing
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ import soundfile
 
 from benchmarks.common import provenance
 from benchmarks.load_test import Client, Server, add_server_arguments, batching, percentile, write_result
+from benchmarks.pyspy_stacks import record, summarize
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "tests" / "data" / "demo"
@@ -190,6 +192,19 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def profile(pid: int, directory: Path, streams: int) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    runs = {gil: (directory / f"S2-{streams}-{'gil' if gil else 'threads'}.txt") for gil in (False, True)}
+    samplers = {gil: record(pid, 10.0, path, gil) for gil, path in runs.items()}
+    for gil, sampler in samplers.items():
+        _, errors = sampler.communicate()
+        path = runs[gil]
+        if sampler.returncode or not path.exists():
+            print(f"py-spy failed ({sampler.returncode}): {errors.strip()[-300:]}", file=sys.stderr)
+            continue
+        path.with_suffix(".summary.txt").write_text(summarize(path) + "\n")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_server_arguments(parser, batch_size=128)
@@ -204,6 +219,9 @@ def main() -> int:
                         help="the server's --encode-interval-s (default: the server's own)")
     parser.add_argument("--output", type=Path, default=None,
                         help="JSON path (default: benchmarks/results/<date>-<device>-S2-live.json)")
+    parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
+                        help="py-spy the server in each level (all threads, and who holds the GIL) from 5 s "
+                             "into the sending for 10 s; stacks and their summaries go to DIR")
     args = parser.parse_args()
     levels = [int(x) for x in args.streams.split(",")]
     extra = ["--max-streams", str(max(levels))]
@@ -216,7 +234,13 @@ def main() -> int:
         client = Client(server.port, 60)
         for streams in levels:
             before, cpu_before = client.get("/health")["batching"], cpu_seconds(server.process.pid)
+            profiler = None
+            if args.profile is not None:
+                profiler = threading.Timer(7.0, profile, (server.process.pid, args.profile, streams))
+                profiler.start()  # the level's sending begins 2 s after it starts
             level = run_level(url, streams, args)
+            if profiler is not None:
+                profiler.join()
             after, cpu_after = client.get("/health")["batching"], cpu_seconds(server.process.pid)
             level["batching"] = batching(before, after, level["wall_s"])
             # includes the level's 2 s start, when the sessions connect

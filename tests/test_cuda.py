@@ -99,6 +99,21 @@ def test_encoder_graphs_replay_the_eager_encoder_in_fp32():
         model.encoder_graphs = None
 
 
+def test_half_precision_encodes_through_the_graphs_with_the_eager_texts_and_fp32_stays_eager():
+    from funasr_nano import load_model
+    from funasr_nano.demo import sample
+
+    assert load_model("demo", device="cuda", dtype="float32").backend.model.encoder_graphs is None
+    half = load_model("demo", device="cuda", dtype="bfloat16")
+    model = half.backend.model
+    assert model.encoder_graphs is not None
+    clips = [str(sample(language)) for language in ("en", "zh", "ja")]
+    graphed = [half.transcribe(clip).text for clip in clips]
+    assert model.encoder_graphs._graphs  # the clips went through captured graphs
+    model.encoder_graphs = None
+    assert graphed == [half.transcribe(clip).text for clip in clips]
+
+
 def test_drafts_through_verify_graphs_give_single_run_ids_in_fp32():
     """Verify steps replayed from CUDA graphs (one per batch bucket, captured on first use), with right,
     damaged and missing drafts and requests joining: greedy's ids."""

@@ -105,3 +105,14 @@ def test_the_encoder_graphs_padding_gives_each_row_its_own_output():
         plain = model.encode(features)
     for i, audio in enumerate(plain):
         torch.testing.assert_close(graphed[i, : audio.shape[0]], audio, atol=1e-4, rtol=1e-4)
+
+
+def test_encoder_graph_buckets_cover_a_minute_alone_and_30_s_segments_by_the_hundred():
+    from funasr_nano.backends.torch.model import graph_shape
+
+    assert graph_shape([688]) == (1, 704)  # L1's 41 s clip: one row
+    assert graph_shape([500] * 120) == (128, 512)  # T1: 120 segments of 30 s
+    assert graph_shape([500] * 256) == (256, 512)
+    assert graph_shape([600] * 100) == (128, 608)
+    assert graph_shape([600] * 256) is None  # past the largest graph: eager
+    assert graph_shape([1025]) is None  # past a minute: eager

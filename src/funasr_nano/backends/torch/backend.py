@@ -79,6 +79,10 @@ class TorchBackend:
         self.model = FunASRNanoTorch.from_state_dict(config, tensors, self.torch_device, self.dtype, source)
         if int8:
             quantize_llm_int8(self.model.llm)
+        if self.torch_device.type == "cuda" and self.dtype != torch.float32:
+            # half precision on CUDA: the eager encoder is launch-bound. fp32 stays eager, so its ids stay the
+            # official model's exactly (a graph's padded batch rounds differently).
+            self.model.use_encoder_graphs()
         self.ctc_head: CTCHead | None = None
         if ctc_tensors and config.ctc is not None:
             self.ctc_head = CTCHead.from_tensors(config.ctc, ctc_tensors, self.torch_device, ctc_source or source)

@@ -25,8 +25,16 @@ if TYPE_CHECKING:
 # Encoder CUDA graphs: a batch is padded to a power of two rows and a multiple of this many LFR frames
 # (1.92 s), so that a few dozen graphs cover every call.
 GRAPH_FRAMES = 32
-GRAPH_CAPACITY = 160  # every bucket of rows (1-256) and of frames (up to 30 s)
-GRAPH_MAX_ROWS, GRAPH_MAX_FRAMES = 256, 512  # larger calls (a whole upload without VAD) run eagerly
+GRAPH_MAX_FRAMES = 1024  # 61 s of audio; longer calls (a whole upload without VAD) run eagerly
+GRAPH_MAX_CELLS = 256 * 512  # rows x frames of the largest graph: 256 rows of 30 s, or 128 of 61 s
+GRAPH_CAPACITY = 288  # every bucket of rows and frames under those bounds
+
+
+def graph_shape(counts: list[int]) -> tuple[int, int] | None:
+    """(rows, frames) of the encoder graph for a batch of these LFR frame counts, None where it runs eagerly."""
+    rows = 1 << (len(counts) - 1).bit_length()
+    frames = -(-max(counts) // GRAPH_FRAMES) * GRAPH_FRAMES
+    return (rows, frames) if frames <= GRAPH_MAX_FRAMES and rows * frames <= GRAPH_MAX_CELLS else None
 
 
 class FunASRNanoTorch(nn.Module):
@@ -83,9 +91,7 @@ class FunASRNanoTorch(nn.Module):
         ``ctc_head`` its ctc_decoder output [T_i, W] on the same encoder output (for alignment)."""
         param = self.llm.model.embed_tokens.weight
         counts = [f.shape[0] for f in features]
-        if (self.encoder_graphs is not None and ctc_head is None and len(features) <= GRAPH_MAX_ROWS
-                and max(counts) <= GRAPH_MAX_FRAMES):
-            assert self.encoder_graphs is not None
+        if self.encoder_graphs is not None and ctc_head is None and graph_shape(counts) is not None:
             adapted = self.encoder_graphs(*self.graph_inputs(features))
             return [adapted[i, : num_audio_tokens(n)] for i, n in enumerate(counts)], None
         lengths = torch.tensor(counts, device=param.device)
@@ -100,9 +106,10 @@ class FunASRNanoTorch(nn.Module):
         return audio, [hidden[i, :n] for i, n in enumerate(counts)]
 
     def use_encoder_graphs(self) -> None:
-        """Encode through CUDA graphs (a server's many small calls: one launch each instead of hundreds,
-        and no GIL held meanwhile). Each row's output is the same as the eager batch's up to the float
-        rounding a different batch shape gives (more padding, always a key mask)."""
+        """Encode through CUDA graphs: one launch a call instead of ~1,900 (the eager encoder is bound by
+        launches), and a server's many small calls hold no GIL meanwhile. Each row's output is the same as
+        the eager batch's up to the float rounding a different batch shape gives (more padding, always a
+        key mask)."""
         from .cuda_graphs import ShapeGraphs
 
         self.encoder_graphs = ShapeGraphs(self._encode_padded, capacity=GRAPH_CAPACITY)
@@ -112,8 +119,9 @@ class FunASRNanoTorch(nn.Module):
         ``GRAPH_FRAMES`` frames, the lengths (0 for the extra rows) and the position table."""
         param = self.llm.model.embed_tokens.weight
         counts = [f.shape[0] for f in features]
-        rows = 1 << (len(features) - 1).bit_length()
-        frames = -(-max(counts) // GRAPH_FRAMES) * GRAPH_FRAMES
+        shape = graph_shape(counts)
+        assert shape is not None, "a batch past the graph bounds runs eagerly"
+        rows, frames = shape
         batch = nn.utils.rnn.pad_sequence(list(features), batch_first=True).to(device=param.device, dtype=param.dtype)
         padded = F.pad(batch, (0, 0, 0, frames - batch.shape[1], 0, rows - batch.shape[0]))
         lengths = torch.tensor(counts + [0] * (rows - len(counts)), device=param.device)
