@@ -19,6 +19,7 @@ from funasr_nano.frontend.vad import VadOptions, find_speech, load_vad
 
 DEMO = Path(__file__).parent / "data" / "demo"
 GAP_S = 1.5  # silence between clips: longer than the offline VAD's merge gap, so each clip is its own segment
+GAP_S_SAMPLES = round(GAP_S * 16000)
 
 
 @pytest.fixture(scope="module")
@@ -265,3 +266,49 @@ def test_listen_refuses_what_it_cannot_do_in_one_line(tmp_path, capsys):
         assert "sounddevice" in capsys.readouterr().err.splitlines()[-1]
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert all("Traceback" not in line for line in errors)
+
+
+def test_streams_fed_by_the_ingest_thread_get_the_finals_they_get_alone(model, talk):
+    """The server's ingest: appends of two streams fed together in rounds (one VAD pass each), decodes on
+    the shared worker; each stream's finals are those it gets alone, and a closed stream's append fails
+    alone."""
+    from concurrent.futures import wait
+
+    from funasr_nano.decoding.live import LiveStream
+    from funasr_nano.decoding.live_events import LiveOptions
+    from funasr_nano.decoding.live_ingest import Ingest
+    from funasr_nano.frontend.endpoint import EndpointOptions
+    from funasr_nano.options import TranscribeOptions
+    from funasr_nano.serve.worker import Worker, WorkerDecodes
+
+    talks = [talk, talk[GAP_S_SAMPLES:]]
+    alone = [[e.text for e in feed(model.stream(), audio) if isinstance(e, Final)] for audio in talks]
+    worker, ingest = Worker(model, window_s=0), Ingest()
+    try:
+        settings = model.settings(TranscribeOptions())
+        streams = [LiveStream(WorkerDecodes(worker), model.tokenizer.decode, settings, LiveOptions(),
+                              SpeechDetector(EndpointOptions())) for _ in talks]
+        closed = model.stream()
+        closed.close()
+        events: list[list] = [[], []]
+        for start in range(0, talk.size, 1600):
+            futures = [ingest.feed(stream, audio[start : start + 1600], 16000)
+                       for stream, audio in zip(streams, talks, strict=True)]
+            refused = ingest.feed(closed, talk[:1600], 16000)
+            wait(futures)
+            for future in futures:
+                future.result()
+            with pytest.raises(UsageError, match="closed"):
+                refused.result(60)
+            for k, stream in enumerate(streams):
+                events[k] += stream.poll()
+        for k, stream in enumerate(streams):
+            stream.close()
+            events[k] += stream.poll()
+        assert ingest.stats.feeds == 3 * len(range(0, talk.size, 1600))
+        assert ingest.stats.largest_round >= 2  # appends that came while a round ran were fed together
+    finally:
+        ingest.close()
+        worker.close()
+    for k in range(2):
+        assert [e.text for e in events[k] if isinstance(e, Final)] == alone[k]

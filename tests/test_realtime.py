@@ -14,7 +14,7 @@ import soundfile
 
 pytest.importorskip("uvicorn")
 pytest.importorskip("websockets")
-from server_helpers import running  # noqa: E402
+from server_helpers import get_json, running  # noqa: E402
 from websockets.exceptions import ConnectionClosed, InvalidStatus  # noqa: E402
 from websockets.sync.client import ClientConnection, connect  # noqa: E402
 
@@ -93,6 +93,8 @@ def test_server_vad_session_gives_each_utterance_its_offline_text(model, talk):
         for message in appends(talk[middle:]):
             ws.send(message)
         events = until(ws, "conversation.item.input_audio_transcription.completed", len(offline))
+        ingest = get_json(base + "/health")["live_ingest"]
+    assert ingest["feeds"] == len(appends(talk[:middle])) + len(appends(talk[middle:]))  # through the ingest thread
     completed = [e for e in events if e["type"].endswith("transcription.completed")]
     assert [e["transcript"] for e in completed] == offline
     for done in completed:

@@ -215,3 +215,30 @@ def test_live_detectors_on_many_threads_share_passes_and_find_their_own_speech()
         offline = vad.speech_probabilities(talks[k])
         kept = np.asarray(detector.probabilities)
         np.testing.assert_allclose(kept, offline[: kept.size], atol=1e-5)
+
+
+def test_detectors_fed_together_find_the_boundaries_each_finds_alone():
+    """add_together (one pass for many streams, chunks of any size, some completing no frame) gives each
+    detector the boundaries and probabilities its own add calls give."""
+    from funasr_nano.frontend.endpoint import SpeechDetector, add_together
+
+    samples, _ = speech()
+    talks = [samples[k * SAMPLE_RATE // 3 :] for k in range(3)]
+    rng = np.random.default_rng(5)
+    together, alone = [SpeechDetector() for _ in talks], [SpeechDetector() for _ in talks]
+    found_together: list[list] = [[] for _ in talks]
+    found_alone: list[list] = [[] for _ in talks]
+    position = [0, 0, 0]
+    while min(position) < 6 * SAMPLE_RATE:
+        chunks = []
+        for k in range(3):
+            size = int(rng.choice([100, 700, 1600, 4000]))
+            chunks.append(talks[k][position[k] : position[k] + size])
+            position[k] += size
+        for k, boundaries in enumerate(add_together(together, chunks)):
+            found_together[k] += boundaries
+            found_alone[k] += alone[k].add(chunks[k])
+    assert any(found_alone)
+    assert found_together == found_alone
+    for mine, theirs in zip(together, alone, strict=True):
+        np.testing.assert_allclose(mine.probabilities, theirs.probabilities, atol=1e-5)

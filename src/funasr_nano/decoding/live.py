@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from ..errors import FunASRNanoError, UsageError
-from ..frontend.endpoint import START, SpeechDetector
+from ..frontend.endpoint import START, Boundary, SpeechDetector, add_together
 from ..frontend.features import SAMPLE_RATE
 from ..frontend.prepared import PreparedAudio
 from ..frontend.resample import ChunkedResampler
@@ -90,10 +90,37 @@ class LiveStream:
     def feed(self, samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:
         """Mono float samples in [-1, 1] (or int16) at ``sample_rate``, the same rate for the whole stream."""
         with self._lock:
-            if self.closed:
-                raise UsageError("this stream is closed: open a new one with model.stream()")
-            self._take(self._to_16k(samples, sample_rate))
+            samples = self._accept(samples, sample_rate)
+            self._take(samples, self._boundaries(samples))
         self.decodes.run()
+
+    @staticmethod
+    def feed_together(feeds: Sequence[tuple[LiveStream, np.ndarray, int]]) -> list[Exception | None]:
+        """:meth:`feed` for many streams (each once), with one VAD pass for all of them: a server's ingest
+        thread, which is the only one that feeds these streams. Returns what each feed raised, if anything."""
+        errors: list[Exception | None] = [None] * len(feeds)
+        taken: list[tuple[int, LiveStream, np.ndarray]] = []
+        for index, (stream, samples, rate) in enumerate(feeds):
+            try:
+                with stream._lock:
+                    taken.append((index, stream, stream._accept(samples, rate)))
+            except UsageError as exc:
+                errors[index] = exc
+        detecting = [(stream.detector, samples) for _, stream, samples in taken if stream.detector is not None]
+        try:
+            found = iter(add_together([d for d, _ in detecting], [s for _, s in detecting]))
+        except Exception as exc:  # the shared pass broke: every stream in it hears of it
+            for index, _, _ in taken:
+                errors[index] = exc
+            return errors
+        for index, stream, samples in taken:
+            try:
+                with stream._lock:
+                    stream._take(samples, next(found) if stream.detector is not None else [])
+                stream.decodes.run()
+            except Exception as exc:
+                errors[index] = exc
+        return errors
 
     def commit(self) -> None:
         """End the open utterance here (e.g. push-to-talk released): its final text comes next."""
@@ -111,7 +138,8 @@ class LiveStream:
             if self.closed:
                 return
             if self._resampler is not None:
-                self._take(self._resampler.finish())
+                tail = self._resampler.finish()
+                self._take(tail, self._boundaries(tail))
             if self._open is not None:
                 item = self._open.item
                 self._end(self._heard)
@@ -162,6 +190,12 @@ class LiveStream:
 
     # -- audio in ----------------------------------------------------------------------------------
 
+    def _accept(self, samples: np.ndarray, rate: int) -> np.ndarray:
+        """A feed's samples at 16 kHz (UsageError: this stream takes no more, or not these)."""
+        if self.closed:
+            raise UsageError("this stream is closed: open a new one with model.stream()")
+        return self._to_16k(samples, rate)
+
     def _to_16k(self, samples: np.ndarray, rate: int) -> np.ndarray:
         samples = np.asarray(samples)
         if samples.ndim != 1:
@@ -170,9 +204,10 @@ class LiveStream:
             samples = samples.astype(np.float32) / 32768.0
         elif not np.issubdtype(samples.dtype, np.floating):
             raise UsageError(f"feed float samples in [-1, 1] or int16 PCM, not {samples.dtype}")
-        samples = samples.astype(np.float32, copy=False)
-        if not np.isfinite(samples).all():
-            raise UsageError("the samples hold NaN or infinite values")
+        else:
+            samples = samples.astype(np.float32, copy=False)
+            if not np.isfinite(samples).all():
+                raise UsageError("the samples hold NaN or infinite values")
         if self._rate is None:
             if not isinstance(rate, int) or not 8000 <= rate <= 384000:
                 raise UsageError(f"sample_rate must be a whole number of Hz from 8000 to 384000, not {rate!r}")
@@ -183,7 +218,11 @@ class LiveStream:
             raise UsageError(f"this stream's audio is at {self._rate} Hz: feed every chunk at that rate")
         return samples if self._resampler is None else self._resampler.push(samples)
 
-    def _take(self, samples: np.ndarray) -> None:
+    def _boundaries(self, samples: np.ndarray) -> list[Boundary]:
+        return self.detector.add(samples) if self.detector is not None else []
+
+    def _take(self, samples: np.ndarray, boundaries: list[Boundary]) -> None:
+        """Keep 16 kHz samples, and act on the speech boundaries the detector found in them."""
         start = self._heard
         self._audio = np.concatenate([self._audio, samples])
         self._heard += samples.size
@@ -191,7 +230,7 @@ class LiveStream:
             if self._open is None and samples.size:
                 self._begin(start)
         else:
-            for boundary in self.detector.add(samples):
+            for boundary in boundaries:
                 if boundary.kind == START:
                     self._begin(boundary.sample)
                     self._emit(SpeechStarted(boundary.sample / SAMPLE_RATE, self._open.item))  # type: ignore[union-attr]

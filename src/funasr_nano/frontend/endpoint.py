@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -65,21 +66,28 @@ class SpeechDetector:
 
     @torch.inference_mode()
     def add(self, samples: np.ndarray) -> list[Boundary]:
+        windows = self._windows(samples)
+        if windows is None:
+            return []
+        found, state = _passes_together(self.vad).run(self.vad, windows, self._state)
+        return self._advance(found.numpy(), state)
+
+    def _windows(self, samples: np.ndarray) -> torch.Tensor | None:
+        """The network inputs of the frames these samples complete (None: none yet); keeps the rest."""
         pending = np.concatenate([self._pending, samples.astype(np.float32, copy=False)])
         count = (pending.size - CONTEXT_SAMPLES) // FRAME_SAMPLES
         if count == 0:
             self._pending = pending
-            return []
+            return None
         used = CONTEXT_SAMPLES + count * FRAME_SAMPLES
         windows = torch.from_numpy(pending[:used]).unfold(0, CONTEXT_SAMPLES + FRAME_SAMPLES, FRAME_SAMPLES)
-        found, self._state = _passes_together(self.vad).run(self.vad, windows, self._state)
         self._pending = pending[used - CONTEXT_SAMPLES :].copy()
-        boundaries = []
-        for probability in found.numpy().tolist():
-            boundary = self._frame(probability)
-            if boundary is not None:
-                boundaries.append(boundary)
-        return boundaries
+        return windows
+
+    def _advance(self, probabilities: np.ndarray, state: LSTMState) -> list[Boundary]:
+        self._state = state
+        found = (self._frame(p) for p in probabilities.tolist())
+        return [boundary for boundary in found if boundary is not None]
 
     def _frame(self, probability: float) -> Boundary | None:
         index = self.frames
@@ -112,6 +120,23 @@ class SpeechDetector:
         if hi > lo:
             out[lo - first : hi - first] = kept[lo:hi]
         return out
+
+
+@torch.inference_mode()
+def add_together(detectors: Sequence[SpeechDetector], chunks: Sequence[np.ndarray]) -> list[list[Boundary]]:
+    """:meth:`SpeechDetector.add` for many streams' detectors (each once) from one thread: one batched
+    pass per VAD network for all of them, instead of one pass per stream."""
+    boundaries: list[list[Boundary]] = [[] for _ in detectors]
+    passes: dict[SileroVAD, list[tuple[int, torch.Tensor]]] = {}
+    for index, (detector, samples) in enumerate(zip(detectors, chunks, strict=True)):
+        windows = detector._windows(samples)
+        if windows is not None:
+            passes.setdefault(detector.vad, []).append((index, windows))
+    for vad, batch in passes.items():
+        results = vad.pass_many([(windows, detectors[index]._state) for index, windows in batch])
+        for (index, _), (found, state) in zip(batch, results, strict=True):
+            boundaries[index] = detectors[index]._advance(found.numpy(), state)
+    return boundaries
 
 
 class _PassesTogether:

@@ -95,6 +95,12 @@ class SileroVAD:
     def _own_stream(self) -> AbstractContextManager:
         return torch.cuda.stream(self._stream) if self._stream is not None else nullcontext()
 
+    def _to_device(self, windows: torch.Tensor) -> torch.Tensor:
+        if self._stream is None or windows.device.type != "cpu":
+            return windows.to(self.device)
+        # from pinned memory the copy is a plain DMA on the VAD's stream (the pass ends in a sync on it)
+        return windows.contiguous().pin_memory().to(self.device, non_blocking=True)
+
     def _frame_features(self, windows: torch.Tensor) -> torch.Tensor:
         """[N, 576] windows (context + frame) -> [N, 128] encoder features."""
         x = F.pad(windows[:, None, :], (0, CONTEXT_SAMPLES), mode="reflect")
@@ -126,7 +132,7 @@ class SileroVAD:
                            ) -> tuple[torch.Tensor, LSTMState]:
         """One pass: [N, 576] windows -> N probabilities, and the LSTM state the next pass starts from."""
         with self._own_stream():
-            features = self._frame_features(windows.to(self.device))
+            features = self._frame_features(self._to_device(windows))
             hidden, state = self.lstm(features[None], state)  # the state carries over to the next pass
             return self._probabilities(hidden[0]).cpu(), state
 
@@ -141,7 +147,7 @@ class SileroVAD:
             return [self.pass_probabilities(*passes[0])]
         counts = [windows.shape[0] for windows, _ in passes]
         with self._own_stream():
-            windows = torch.cat([windows for windows, _ in passes]).to(self.device)
+            windows = self._to_device(torch.cat([windows for windows, _ in passes]))
             features = self._frame_features(windows).split(counts)
             size = self.lstm.hidden_size
             zero = torch.zeros(1, 1, size, device=self.device)
@@ -151,8 +157,8 @@ class SileroVAD:
                                                        torch.tensor(counts), batch_first=True, enforce_sorted=False)
             out, (h, c) = self.lstm(packed, (h0, c0))  # h, c: each stream's state after its own last frame
             found = self._probabilities(nn.utils.rnn.pad_packed_sequence(out, batch_first=True)[0]).cpu()
-            return [(found[i, :n], (h[:, i : i + 1].contiguous(), c[:, i : i + 1].contiguous()))
-                    for i, n in enumerate(counts)]
+            states = zip(h.unsqueeze(2).unbind(1), c.unsqueeze(2).unbind(1), strict=True)  # [1, 1, 128] each
+            return [(found[i, :n], state) for i, (n, state) in enumerate(zip(counts, states, strict=True))]
 
 
 @lru_cache(maxsize=4)

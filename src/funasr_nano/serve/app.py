@@ -303,6 +303,7 @@ def create_app(model: FunASRNano, config: ServerConfig | None = None) -> FastAPI
             "max_uploads": config.max_uploads,
             "requests_served": service.served,
             "batching": worker.stats.as_dict() if worker else None,
+            "live_ingest": service.ingest.stats.as_dict() if service.ingest else None,
         }
 
     return app

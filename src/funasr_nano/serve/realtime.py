@@ -246,8 +246,8 @@ async def _handle(message: str, session: _Session, service: Service, send: Any, 
         if session.stream is None:
             session.stream = _open_stream(service, session)
             session.stream.wake = session.wake
-        samples = np.frombuffer(raw, "<i2")
-        await loop.run_in_executor(None, session.stream.feed, samples, session.rate)
+        assert service.ingest is not None
+        await asyncio.wrap_future(service.ingest.feed(session.stream, np.frombuffer(raw, "<i2"), session.rate))
     elif kind == "input_audio_buffer.commit":
         stream = session.stream
         item = None if stream is None else stream.open_item

@@ -12,6 +12,7 @@ from typing import IO
 import numpy as np
 
 from ..api import FunASRNano, TextCallback, transcription
+from ..decoding.live_ingest import Ingest
 from ..decoding.pieces import DecodedRecording
 from ..decoding.scheduler import RecordingDone, TextDelta
 from ..frontend.audio import load_audio
@@ -31,6 +32,7 @@ class Service:
         self.config = config
         self.base_model = model
         self.worker: Worker | None = None
+        self.ingest: Ingest | None = None  # feeds the live sessions' audio
         self.pool: ThreadPoolExecutor | None = None
         self.active = 0
         self.served = 0
@@ -42,11 +44,14 @@ class Service:
     def start(self) -> None:
         _tune_for_serving(self.base_model, self.config.encode_interval_s)
         self.worker = Worker(self.base_model, self.config.batch_window_s)
+        self.ingest = Ingest()
         self.pool = ThreadPoolExecutor(self.config.max_queue, thread_name_prefix="funasr-nano-request")
 
     def stop(self) -> None:
         if self.pool is not None:
             self.pool.shutdown(wait=True)
+        if self.ingest is not None:
+            self.ingest.close()
         if self.worker is not None:
             self.worker.close()
 
