@@ -34,6 +34,7 @@ from benchmarks.common import (
     device_name,
     l1_audio,
     peak_memory,
+    provenance,
     reset_peak_memory,
     summary,
     sync,
@@ -207,6 +208,7 @@ def main() -> None:
     backend = model.backend
     out = {
         "system": "funasr-nano",
+        **{k: v for k, v in provenance(args.workloads, args.device).items() if k in ("date", "command", "git_commit")},
         "device": device_name(args.device),
         "versions": versions(),
         "dtype": str(backend.dtype).removeprefix("torch."),
