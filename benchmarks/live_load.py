@@ -31,7 +31,6 @@ import json
 import multiprocessing
 import os
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -41,7 +40,7 @@ import soundfile
 
 from benchmarks.common import provenance
 from benchmarks.load_test import Client, Server, add_server_arguments, batching, percentile, write_result
-from benchmarks.pyspy_stacks import record, summarize
+from benchmarks.pyspy_stacks import profile_later
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "tests" / "data" / "demo"
@@ -192,19 +191,6 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def profile(pid: int, directory: Path, streams: int) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    runs = {gil: (directory / f"S2-{streams}-{'gil' if gil else 'threads'}.txt") for gil in (False, True)}
-    samplers = {gil: record(pid, 10.0, path, gil) for gil, path in runs.items()}
-    for gil, sampler in samplers.items():
-        _, errors = sampler.communicate()
-        path = runs[gil]
-        if sampler.returncode or not path.exists():
-            print(f"py-spy failed ({sampler.returncode}): {errors.strip()[-300:]}", file=sys.stderr)
-            continue
-        path.with_suffix(".summary.txt").write_text(summarize(path) + "\n")
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_server_arguments(parser, batch_size=128)
@@ -234,12 +220,10 @@ def main() -> int:
         client = Client(server.port, 60)
         for streams in levels:
             before, cpu_before = client.get("/health")["batching"], cpu_seconds(server.process.pid)
-            profiler = None
-            if args.profile is not None:
-                profiler = threading.Timer(7.0, profile, (server.process.pid, args.profile, streams))
-                profiler.start()  # the level's sending begins 2 s after it starts
+            # the level's sending begins 2 s after it starts
+            profiler = args.profile and profile_later(server.process.pid, 7.0, args.profile / f"S2-{streams}")
             level = run_level(url, streams, args)
-            if profiler is not None:
+            if profiler:
                 profiler.join()
             after, cpu_after = client.get("/health")["batching"], cpu_seconds(server.process.pid)
             level["batching"] = batching(before, after, level["wall_s"])

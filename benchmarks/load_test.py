@@ -32,6 +32,7 @@ import numpy as np
 import soundfile
 
 from benchmarks.common import agreement, provenance
+from benchmarks.pyspy_stacks import profile_later
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEECH = ROOT / "tests" / "data" / "speech.ogg"
@@ -282,6 +283,9 @@ def main() -> int:
     parser.add_argument("--request-timeout", type=float, default=300.0)
     parser.add_argument("--output", type=Path, default=None,
                         help="JSON path (default: benchmarks/results/<date>-<device>-S1.json)")
+    parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
+                        help="py-spy the server (all threads, and who holds the GIL) from 5 s into the load "
+                             "for 10 s; stacks and their summaries go to DIR")
     args = parser.parse_args()
 
     clips = make_clips()
@@ -299,7 +303,10 @@ def main() -> int:
                 sys.exit(f"reference request failed: HTTP {status}: {body[:300]}")
             references.append((body, tokens))
         health_before = client.get("/health")
+        profiler = args.profile and profile_later(server.process.pid, 5.0, args.profile / f"S1-{args.clients}")
         load = run_load(server.port, clips, references, args)
+        if profiler:
+            profiler.join()
         health = client.get("/health")
     finally:
         clean_shutdown = server.stop()

@@ -15,6 +15,7 @@ import argparse
 import re
 import subprocess
 import sys
+import threading
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -28,6 +29,26 @@ def record(pid: int, seconds: float, output: Path, gil: bool = False, rate: int 
                "--format", "raw", "--threads", "--nonblocking", "--output", str(output)]
     command += ["--gil"] if gil else ["--idle"]
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def profile_later(pid: int, delay: float, stem: Path, seconds: float = 10.0) -> threading.Timer:
+    """In ``delay`` seconds, sample ``pid`` for ``seconds`` twice at once (all threads, and the GIL holder)
+    into ``stem``-threads.txt and ``stem``-gil.txt, each with its summary; join() the timer to wait."""
+
+    def run() -> None:
+        stem.parent.mkdir(parents=True, exist_ok=True)
+        paths = {gil: stem.parent / f"{stem.name}-{'gil' if gil else 'threads'}.txt" for gil in (False, True)}
+        samplers = {gil: record(pid, seconds, path, gil) for gil, path in paths.items()}
+        for gil, sampler in samplers.items():
+            _, errors = sampler.communicate()
+            if sampler.returncode or not paths[gil].exists():
+                print(f"py-spy failed ({sampler.returncode}): {errors.strip()[-300:]}", file=sys.stderr)
+                continue
+            paths[gil].with_suffix(".summary.txt").write_text(summarize(paths[gil]) + "\n")
+
+    timer = threading.Timer(delay, run)
+    timer.start()
+    return timer
 
 
 def thread_kind(label: str) -> str:
