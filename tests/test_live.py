@@ -312,3 +312,25 @@ def test_streams_fed_by_the_ingest_thread_get_the_finals_they_get_alone(model, t
         worker.close()
     for k in range(2):
         assert [e.text for e in events[k] if isinstance(e, Final)] == alone[k]
+
+
+def test_an_append_cancelled_before_its_round_is_skipped_and_the_ingest_goes_on(model):
+    import time
+
+    from funasr_nano.decoding.live_ingest import Ingest
+
+    first, second = model.stream(), model.stream()
+    ingest = Ingest()
+    try:
+        chunk = np.zeros(1600, np.float32)
+        with first._lock:  # the ingest thread's round waits on this stream, so the next append queues
+            running = ingest.feed(first, chunk, 16000)
+            while not running.running():
+                time.sleep(0.001)
+            cancelled = ingest.feed(second, chunk, 16000)
+            assert cancelled.cancel()
+        running.result(30)
+        ingest.feed(second, chunk, 16000).result(30)
+        assert ingest.stats.feeds == 2 and second.heard_seconds == pytest.approx(0.1)
+    finally:
+        ingest.close()

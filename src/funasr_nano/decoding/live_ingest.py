@@ -72,8 +72,11 @@ class Ingest:
                     return
                 batch, later, seen = [], [], set()
                 for entry in self._queue:  # a stream's second append waits for the next round
-                    (later if id(entry[0]) in seen else batch).append(entry)
-                    seen.add(id(entry[0]))
+                    if id(entry[0]) in seen:
+                        later.append(entry)
+                    elif entry[3].set_running_or_notify_cancel():  # not cancelled by its caller meanwhile
+                        batch.append(entry)
+                        seen.add(id(entry[0]))
                 self._queue = later
             started = time.perf_counter()
             errors = LiveStream.feed_together([(stream, samples, rate) for stream, samples, rate, _ in batch])

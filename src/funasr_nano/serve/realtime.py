@@ -23,6 +23,7 @@ import itertools
 import json
 import uuid
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,6 +56,7 @@ class _Session:
     items: dict[int, str] = field(default_factory=dict)  # stream item -> item_id
     events: itertools.count = field(default_factory=itertools.count)
     wake: Callable[[], None] | None = None  # tells the session's sender that its stream has events
+    feeding: Future[None] | None = None  # its latest append, queued on the ingest thread
 
     def describe(self) -> dict[str, Any]:
         return {"id": self.id, "object": "realtime.session", "type": "transcription",
@@ -212,7 +214,13 @@ async def realtime(websocket: WebSocket, service: Service) -> None:
     finally:
         service.streams -= 1
         if session.stream is not None:
-            await loop.run_in_executor(None, session.stream.close)  # its decodes end; nobody listens
+            def close() -> None:  # after the append the ingest thread may still be feeding
+                with contextlib.suppress(Exception):
+                    if session.feeding is not None:
+                        session.feeding.result()
+                session.stream.close()  # its decodes end; nobody listens
+
+            await loop.run_in_executor(None, close)
         forwarder.cancel()
 
 
@@ -247,7 +255,8 @@ async def _handle(message: str, session: _Session, service: Service, send: Any, 
             session.stream = _open_stream(service, session)
             session.stream.wake = session.wake
         assert service.ingest is not None
-        await asyncio.wrap_future(service.ingest.feed(session.stream, np.frombuffer(raw, "<i2"), session.rate))
+        session.feeding = service.ingest.feed(session.stream, np.frombuffer(raw, "<i2"), session.rate)
+        await asyncio.wrap_future(session.feeding)
     elif kind == "input_audio_buffer.commit":
         stream = session.stream
         item = None if stream is None else stream.open_item
