@@ -242,9 +242,16 @@ class LiveStream:
         if utterance is not None:
             if self._heard - utterance.speech >= self.options.max_utterance * SAMPLE_RATE:
                 self._split_long(utterance)
-            elif self._heard - utterance.last_partial >= self.options.interval * SAMPLE_RATE:
+            elif self._heard - utterance.last_partial >= self._spacing(utterance) * SAMPLE_RATE:
                 self._ask_partial(utterance)
         self._forget()
+
+    def _spacing(self, utterance: _Utterance) -> float:
+        """Seconds of audio between partials: the interval, but half of it after a partial that showed
+        nothing yet (its first words are held back while they are all there is, and the first partial is
+        what a user waits for)."""
+        asked = utterance.last_partial > utterance.begin
+        return self.options.interval / 2 if asked and not utterance.shown else self.options.interval
 
     def _forget(self) -> None:
         """Keep only the open utterance's audio, or the prefix padding while nobody speaks."""
