@@ -334,3 +334,25 @@ def test_an_append_cancelled_before_its_round_is_skipped_and_the_ingest_goes_on(
         assert ingest.stats.feeds == 2 and second.heard_seconds == pytest.approx(0.1)
     finally:
         ingest.close()
+
+
+def test_after_a_partial_that_showed_nothing_the_next_comes_half_an_interval_later(model, talk):
+    """Partials are asked every interval (0.5 s of audio), except right after one whose words were all
+    held back (0.25 s, here the next 100 ms chunk after it): the first words are what a user waits for."""
+    from funasr_nano.decoding.live_decodes import InlineDecodes
+
+    asks: list[tuple[int, float, bool]] = []  # item, stream seconds, whether it had shown text before
+
+    class Logged(InlineDecodes):
+        def submit(self, recording, deliver):
+            if recording.key[1] == "partial":
+                asks.append((stream.open_item, stream.heard_seconds, bool(stream._open.shown)))
+            super().submit(recording, deliver)
+
+    stream = model.stream(decodes=Logged(model.scheduler()))
+    feed(stream, talk)
+    pairs = zip(asks, asks[1:], strict=False)
+    gaps = [(round(later - earlier, 2), shown) for (item, earlier, _), (same, later, shown) in pairs if item == same]
+    assert (0.3, False) in gaps  # some utterance's first partial was all held back
+    assert {gap for gap, shown in gaps if shown} == {0.5}
+    assert {gap for gap, shown in gaps if not shown} == {0.3}
