@@ -46,6 +46,7 @@ class _Utterance:
     agreed: list[int] = field(default_factory=list)
     pending: Hashable | None = None  # its partial decode in the scheduler
     shown: str = ""  # the text of its latest partial event
+    retry_soon: bool = False  # its latest partial showed nothing and came back quickly
 
 
 _TAIL_SAMPLES = FRAME_SAMPLES  # kept beyond the prefix padding while nobody speaks
@@ -249,9 +250,8 @@ class LiveStream:
     def _spacing(self, utterance: _Utterance) -> float:
         """Seconds of audio between partials: the interval, but half of it after a partial that showed
         nothing yet (its first words are held back while they are all there is, and the first partial is
-        what a user waits for)."""
-        asked = utterance.last_partial > utterance.begin
-        return self.options.interval / 2 if asked and not utterance.shown else self.options.interval
+        what a user waits for) when that partial came back within half an interval."""
+        return self.options.interval / 2 if utterance.retry_soon else self.options.interval
 
     def _forget(self) -> None:
         """Keep only the open utterance's audio, or the prefix padding while nobody speaks."""
@@ -372,6 +372,9 @@ class LiveStream:
             if shown and shown != utterance.shown:
                 utterance.shown = shown
                 self._emit(Partial(utterance.item, shown, stable))
+            # a decoder that keeps up can afford the next partial sooner; one that is behind cannot
+            quick = self._heard - utterance.last_partial < self.options.interval / 2 * SAMPLE_RATE
+            utterance.retry_soon = not utterance.shown and quick
 
     def _final_done(self, key: Hashable, result: DecodedRecording) -> None:
         item, begin = self._finals.pop(key)
