@@ -1,6 +1,7 @@
 """``GET /v1/realtime?intent=transcription``: live transcription over a WebSocket, in the events of
 OpenAI's Realtime API (transcription sessions), each session a :class:`~funasr_nano.decoding.live.LiveStream`
-whose decodes share the server's worker with the file requests.
+whose appends the server's ingest thread feeds (:mod:`~funasr_nano.decoding.live_ingest`) and whose decodes
+share the server's worker with the file requests.
 
 Client events: ``session.update`` (or the older ``transcription_session.update``), ``input_audio_buffer.append``
 (base64 PCM16 mono, 24 kHz unless the session says 16 kHz), ``input_audio_buffer.commit``,
