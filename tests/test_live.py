@@ -356,3 +356,24 @@ def test_after_a_partial_that_showed_nothing_the_next_comes_half_an_interval_lat
     assert (0.3, False) in gaps  # some utterance's first partial was all held back
     assert {gap for gap, shown in gaps if shown} == {0.5}
     assert {gap for gap, shown in gaps if not shown} == {0.3}
+
+
+def test_a_broken_vad_pass_fails_that_round_s_appends_and_the_ingest_goes_on(model, talk):
+    from funasr_nano.decoding.live_ingest import Ingest
+
+    streams = [model.stream(), model.stream()]
+    vad = streams[0].detector.vad
+    ingest = Ingest()
+    try:
+        vad.pass_many = lambda passes: (_ for _ in ()).throw(RuntimeError("the GPU fell over"))
+        failed = [ingest.feed(s, talk[:16000], 16000) for s in streams]
+        for future in failed:
+            with pytest.raises(RuntimeError, match="fell over"):
+                future.result(30)
+        del vad.pass_many
+        for future in [ingest.feed(s, talk[16000:32000], 16000) for s in streams]:
+            future.result(30)
+        assert all(s.detector.frames > 0 for s in streams)
+    finally:
+        vad.__dict__.pop("pass_many", None)
+        ingest.close()
