@@ -172,7 +172,7 @@ def test_passes_of_several_streams_in_one_batch_equal_their_own_passes():
         together = vad.pass_many(passes)
         for k, ((windows, _), (found, state)) in enumerate(zip(passes, together, strict=True)):
             expected, alone[k] = vad.pass_probabilities(windows, alone[k] if round_ else None)
-            np.testing.assert_allclose(found.numpy(), expected.numpy(), atol=1e-5)
+            np.testing.assert_allclose(found, expected.numpy(), atol=1e-5)
             np.testing.assert_allclose(state[0].numpy(), alone[k][0].numpy(), atol=1e-5)
             states[k] = state
 

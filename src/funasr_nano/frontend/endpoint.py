@@ -70,7 +70,7 @@ class SpeechDetector:
         if windows is None:
             return []
         found, state = _passes_together(self.vad).run(self.vad, windows, self._state)
-        return self._advance(found.numpy(), state)
+        return self._advance(found, state)
 
     def _windows(self, samples: np.ndarray) -> torch.Tensor | None:
         """The network inputs of the frames these samples complete (None: none yet); keeps the rest."""
@@ -135,7 +135,7 @@ def add_together(detectors: Sequence[SpeechDetector], chunks: Sequence[np.ndarra
     for vad, batch in passes.items():
         results = vad.pass_many([(windows, detectors[index]._state) for index, windows in batch])
         for (index, _), (found, state) in zip(batch, results, strict=True):
-            boundaries[index] = detectors[index]._advance(found.numpy(), state)
+            boundaries[index] = detectors[index]._advance(found, state)
     return boundaries
 
 
@@ -151,7 +151,7 @@ class _PassesTogether:
         self._queue: list[_Pass] = []
         self._running = False
 
-    def run(self, vad: SileroVAD, windows: torch.Tensor, state: LSTMState | None) -> tuple[torch.Tensor, LSTMState]:
+    def run(self, vad: SileroVAD, windows: torch.Tensor, state: LSTMState | None) -> tuple[np.ndarray, LSTMState]:
         job = _Pass(windows, state)
         with self._cond:
             self._queue.append(job)
@@ -182,7 +182,7 @@ class _Pass:
     windows: torch.Tensor
     state: LSTMState | None
     finished: bool = False
-    result: tuple[torch.Tensor, LSTMState] | BaseException | None = None
+    result: tuple[np.ndarray, LSTMState] | BaseException | None = None
 
 
 _TOGETHER: weakref.WeakKeyDictionary[SileroVAD, _PassesTogether] = weakref.WeakKeyDictionary()

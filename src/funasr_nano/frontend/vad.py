@@ -140,11 +140,13 @@ class SileroVAD:
         weight, bias = self.head
         return torch.sigmoid(F.relu(hidden) @ weight[0, :, 0] + bias)
 
-    def pass_many(self, passes: list[tuple[torch.Tensor, LSTMState | None]]) -> list[tuple[torch.Tensor, LSTMState]]:
+    def pass_many(self, passes: list[tuple[torch.Tensor, LSTMState | None]]) -> list[tuple[np.ndarray, LSTMState]]:
         """:meth:`pass_probabilities` for independent streams in one batched pass: the frames of all in one
-        front end, and one LSTM batch of the streams, each as long as its own windows."""
+        front end, and one LSTM batch of the streams, each as long as its own windows. Probabilities as
+        NumPy rows (hundreds of streams' rows are cut from one array)."""
         if len(passes) == 1:
-            return [self.pass_probabilities(*passes[0])]
+            found, state = self.pass_probabilities(*passes[0])
+            return [(found.numpy(), state)]
         counts = [windows.shape[0] for windows, _ in passes]
         with self._own_stream():
             windows = self._to_device(torch.cat([windows for windows, _ in passes]))
@@ -156,7 +158,7 @@ class SileroVAD:
             packed = nn.utils.rnn.pack_padded_sequence(nn.utils.rnn.pad_sequence(list(features), batch_first=True),
                                                        torch.tensor(counts), batch_first=True, enforce_sorted=False)
             out, (h, c) = self.lstm(packed, (h0, c0))  # h, c: each stream's state after its own last frame
-            found = self._probabilities(nn.utils.rnn.pad_packed_sequence(out, batch_first=True)[0]).cpu()
+            found = self._probabilities(nn.utils.rnn.pad_packed_sequence(out, batch_first=True)[0]).cpu().numpy()
             states = zip(h.unsqueeze(2).unbind(1), c.unsqueeze(2).unbind(1), strict=True)  # [1, 1, 128] each
             return [(found[i, :n], state) for i, (n, state) in enumerate(zip(counts, states, strict=True))]
 
