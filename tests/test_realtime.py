@@ -177,3 +177,23 @@ def test_a_session_outlives_the_header_timeout_of_its_connection(model):
         time.sleep(1.5)
         ws.send(json.dumps({"type": "input_audio_buffer.clear"}))
         assert receive(ws)["type"] == "input_audio_buffer.cleared"
+
+
+def test_an_append_after_the_ingest_has_stopped_is_told_to_reconnect(model, talk, monkeypatch):
+    """Shutting down: the ingest thread takes no more audio; the session gets one error event and a 1012 close."""
+    from funasr_nano.decoding.live_ingest import Ingest, IngestClosedError
+
+    def closed(*_: object) -> None:
+        raise IngestClosedError("the server is shutting down")
+
+    monkeypatch.setattr(Ingest, "feed", closed)
+    with running(model, ServerConfig()) as base, connect(ws_url(base)) as ws:
+        receive(ws)
+        ws.send(session_update())
+        receive(ws)
+        ws.send(appends(talk[:1600])[0])
+        error = receive(ws)
+        assert error["type"] == "error" and error["error"]["code"] == "server_shutting_down"
+        with pytest.raises(ConnectionClosed) as closing:
+            receive(ws)
+        assert closing.value.rcvd.code == 1012

@@ -33,6 +33,7 @@ from fastapi import WebSocket, WebSocketDisconnect
 
 from ..decoding.live import LiveStream
 from ..decoding.live_events import Failed, Final, Partial, SpeechStarted, SpeechStopped
+from ..decoding.live_ingest import IngestClosedError
 from ..errors import UsageError
 from ..frontend.endpoint import EndpointOptions
 from .service import Service
@@ -212,6 +213,11 @@ async def realtime(websocket: WebSocket, service: Service) -> None:
                                                        "message": str(exc), "param": param}})
     except WebSocketDisconnect:
         pass
+    except IngestClosedError as exc:  # the server is shutting down
+        with contextlib.suppress(Exception):
+            await send({"type": "error", "error": {"type": "server_error", "code": "server_shutting_down",
+                                                   "message": f"{exc}: reconnect later"}})
+            await websocket.close(code=1012, reason="server shutting down")
     finally:
         service.streams -= 1
         if session.stream is not None:
