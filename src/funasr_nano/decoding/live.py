@@ -107,17 +107,16 @@ class LiveStream:
                     taken.append((index, stream, stream._accept(samples, rate)))
             except UsageError as exc:
                 errors[index] = exc
-        detecting = [(stream.detector, samples) for _, stream, samples in taken if stream.detector is not None]
         try:
-            found = iter(add_together([d for d, _ in detecting], [s for _, s in detecting]))
+            found = add_together([stream.detector for _, stream, _ in taken], [samples for _, _, samples in taken])
         except Exception as exc:  # the shared pass broke: every stream in it hears of it
             for index, _, _ in taken:
                 errors[index] = exc
             return errors
-        for index, stream, samples in taken:
+        for (index, stream, samples), boundaries in zip(taken, found, strict=True):
             try:
                 with stream._lock:
-                    stream._take(samples, next(found) if stream.detector is not None else [])
+                    stream._take(samples, boundaries)
                 stream.decodes.run()
             except Exception as exc:
                 errors[index] = exc

@@ -123,19 +123,20 @@ class SpeechDetector:
 
 
 @torch.inference_mode()
-def add_together(detectors: Sequence[SpeechDetector], chunks: Sequence[np.ndarray]) -> list[list[Boundary]]:
+def add_together(detectors: Sequence[SpeechDetector | None], chunks: Sequence[np.ndarray]) -> list[list[Boundary]]:
     """:meth:`SpeechDetector.add` for many streams' detectors (each once) from one thread: one batched
-    pass per VAD network for all of them, instead of one pass per stream."""
+    pass per VAD network for all of them, instead of one pass per stream. A stream without a detector
+    (None) gets no boundaries."""
     boundaries: list[list[Boundary]] = [[] for _ in detectors]
-    passes: dict[SileroVAD, list[tuple[int, torch.Tensor]]] = {}
+    passes: dict[SileroVAD, list[tuple[int, SpeechDetector, torch.Tensor]]] = {}
     for index, (detector, samples) in enumerate(zip(detectors, chunks, strict=True)):
-        windows = detector._windows(samples)
-        if windows is not None:
-            passes.setdefault(detector.vad, []).append((index, windows))
+        windows = None if detector is None else detector._windows(samples)
+        if detector is not None and windows is not None:
+            passes.setdefault(detector.vad, []).append((index, detector, windows))
     for vad, batch in passes.items():
-        results = vad.pass_many([(windows, detectors[index]._state) for index, windows in batch])
-        for (index, _), (found, state) in zip(batch, results, strict=True):
-            boundaries[index] = detectors[index]._advance(found, state)
+        results = vad.pass_many([(windows, detector._state) for _, detector, windows in batch])
+        for (index, detector, _), (found, state) in zip(batch, results, strict=True):
+            boundaries[index] = detector._advance(found, state)
     return boundaries
 
 
