@@ -221,11 +221,13 @@ async def realtime(websocket: WebSocket, service: Service) -> None:
     finally:
         service.streams -= 1
         if session.stream is not None:
+            stream, feeding = session.stream, session.feeding
+
             def close() -> None:  # after the append the ingest thread may still be feeding
-                with contextlib.suppress(Exception):
-                    if session.feeding is not None:
-                        session.feeding.result()
-                session.stream.close()  # its decodes end; nobody listens
+                if feeding is not None:
+                    with contextlib.suppress(Exception):
+                        feeding.result()
+                stream.close()  # its decodes end; nobody listens
 
             await loop.run_in_executor(None, close)
         forwarder.cancel()
